@@ -1,0 +1,1 @@
+"""simbridge.deploy"""

@@ -1,0 +1,58 @@
+"""The `simbridge` command line: help, unknown verbs, bad arguments, missing verbs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from simbridge.data import cli
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "simbridge.data.cli", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_help_lists_every_verb():
+    out = run_cli("--help")
+    assert out.returncode == 0
+    for verb in ("train", "eval", "export", "deploy", "collect", "calibrate", "data", "report"):
+        assert f"  {verb}" in out.stdout
+
+
+def test_no_arguments_prints_help_and_exits_2():
+    out = run_cli()
+    assert out.returncode == 2 and "verbs:" in out.stdout
+
+
+def test_unknown_verb_exits_2_with_suggestion():
+    out = run_cli("trian")
+    assert out.returncode == 2
+    assert "unknown verb 'trian'" in out.stderr and "train" in out.stderr
+
+
+def test_unbuilt_verb_says_so_and_exits_nonzero(monkeypatch, capsys):
+    monkeypatch.setitem(cli.VERBS, "teleport", cli.Verb("simbridge.data.no_such_module", "beam the robot", 99))
+    assert cli.main(["teleport"]) == cli.EXIT_UNAVAILABLE
+    assert "not built yet" in capsys.readouterr().err
+
+
+def test_every_registered_verb_has_help_or_reports_unbuilt(capsys):
+    # A verb's own --help exits 0 through argparse when it is built, else EXIT_UNAVAILABLE.
+    for name in cli.VERBS:
+        try:
+            code = cli.main([name, "--help"])
+        except SystemExit as exc:
+            code = exc.code
+        assert code in (0, cli.EXIT_UNAVAILABLE), name
+
+
+@pytest.mark.parametrize("args", [["data", "--no-such-flag"], ["train", "--no-such-flag"]])
+def test_bad_verb_arguments_exit_2(args):
+    out = run_cli(*args)
+    # Built verbs reject the flag through argparse (exit 2); unbuilt ones exit 3.
+    assert out.returncode in (2, 3)
+    assert ("unrecognized arguments" in out.stderr) or ("not built yet" in out.stderr)
