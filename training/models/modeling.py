@@ -1,0 +1,505 @@
+"""VLA policies: the shared vision-language backbone and the two action decoders.
+
+Sequence fed to the causal LM (all as input embeddings)::
+
+    [camera tokens (projected patches) ...][<pad>... <bos> prompt tokens][proprio]  [action part]
+    |<------------------------------ prefix, length L ----------------------------->|
+
+* ``openvla``: the action part is 7·K action *tokens* decoded autoregressively with a KV
+  cache; position ``L-1`` emits the first one. Logits of non-action vocabulary ids are
+  masked to ``-inf`` so only the last 256 ids (the action bins) can be emitted.
+* ``openvla-oft``: the action part is 7·K learned *action query* embeddings; one forward
+  pass yields all K x 7 bin distributions at once (parallel decoding). Discrete bins keep
+  exact log-probs for RL; an optional L1 regression head on the same states serves SFT.
+  (Queries attend causally, which is equivalent to OFT's bidirectional block up to
+  expressiveness because the queries do not depend on sampled values.)
+
+Both share a value head (hidden -> 512 -> 128 -> 1, GELU) read at the hidden state of the
+position that emits the first action token (RL4VLA / RLinf). Log-probs are sums over the
+action tokens; ``act`` and ``evaluate`` compute them with the same code so they agree.
+
+Prompts are left-padded inside the text segment; position ids come from the attention
+mask, so padding never shifts the action positions.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoModel, AutoModelForCausalLM, PreTrainedModel
+
+from simbridge.data.spec import ContractError, Observation, PolicyContract
+from simbridge.training.models.action_tokenizer import STATS_FILE, ActionStats, bin_centers
+from simbridge.training.models.configuration import VLAConfig
+from simbridge.training.models.text_tokenizer import TOKENIZER_FILE, InstructionTokenizer
+
+_SIGLIP_MEAN, _SIGLIP_STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+_IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+WEIGHTS_FILES = ("model.safetensors", "model.safetensors.index.json")
+
+
+@dataclass
+class ActOutput:
+    """What a rollout needs from one policy call (batch B, chunk K, T = 7·K action tokens)."""
+
+    actions: torch.Tensor  # (B, K, 7) float32, physical units (de-normalized)
+    tokens: torch.Tensor  # (B, T) long, bin ids 0..255
+    logprobs: torch.Tensor  # (B,) sum of the action tokens' log-probs
+    values: torch.Tensor  # (B,)
+    token_ids: torch.Tensor  # (B, T) long, the raw vocabulary ids that were emitted
+    normalized_actions: torch.Tensor  # (B, K, 7) in [-1, 1]
+
+
+@dataclass
+class EvalOutput:
+    """Teacher-forced statistics of given tokens (the RL update's view of a rollout)."""
+
+    logprobs: torch.Tensor  # (B,)
+    entropy: torch.Tensor  # (B,) sum over the action tokens
+    values: torch.Tensor  # (B,)
+    token_logprobs: torch.Tensor  # (B, T)
+    action_logits: torch.Tensor  # (B, T, num_bins), untempered
+    regression: torch.Tensor | None = None  # (B, T) in [-1, 1] (OFT regression head)
+
+
+@dataclass
+class ForwardOutput:
+    action_logits: torch.Tensor  # (B, T, num_bins)
+    values: torch.Tensor  # (B,)
+    regression: torch.Tensor | None = None
+
+
+def _mlp(dims: Sequence[int]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i in range(len(dims) - 1):
+        layers.append(nn.Linear(dims[i], dims[i + 1]))
+        if i < len(dims) - 2:
+            layers.append(nn.GELU())
+    return nn.Sequential(*layers)
+
+
+class VLAPolicy(PreTrainedModel):
+    """Base class of both families; ``VLAPolicy.from_pretrained`` returns the right subclass."""
+
+    config_class = VLAConfig
+    config: VLAConfig
+    base_model_prefix = "vla"
+    main_input_name = "pixel_values"
+    _supports_sdpa = True
+    _supports_attention_backend = True
+    family: ClassVar[str] = ""
+
+    def __init__(self, config: VLAConfig):
+        super().__init__(config)
+        self.siglip = (
+            AutoModel.from_config(config.siglip_config) if config.siglip_config is not None else None
+        )
+        self.dinov2 = (
+            AutoModel.from_config(config.dinov2_config) if config.dinov2_config is not None else None
+        )
+        encoders = [c for c in (config.siglip_config, config.dinov2_config) if c is not None]
+        patches = {(c.image_size // c.patch_size) ** 2 for c in encoders}
+        if len(patches) != 1:
+            raise ValueError(
+                "fused vision encoders must produce the same number of patches (image/patch size)"
+            )
+        self.num_patches = patches.pop()
+        vision_dim = sum(c.hidden_size for c in encoders)
+        hidden = config.hidden_size
+        self.projector = _mlp([vision_dim, *config.projector_dims])
+        self.camera_embed = nn.Embedding(config.num_cameras, hidden)
+        self.proprio_proj = _mlp([config.proprio_dim, hidden, hidden]) if config.use_proprio else None
+        self.language_model = AutoModelForCausalLM.from_config(config.text_config)
+        self.value_head = _mlp([hidden, *config.value_head_dims, 1])
+        self._build_action_modules()
+        if config.lora_rank > 0:
+            self._inject_lora()
+        # Attached by build_policy / from_pretrained (saved next to the weights, not in them).
+        self.tokenizer: InstructionTokenizer | None = None
+        self.action_stats: ActionStats | None = None
+        self.post_init()
+
+    def _build_action_modules(self) -> None:
+        """Family-specific modules (action queries, regression head)."""
+
+    def _inject_lora(self) -> None:
+        """LoRA adapters on the LM (peft); the LM's base weights and the vision encoders freeze."""
+        from peft import LoraConfig, inject_adapter_in_model
+
+        cfg = LoraConfig(
+            r=self.config.lora_rank,
+            lora_alpha=self.config.lora_alpha,
+            lora_dropout=self.config.lora_dropout,
+            target_modules=list(self.config.lora_targets),
+        )
+        inject_adapter_in_model(cfg, self.language_model)
+        for name, p in self.language_model.named_parameters():
+            p.requires_grad = "lora_" in name
+        for enc in (self.siglip, self.dinov2):
+            if enc is not None:
+                enc.requires_grad_(False)
+
+    def merge_lora(self) -> int:
+        """Fold LoRA updates into the base weights (e.g. before export); returns layers merged."""
+        from peft.tuners.lora import LoraLayer
+
+        merged = 0
+        for module in self.language_model.modules():
+            if isinstance(module, LoraLayer) and not module.merged:
+                module.merge()
+                merged += 1
+        return merged
+
+    # --- contract / properties ------------------------------------------------------------
+    @property
+    def contract(self) -> PolicyContract:
+        if self.config.contract is None:
+            return PolicyContract(chunk_size=self.config.chunk_size)
+        return PolicyContract.from_dict(self.config.contract)
+
+    @property
+    def action_token_begin(self) -> int:
+        return self.config.action_token_begin
+
+    @property
+    def num_action_tokens(self) -> int:
+        return self.config.num_action_tokens
+
+    # --- inputs ---------------------------------------------------------------------------
+    def prepare_images(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """uint8 (B, N_cam, H, W, 3) -> float (B, N_cam, 3, S, S) in [0, 1], resized to the model."""
+        x = torch.as_tensor(images)
+        if x.dim() != 5 or x.shape[-1] != 3:
+            raise ContractError(f"images must be (batch, cameras, H, W, 3) uint8, got shape {tuple(x.shape)}")
+        b, n, h, w, _ = x.shape
+        x = x.permute(0, 1, 4, 2, 3).reshape(b * n, 3, h, w).float().div_(255.0)
+        size = self.config.image_size
+        if (h, w) != (size, size):
+            x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        return x.reshape(b, n, 3, size, size).to(self.device)
+
+    def prepare_text(self, instructions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.tokenizer is None:
+            raise RuntimeError("this policy has no instruction tokenizer; build it with build_policy()")
+        ids, mask = self.tokenizer.batch(instructions)
+        return ids.to(self.device), mask.to(self.device)
+
+    def prepare_proprio(self, proprio: np.ndarray) -> torch.Tensor:
+        p = np.asarray(proprio, np.float32)
+        if self.action_stats is not None:
+            p = self.action_stats.normalize_proprio(p)
+        return torch.as_tensor(p, dtype=torch.float32, device=self.device)
+
+    def prepare(self, observations: Sequence[Observation]) -> dict[str, torch.Tensor]:
+        """Contract observations -> model inputs: pixel_values, input_ids, attention_mask, proprio."""
+        if not observations:
+            raise ValueError("prepare() needs at least one observation")
+        cams = self.config.camera_names
+        for obs in observations:
+            missing = [c for c in cams if c not in obs.images]
+            if missing:
+                raise ContractError(
+                    f"observation lacks camera(s) {missing}; this policy was trained with {cams}, got {sorted(obs.images)}"
+                )
+        images = np.stack([np.stack([np.asarray(o.images[c]) for c in cams]) for o in observations])
+        ids, mask = self.prepare_text([o.instruction for o in observations])
+        batch = {"pixel_values": self.prepare_images(images), "input_ids": ids, "attention_mask": mask}
+        batch["proprio"] = self.prepare_proprio(np.stack([o.proprio() for o in observations]))
+        return batch
+
+    # --- backbone -------------------------------------------------------------------------
+    def vision_tokens(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """(B, N, 3, S, S) in [0, 1] -> (B, N·P, hidden) projected patch tokens."""
+        b, n = pixel_values.shape[:2]
+        x = pixel_values.flatten(0, 1)
+        layer = self.config.vision_feature_layer
+        feats = []
+        if self.siglip is not None:
+            out = self.siglip(
+                pixel_values=_normalize(x, _SIGLIP_MEAN, _SIGLIP_STD), output_hidden_states=True
+            )
+            feats.append(out.hidden_states[layer])
+        if self.dinov2 is not None:
+            out = self.dinov2(
+                pixel_values=_normalize(x, _IMAGENET_MEAN, _IMAGENET_STD), output_hidden_states=True
+            )
+            feats.append(out.hidden_states[layer][:, 1:])  # drop the CLS token
+        tokens = self.projector(torch.cat(feats, dim=-1))
+        p = tokens.shape[1]
+        tokens = tokens.view(b, n, p, -1) + self.camera_embed.weight[None, :, None, :]
+        return tokens.reshape(b, n * p, -1)
+
+    def embed_tokens(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.language_model.get_input_embeddings()(ids)
+
+    def prefix(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Input embeddings (B, L, H) and attention mask (B, L) of everything before the actions."""
+        img = self.vision_tokens(batch["pixel_values"])
+        txt = self.embed_tokens(batch["input_ids"])
+        b = img.shape[0]
+        parts, masks = [img, txt], [torch.ones(b, img.shape[1], dtype=torch.long, device=img.device)]
+        masks.append(batch["attention_mask"].long())
+        if self.proprio_proj is not None:
+            parts.append(self.proprio_proj(batch["proprio"].to(img.dtype))[:, None])
+            masks.append(torch.ones(b, 1, dtype=torch.long, device=img.device))
+        return torch.cat(parts, dim=1), torch.cat(masks, dim=1)
+
+    def run_lm(
+        self,
+        embeds: torch.Tensor,
+        mask: torch.Tensor,
+        position_ids: torch.Tensor | None = None,
+        past_key_values: Any = None,
+        use_cache: bool = False,
+    ):
+        if position_ids is None:
+            position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+        return self.language_model.get_decoder()(
+            inputs_embeds=embeds,
+            attention_mask=mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            use_cache=use_cache,
+        )
+
+    def action_logits_from_hidden(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Hidden states (..., H) -> logits of the action bins (..., num_bins)."""
+        return self.language_model.get_output_embeddings()(hidden)[..., self.action_token_begin :]
+
+    def masked_vocab_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Full-vocabulary logits with every non-action id set to -inf (what decoding samples from)."""
+        logits = self.language_model.get_output_embeddings()(hidden)
+        logits[..., : self.action_token_begin] = float("-inf")
+        return logits
+
+    # --- the RL interface -----------------------------------------------------------------
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        proprio: torch.Tensor | None = None,
+        tokens: torch.Tensor | None = None,
+    ) -> ForwardOutput:
+        raise NotImplementedError
+
+    def evaluate(
+        self, batch: dict[str, torch.Tensor], tokens: torch.Tensor, temperature: float = 1.0
+    ) -> EvalOutput:
+        """Teacher-forced log-probs / entropy / values of ``tokens`` (B, T) bin ids."""
+        out = self.forward(**_model_inputs(batch), tokens=tokens)
+        logp_all = torch.log_softmax(out.action_logits / temperature, dim=-1)
+        token_logp = logp_all.gather(-1, tokens.long().unsqueeze(-1)).squeeze(-1)
+        entropy = -(logp_all.exp() * logp_all).sum(-1)
+        return EvalOutput(
+            logprobs=token_logp.sum(-1),
+            entropy=entropy.sum(-1),
+            values=out.values,
+            token_logprobs=token_logp,
+            action_logits=out.action_logits,
+            regression=out.regression,
+        )
+
+    def act(
+        self,
+        batch: dict[str, torch.Tensor],
+        deterministic: bool = False,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> ActOutput:
+        raise NotImplementedError
+
+    def _sample(
+        self, hidden: torch.Tensor, deterministic: bool, temperature: float, generator: torch.Generator | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Masked decoding of one or more positions: returns (raw vocab ids, log-probs)."""
+        logits = self.masked_vocab_logits(hidden)
+        if deterministic:
+            raw = logits.argmax(-1)
+        else:
+            probs = torch.softmax(logits / temperature, dim=-1)
+            flat = probs.reshape(-1, probs.shape[-1])
+            raw = torch.multinomial(flat, 1, generator=generator).view(probs.shape[:-1])
+        bins = raw - self.action_token_begin
+        logp = torch.log_softmax(logits[..., self.action_token_begin :] / temperature, dim=-1)
+        return raw, logp.gather(-1, bins.unsqueeze(-1)).squeeze(-1)
+
+    def _finish(
+        self, raw: torch.Tensor, logp: torch.Tensor, values: torch.Tensor, regression: torch.Tensor | None
+    ) -> ActOutput:
+        tokens = raw - self.action_token_begin
+        normalized = bin_centers(tokens, self.config.num_action_bins)
+        if regression is not None:
+            normalized = regression
+        b = tokens.shape[0]
+        normalized = normalized.view(b, self.config.chunk_size, self.config.action_dim)
+        stats = self.action_stats or ActionStats.from_action_spec(self.contract.action)
+        return ActOutput(
+            actions=stats.denormalize(normalized).float(),
+            tokens=tokens,
+            logprobs=logp.sum(-1),
+            values=values,
+            token_ids=raw,
+            normalized_actions=normalized,
+        )
+
+    # --- persistence ----------------------------------------------------------------------
+    def save_pretrained(self, save_directory: str | Path, **kwargs: Any) -> None:  # type: ignore[override]
+        """Weights + config + instruction tokenizer + action statistics, all in one directory."""
+        super().save_pretrained(save_directory, **kwargs)
+        if self.tokenizer is not None:
+            self.tokenizer.save(save_directory)
+        if self.action_stats is not None:
+            self.action_stats.save(save_directory)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, *args: Any, **kwargs: Any):  # type: ignore[override]
+        """Load a saved policy from a local directory (never the hub) as its family's class."""
+        path = Path(pretrained_model_name_or_path)
+        check_policy_dir(path)
+        family = json.loads((path / "config.json").read_text()).get("family")
+        from simbridge.training.models.registry import POLICIES
+
+        if family not in POLICIES:
+            raise ValueError(
+                f"{path}/config.json: unknown policy family {family!r}; known: {sorted(POLICIES)}"
+            )
+        target = POLICIES[family]
+        kwargs["local_files_only"] = True
+        model = PreTrainedModel.from_pretrained.__func__(target, path, *args, **kwargs)
+        model.tokenizer = InstructionTokenizer.load(path, max_length=model.config.max_text_tokens)
+        model.action_stats = ActionStats.load(path)
+        model.eval()
+        return model
+
+
+def check_policy_dir(path: Path) -> None:
+    """Raise FileNotFoundError naming the first missing file of a saved policy directory."""
+    if not path.is_dir():
+        raise FileNotFoundError(f"policy directory {path} does not exist; pass a checkpoint directory")
+    required = ["config.json", TOKENIZER_FILE, STATS_FILE]
+    for name in required:
+        if not (path / name).is_file():
+            raise FileNotFoundError(
+                f"{path} is incomplete: {name} is missing; the checkpoint was not fully written "
+                "(use another checkpoint or re-save with save_pretrained())"
+            )
+    if not any((path / w).is_file() for w in WEIGHTS_FILES):
+        raise FileNotFoundError(
+            f"{path} is incomplete: model.safetensors (the weights) is missing; "
+            "use another checkpoint or re-save with save_pretrained()"
+        )
+
+
+def _normalize(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+    m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    s = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    return (x - m) / s
+
+
+def _model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    keys = ("pixel_values", "input_ids", "attention_mask", "proprio")
+    return {k: batch[k] for k in keys if k in batch}
+
+
+class OpenVLAPolicy(VLAPolicy):
+    """OpenVLA: action tokens decoded autoregressively (KV cache), 7·K of them."""
+
+    family = "openvla"
+
+    def forward(self, pixel_values, input_ids, attention_mask, proprio=None, tokens=None) -> ForwardOutput:
+        batch = {"pixel_values": pixel_values, "input_ids": input_ids, "attention_mask": attention_mask}
+        if proprio is not None:
+            batch["proprio"] = proprio
+        embeds, mask = self.prefix(batch)
+        length = embeds.shape[1]
+        if tokens is not None and tokens.shape[1] > 1:
+            prev = self.embed_tokens(tokens[:, :-1].long() + self.action_token_begin)
+            embeds = torch.cat([embeds, prev], dim=1)
+            mask = torch.cat([mask, torch.ones(prev.shape[:2], dtype=mask.dtype, device=mask.device)], dim=1)
+        hidden = self.run_lm(embeds, mask).last_hidden_state
+        steps = tokens.shape[1] if tokens is not None else 1
+        h_act = hidden[:, length - 1 : length - 1 + steps]
+        return ForwardOutput(
+            action_logits=self.action_logits_from_hidden(h_act),
+            values=self.value_head(hidden[:, length - 1]).squeeze(-1),
+        )
+
+    @torch.no_grad()
+    def act(self, batch, deterministic=False, temperature=1.0, generator=None) -> ActOutput:
+        embeds, mask = self.prefix(batch)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = self.run_lm(embeds, mask, positions, use_cache=True)
+        h = out.last_hidden_state[:, -1]
+        values = self.value_head(h).squeeze(-1)
+        cache = out.past_key_values
+        raws, logps = [], []
+        for t in range(self.num_action_tokens):
+            raw, logp = self._sample(h, deterministic, temperature, generator)
+            raws.append(raw)
+            logps.append(logp)
+            if t == self.num_action_tokens - 1:
+                break
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+            positions = positions[:, -1:] + 1
+            out = self.run_lm(
+                self.embed_tokens(raw[:, None]), mask, positions, past_key_values=cache, use_cache=True
+            )
+            cache = out.past_key_values
+            h = out.last_hidden_state[:, -1]
+        return self._finish(torch.stack(raws, 1), torch.stack(logps, 1), values, None)
+
+
+class OpenVLAOFTPolicy(VLAPolicy):
+    """OpenVLA-OFT: a K x 7 chunk decoded in one pass from learned action queries."""
+
+    family = "openvla-oft"
+
+    def _build_action_modules(self) -> None:
+        hidden = self.config.hidden_size
+        self.action_queries = nn.Embedding(self.config.num_action_tokens, hidden)
+        self.regression_head = _mlp([hidden, hidden, 1]) if self.config.use_regression_head else None
+
+    def forward(self, pixel_values, input_ids, attention_mask, proprio=None, tokens=None) -> ForwardOutput:
+        batch = {"pixel_values": pixel_values, "input_ids": input_ids, "attention_mask": attention_mask}
+        if proprio is not None:
+            batch["proprio"] = proprio
+        embeds, mask = self.prefix(batch)
+        b, length = embeds.shape[:2]
+        queries = self.action_queries.weight[None].expand(b, -1, -1).to(embeds.dtype)
+        embeds = torch.cat([embeds, queries], dim=1)
+        mask = torch.cat([mask, torch.ones(b, queries.shape[1], dtype=mask.dtype, device=mask.device)], dim=1)
+        h_act = self.run_lm(embeds, mask).last_hidden_state[:, length:]
+        regression = None
+        if self.regression_head is not None:
+            regression = torch.tanh(self.regression_head(h_act).squeeze(-1))
+        return ForwardOutput(
+            action_logits=self.action_logits_from_hidden(h_act),
+            values=self.value_head(h_act[:, 0]).squeeze(-1),
+            regression=regression,
+        )
+
+    @torch.no_grad()
+    def act(self, batch, deterministic=False, temperature=1.0, generator=None) -> ActOutput:
+        out = self.forward(**_model_inputs(batch))
+        # Recompute the masked full-vocabulary logits from the same states would cost a second
+        # pass; the action-bin logits are exactly the unmasked part of them.
+        logits = out.action_logits
+        if deterministic:
+            bins = logits.argmax(-1)
+        else:
+            probs = torch.softmax(logits / temperature, dim=-1)
+            bins = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=generator).view(
+                probs.shape[:-1]
+            )
+        logp = torch.log_softmax(logits / temperature, dim=-1).gather(-1, bins.unsqueeze(-1)).squeeze(-1)
+        regression = out.regression if (deterministic and out.regression is not None) else None
+        return self._finish(bins + self.action_token_begin, logp, out.values, regression)
