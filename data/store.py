@@ -245,21 +245,35 @@ class EpisodeWriter:
         for key, (shape, dtype) in self._specs.items():
             if key.startswith("image_"):
                 self.group.create_array(
-                    f"data/{key}", shape=(0, *shape), dtype=dtype, chunks=(1, *shape),
-                    shards=(self.chunk_steps, *shape), fill_value=0, config=cfg,
+                    f"data/{key}",
+                    shape=(0, *shape),
+                    dtype=dtype,
+                    chunks=(1, *shape),
+                    shards=(self.chunk_steps, *shape),
+                    fill_value=0,
+                    config=cfg,
                     compressors=[BloscCodec(cname="zstd", clevel=level, shuffle="noshuffle"), Crc32cCodec()],
-                )  # fmt: skip
+                )
             else:
                 rows = max(LOWDIM_CHUNK_ROWS, self.chunk_steps)
                 self.group.create_array(
-                    f"data/{key}", shape=(0, *shape), dtype=dtype, chunks=(rows, *shape),
-                    fill_value=np.nan if dtype.startswith("float") else 0, config=cfg,
+                    f"data/{key}",
+                    shape=(0, *shape),
+                    dtype=dtype,
+                    chunks=(rows, *shape),
+                    fill_value=np.nan if dtype.startswith("float") else 0,
+                    config=cfg,
                     compressors=[blosc, Crc32cCodec()],
-                )  # fmt: skip
+                )
         self.group.create_array(
-            "meta/episode_ends", shape=(0,), dtype="int64", chunks=(LOWDIM_CHUNK_ROWS,), fill_value=-1,
-            config=cfg, compressors=[blosc, Crc32cCodec()],
-        )  # fmt: skip
+            "meta/episode_ends",
+            shape=(0,),
+            dtype="int64",
+            chunks=(LOWDIM_CHUNK_ROWS,),
+            fill_value=-1,
+            config=cfg,
+            compressors=[blosc, Crc32cCodec()],
+        )
         self.group.create_array("meta/episodes", shape=(0,), dtype=str, chunks=(1,), config=cfg)
         self._counter, self._episodes, self._steps = 0, 0, 0
         self._write_commit()  # last: the store exists once this is on disk
@@ -719,3 +733,73 @@ def _check_chunks(path: Path, name: str, arr: zarr.Array, rows: int, report: Val
 
 def store_size_bytes(path: str | os.PathLike) -> int:
     return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+
+
+# --- whole-store operations (used by `simbridge data merge | split`) ---------------------------
+
+
+def copy_episodes(
+    src: EpisodeStore,
+    writer: EpisodeWriter,
+    indices: Sequence[int] | None = None,
+    **meta_changes,
+) -> list[int]:
+    """Append episodes of ``src`` to ``writer`` unchanged (apart from ``meta_changes``); returns new indices."""
+    if src.cameras != writer.cameras:
+        raise StoreError(
+            f"cannot copy from {src.path}: cameras {_cameras_to_json(src.cameras)} differ from the destination's "
+            f"{_cameras_to_json(writer.cameras)}"
+        )
+    out = []
+    for i in range(len(src)) if indices is None else indices:
+        meta = dataclasses.replace(src.meta(i), **meta_changes)
+        out.append(writer.add_episode(src.episode(i), meta))
+    return out
+
+
+def merge_stores(sources: Sequence[str | os.PathLike], out: str | os.PathLike) -> int:
+    """Append every committed episode of ``sources`` to ``out`` (created if missing); returns the count."""
+    stores = [EpisodeStore(p) for p in sources]
+    if not stores:
+        raise StoreError("merge: give at least one source store")
+    for s in stores[1:]:
+        if s.cameras != stores[0].cameras:
+            raise StoreError(
+                f"merge: {s.path} has cameras {_cameras_to_json(s.cameras)}, {stores[0].path} has "
+                f"{_cameras_to_json(stores[0].cameras)}; only stores with the same cameras can be merged"
+            )
+    count = 0
+    with EpisodeWriter(out, stores[0].cameras, robot=str(stores[0].info.get("robot", ""))) as w:
+        for s in stores:
+            for i in range(len(s)):
+                meta = s.meta(i)
+                meta.extra = {**meta.extra, "merged_from": f"{s.path}#{i}"}
+                w.add_episode(s.episode(i), meta)
+                count += 1
+    return count
+
+
+def split_store(
+    src: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    fractions: Mapping[str, float],
+    seed: int = 0,
+) -> dict[str, Path]:
+    """Randomly partition episodes into ``<out_dir>/<name>.zarr`` stores; sets each episode's ``split``."""
+    store = EpisodeStore(src)
+    if not fractions or any(f < 0 for f in fractions.values()) or sum(fractions.values()) <= 0:
+        raise StoreError(f"split: fractions must be non-negative with a positive sum, got {dict(fractions)}")
+    total = sum(fractions.values())
+    order = np.random.default_rng(seed).permutation(len(store))
+    counts = np.floor(np.array(list(fractions.values())) / total * len(store)).astype(int)
+    counts[0] += len(store) - counts.sum()  # remainder to the first split
+    out_dir = Path(out_dir)
+    paths, start = {}, 0
+    for (name, _), n in zip(fractions.items(), counts, strict=True):
+        paths[name] = out_dir / f"{name}.zarr"
+        if paths[name].exists():
+            raise StoreError(f"split: {paths[name]} already exists; choose another --out directory")
+        with EpisodeWriter(paths[name], store.cameras, robot=str(store.info.get("robot", ""))) as w:
+            copy_episodes(store, w, sorted(order[start : start + n].tolist()), split=name)
+        start += n
+    return paths

@@ -55,9 +55,12 @@ def main() -> int:
             for t in range(episode_length(e)):
                 obs = Observation(
                     images={c.name: exp[f"image_{c.name}"][t] for c in CAMERAS},
-                    ee_pose=exp["ee_pose"][t], gripper_width=0.04, joint_positions=np.zeros(7),
-                    instruction="crash test", timestamp=float(exp["timestamp"][t]),
-                )  # fmt: skip
+                    ee_pose=exp["ee_pose"][t],
+                    gripper_width=0.04,
+                    joint_positions=np.zeros(7),
+                    instruction="crash test",
+                    timestamp=float(exp["timestamp"][t]),
+                )
                 w.add_step(obs, exp["action"][t], intervention=bool(exp["intervention"][t]))
             idx = w.end_episode(EpisodeMeta(instruction="crash test", seed=e))
             assert idx == e, (idx, e)

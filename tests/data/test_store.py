@@ -99,8 +99,17 @@ def test_round_trip_returns_exactly_what_was_written(tmp_path):
         meta = store.meta(i)
         assert meta.seed == i and meta.task == "PutOnTarget-v1" and meta.robot == "unit"
         assert meta.num_interventions == 1 and meta.success is None
-    assert set(store.episode(0)) == {"ee_pose", "gripper_width", "joint_positions", "action", "policy_action",
-                                     "intervention", "timestamp", "image_scene", "image_wrist"}  # fmt: skip
+    assert set(store.episode(0)) == {
+        "ee_pose",
+        "gripper_width",
+        "joint_positions",
+        "action",
+        "policy_action",
+        "intervention",
+        "timestamp",
+        "image_scene",
+        "image_wrist",
+    }
 
 
 def test_steps_are_invisible_until_the_episode_commits(tmp_path):
@@ -263,8 +272,12 @@ def test_kill_minus_9_at_random_moments_loses_only_uncommitted_steps(tmp_path):
     assert reported > 0
     assert validate_store(path).ok
     # A writer after the crashes truncates the torn tail and appends cleanly.
-    subprocess.run([sys.executable, str(WRITER_SCRIPT), str(path), "--episodes", "2"], check=True, timeout=60,
-                   capture_output=True)  # fmt: skip
+    subprocess.run(
+        [sys.executable, str(WRITER_SCRIPT), str(path), "--episodes", "2"],
+        check=True,
+        timeout=60,
+        capture_output=True,
+    )
     assert _check_committed(path) == reported + 2
     report = validate_store(path)
     assert report.ok and report.uncommitted_steps == 0 and not report.warnings
@@ -272,8 +285,9 @@ def test_kill_minus_9_at_random_moments_loses_only_uncommitted_steps(tmp_path):
 
 def test_reader_reads_consistent_episodes_while_a_writer_writes(tmp_path):
     path = tmp_path / "live.zarr"
-    proc = subprocess.Popen([sys.executable, str(WRITER_SCRIPT), str(path), "--episodes", "25"],
-                            stdout=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, str(WRITER_SCRIPT), str(path), "--episodes", "25"], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert proc.stdout.readline().startswith("ready")
         seen, reads, deadline = [], 0, time.monotonic() + 60

@@ -1,0 +1,337 @@
+"""``simbridge data``: inspect, check, convert and edit episode stores.
+
+simbridge data info STORE [--episodes]
+simbridge data validate STORE [--quick]            reports only, never modifies (exit 1 on errors)
+simbridge data replay STORE --episode I [--env TASK] [--steps]
+simbridge data to-video STORE --episode I [-o out.mp4]
+simbridge data merge OUT SRC [SRC ...]
+simbridge data split STORE -o DIR [--fractions train=0.9,val=0.1] [--seed 0]
+simbridge data label STORE --episode I (--success | --failure) --by NAME
+simbridge data to-lerobot STORE -o DIR [--fps 10] [--codec av1|h264] [--episodes 0 3 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from simbridge.data.config import ConfigError
+from simbridge.data.store import (
+    EpisodeStore,
+    StoreError,
+    merge_stores,
+    split_store,
+    store_size_bytes,
+    validate_store,
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="command", required=True, metavar="<command>")
+
+    p = sub.add_parser("info", help="summary of a store (episodes, steps, success, interventions, splits)")
+    p.add_argument("store")
+    p.add_argument("--episodes", action="store_true", help="also list every episode")
+
+    p = sub.add_parser("validate", help="check layout, lengths, metadata and chunk checksums (read-only)")
+    p.add_argument("store")
+    p.add_argument("--quick", action="store_true", help="skip reading every chunk")
+
+    p = sub.add_parser("replay", help="replay an episode's executed actions in simulation (or print them)")
+    p.add_argument("store")
+    p.add_argument("--episode", type=int, required=True)
+    p.add_argument("--env", default=None, help="task to replay in (default: the episode's task)")
+    p.add_argument("--steps", action="store_true", help="print the recorded steps instead of simulating")
+
+    p = sub.add_parser(
+        "to-video", help="write an episode's cameras side by side as MP4 (red border = operator)"
+    )
+    p.add_argument("store")
+    p.add_argument("--episode", type=int, required=True)
+    p.add_argument("-o", "--out", default=None, help="output .mp4 (default: <store>_ep<I>.mp4)")
+    p.add_argument("--fps", type=float, default=None, help="frame rate (default: from the timestamps)")
+
+    p = sub.add_parser("merge", help="append the episodes of several stores to OUT (same cameras)")
+    p.add_argument("out")
+    p.add_argument("sources", nargs="+")
+
+    p = sub.add_parser("split", help="randomly partition episodes into DIR/<name>.zarr stores")
+    p.add_argument("store")
+    p.add_argument("-o", "--out", required=True, help="output directory")
+    p.add_argument(
+        "--fractions", default="train=0.9,val=0.1", help="name=fraction,... (default: %(default)s)"
+    )
+    p.add_argument("--seed", type=int, default=0)
+
+    p = sub.add_parser("label", help="set the operator's success label of an episode")
+    p.add_argument("store")
+    p.add_argument("--episode", type=int, required=True)
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--success", dest="success", action="store_true")
+    g.add_argument("--failure", dest="success", action="store_false")
+    p.add_argument("--by", required=True, help="who labels, e.g. 'operator:alice'")
+
+    p = sub.add_parser("to-lerobot", help="export to the LeRobot v3.0 dataset format")
+    p.add_argument("store")
+    p.add_argument("-o", "--out", required=True, help="output dataset directory")
+    p.add_argument("--fps", type=float, default=None, help="frame rate (default: from the timestamps)")
+    p.add_argument("--codec", choices=["av1", "h264"], default="av1")
+    p.add_argument("--episodes", type=int, nargs="*", default=None)
+    p.add_argument("--robot-type", default="franka")
+    p.add_argument("--overwrite", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        return COMMANDS[args.command](args)
+    except (StoreError, IndexError, FileExistsError) as exc:
+        print(f"simbridge data {args.command}: {exc}", file=sys.stderr)
+        return 1
+
+
+# --- commands ---------------------------------------------------------------------------------
+
+
+def cmd_info(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    store = EpisodeStore(args.store)
+    metas = store.metas()
+    lengths = np.diff(np.concatenate([[0], store.episode_ends]))
+    labelled = [m.success for m in metas if m.success is not None]
+    console = Console()
+    summary = Table(title=f"episode store {store.path}", show_header=False)
+    summary.add_row("episodes / steps", f"{len(store)} / {store.num_steps}")
+    summary.add_row("cameras", ", ".join(f"{c.name} {c.height}x{c.width}" for c in store.cameras))
+    summary.add_row("robot", str(store.info.get("robot", "")))
+    summary.add_row("schema / commits", f"v{store.schema_version} / {store.commit_counter}")
+    summary.add_row("size on disk", f"{store_size_bytes(store.path) / 1e6:.1f} MB")
+    if len(store):
+        summary.add_row(
+            "episode length", f"min {lengths.min()}  mean {lengths.mean():.1f}  max {lengths.max()}"
+        )
+        summary.add_row(
+            "success (labelled)",
+            f"{sum(labelled)}/{len(labelled)}" + (f" = {np.mean(labelled):.0%}" if labelled else ""),
+        )
+        summary.add_row("episodes with interventions", str(sum(m.num_interventions > 0 for m in metas)))
+        splits = Counter(m.split or "-" for m in metas)
+        summary.add_row("splits", ", ".join(f"{k}: {v}" for k, v in sorted(splits.items())))
+        summary.add_row(
+            "policies", ", ".join(f"{k}: {v}" for k, v in Counter(m.policy_id or "-" for m in metas).items())
+        )
+    console.print(summary)
+    if args.episodes:
+        table = Table(title="episodes")
+        for col in ("#", "steps", "success", "by", "interv.", "policy", "split", "seed", "instruction"):
+            table.add_column(col)
+        for i, (m, n) in enumerate(zip(metas, lengths, strict=True)):
+            ok = "-" if m.success is None else ("yes" if m.success else "no")
+            table.add_row(
+                str(i),
+                str(n),
+                ok,
+                m.success_labeled_by,
+                str(m.num_interventions),
+                m.policy_id,
+                m.split,
+                str(m.seed),
+                m.instruction,
+            )
+        console.print(table)
+    return 0
+
+
+def cmd_validate(args) -> int:
+    report = validate_store(args.store, deep=not args.quick)
+    print(f"{report.path}: {report.episodes} committed episodes, {report.steps} steps")
+    for w in report.warnings:
+        print(f"  warning: {w}")
+    for e in report.errors:
+        print(f"  ERROR: {e}")
+    print("valid" if report.ok else f"INVALID: {len(report.errors)} problem(s); the store was not modified")
+    return 0 if report.ok else 1
+
+
+def cmd_replay(args) -> int:
+    store = EpisodeStore(args.store)
+    meta = store.meta(args.episode)
+    ep = store.episode(args.episode, keys=["ee_pose", "action", "policy_action", "intervention", "timestamp"])
+    if args.steps:
+        print(
+            f"episode {args.episode}: {meta.instruction!r} task={meta.task} seed={meta.seed} success={meta.success}"
+        )
+        print("   t   time      x       y       z    | action dx dy dz ... gripper        | who")
+        for t in range(len(ep["action"])):
+            p, a = ep["ee_pose"][t], ep["action"][t]
+            who = (
+                "operator"
+                if ep["intervention"][t]
+                else ("policy" if np.isfinite(ep["policy_action"][t, 0]) else "-")
+            )
+            print(
+                f"{t:4d} {ep['timestamp'][t]:7.2f} {p[0]:7.3f} {p[1]:7.3f} {p[2]:7.3f} | "
+                f"{' '.join(f'{v:+.3f}' for v in a)} | {who}"
+            )
+        return 0
+    task = args.env or meta.task
+    if not task:
+        raise ConfigError("replay: the episode records no task; pass --env <task> (or --steps to print it)")
+    try:
+        from simbridge.training.envs import make_env
+    except ImportError as exc:
+        print(
+            f"simbridge data replay: simulation environments are unavailable ({exc}); use --steps",
+            file=sys.stderr,
+        )
+        return 1
+    cam = store.cameras[0]
+    env = make_env(
+        task=task,
+        split=meta.split or "train",
+        seed=meta.seed or 0,
+        obs_mode="state",
+        camera_size=(cam.height, cam.width),
+        max_episode_steps=len(ep["action"]) + 1,
+    )
+    try:
+        obs, _ = env.reset(seed=meta.seed)
+        drift, success = [], False
+        for t, action in enumerate(ep["action"]):
+            obs, _, terminated, truncated, info = env.step(action)
+            success = success or bool(info.get("success", False))
+            if t + 1 < len(ep["ee_pose"]):
+                drift.append(float(np.linalg.norm(np.asarray(obs.ee_pose)[:3] - ep["ee_pose"][t + 1, :3])))
+            if terminated or truncated:
+                break
+    finally:
+        env.close()
+    print(
+        f"replayed {t + 1} steps of episode {args.episode} in {task} (seed {meta.seed}): success {success} "
+        f"(recorded {meta.success}); end-effector drift max {max(drift, default=0):.4f} m, "
+        f"mean {np.mean(drift) if drift else 0:.4f} m"
+    )
+    return 0
+
+
+def cmd_to_video(args) -> int:
+    store = EpisodeStore(args.store)
+    out = (
+        Path(args.out)
+        if args.out
+        else Path(f"{str(store.path).rstrip('/').removesuffix('.zarr')}_ep{args.episode}.mp4")
+    )
+    n = write_episode_video(store, args.episode, out, fps=args.fps)
+    print(f"wrote {out} ({n} frames)")
+    return 0
+
+
+def cmd_merge(args) -> int:
+    n = merge_stores(args.sources, args.out)
+    print(
+        f"merged {n} episodes from {len(args.sources)} store(s) into {args.out} (now {len(EpisodeStore(args.out))})"
+    )
+    return 0
+
+
+def cmd_split(args) -> int:
+    fractions = {}
+    for item in args.fractions.split(","):
+        name, _, value = item.partition("=")
+        try:
+            fractions[name.strip()] = float(value)
+        except ValueError:
+            raise ConfigError(
+                f"--fractions: expected name=fraction,... (e.g. train=0.9,val=0.1), got {args.fractions!r}"
+            ) from None
+    paths = split_store(args.store, args.out, fractions, seed=args.seed)
+    for name, path in paths.items():
+        print(f"{name}: {len(EpisodeStore(path))} episodes -> {path}")
+    return 0
+
+
+def cmd_label(args) -> int:
+    meta = EpisodeStore(args.store).label(args.episode, success=args.success, by=args.by)
+    print(f"episode {args.episode}: success={meta.success} (labelled by {meta.success_labeled_by})")
+    return 0
+
+
+def cmd_to_lerobot(args) -> int:
+    from simbridge.data.lerobot import export_lerobot
+
+    out = export_lerobot(
+        args.store,
+        args.out,
+        episodes=args.episodes,
+        fps=args.fps,
+        robot_type=args.robot_type,
+        codec=args.codec,
+        overwrite=args.overwrite,
+        progress=True,
+    )
+    print(f"wrote LeRobot v3.0 dataset to {out}")
+    return 0
+
+
+COMMANDS = {
+    "info": cmd_info,
+    "validate": cmd_validate,
+    "replay": cmd_replay,
+    "to-video": cmd_to_video,
+    "merge": cmd_merge,
+    "split": cmd_split,
+    "label": cmd_label,
+    "to-lerobot": cmd_to_lerobot,
+}
+
+
+# --- video ------------------------------------------------------------------------------------
+
+
+def episode_frames(store: EpisodeStore, i: int) -> np.ndarray:
+    """(T, H, W, 3) uint8: the cameras side by side; steps where the operator acted get a red border."""
+    ep = store.episode(i, keys=[f"image_{c.name}" for c in store.cameras] + ["intervention"])
+    height = max(c.height for c in store.cameras)
+    height += height % 2
+    panels = []
+    for cam in store.cameras:
+        imgs = ep[f"image_{cam.name}"]
+        panels.append(np.pad(imgs, ((0, 0), (0, height - cam.height), (0, 0), (0, 0))))
+    frames = np.concatenate(panels, axis=2)
+    if frames.shape[2] % 2:
+        frames = np.pad(frames, ((0, 0), (0, 0), (0, 1), (0, 0)))
+    border = 3
+    for t in np.flatnonzero(ep["intervention"]):
+        f = frames[t]
+        f[:border], f[-border:], f[:, :border], f[:, -border:] = (
+            (255, 0, 0),
+            (255, 0, 0),
+            (255, 0, 0),
+            (255, 0, 0),
+        )
+    return frames
+
+
+def write_episode_video(store: EpisodeStore, i: int, out: Path, fps: float | None = None) -> int:
+    import av
+
+    frames = episode_frames(store, i)
+    if fps is None:
+        ts = store.read("timestamp", store.episode_slice(i))
+        dt = float(np.median(np.diff(ts))) if len(ts) > 1 else 0.0
+        fps = 1.0 / dt if dt > 0 else 10.0
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(out), "w") as container:
+        stream = container.add_stream("h264", rate=max(1, round(fps)))
+        stream.height, stream.width, stream.pix_fmt = frames.shape[1], frames.shape[2], "yuv420p"
+        for f in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return len(frames)
