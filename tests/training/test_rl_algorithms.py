@@ -1,0 +1,171 @@
+"""RL algorithm core against hand-computed values: GAE, the PPO loss, GRPO advantages/filtering."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from simbridge.data.config import ConfigError, load_config
+from simbridge.training.rl.advantages import compute_gae, group_advantages
+from simbridge.training.rl.algorithms import ALGORITHMS, build_algorithm
+from simbridge.training.rl.batch import RolloutBatch
+from simbridge.training.rl.config import ActorConfig, AlgorithmConfig, RLConfig
+from simbridge.training.rl.placement import ResourceShortfall, check_resources, resource_plan
+from simbridge.training.rl.ppo import ppo_loss
+from simbridge.training.rl.toy import ToyPolicy, ToyReachEnv
+
+
+def test_gae_matches_hand_computation_with_episode_boundary():
+    rewards = np.array([[1.0], [0.0], [2.0]])
+    values = np.array([[0.5], [0.4], [0.3]])
+    dones = np.array([[False], [True], [False]])
+    adv, ret = compute_gae(rewards, values, dones, last_values=np.array([1.0]), gamma=0.9, gae_lambda=0.8)
+    # t=2: 2 + 0.9*1.0 - 0.3 = 2.6 ; t=1 (episode ends): 0 - 0.4 = -0.4 (nothing bootstrapped)
+    # t=0: delta = 1 + 0.9*0.4 - 0.5 = 0.86 ; A = 0.86 + 0.9*0.8*(-0.4) = 0.572
+    np.testing.assert_allclose(adv[:, 0], [0.572, -0.4, 2.6], atol=1e-6)
+    np.testing.assert_allclose(ret[:, 0], [1.072, 0.0, 2.9], atol=1e-6)
+
+
+def test_gae_lambda_one_is_discounted_return_minus_value():
+    rng = np.random.default_rng(0)
+    r = rng.normal(size=(5, 2))
+    v = rng.normal(size=(5, 2))
+    adv, ret = compute_gae(r, v, np.zeros((5, 2), bool), np.zeros(2), gamma=0.5, gae_lambda=1.0)
+    expected = np.array([sum(0.5**k * r[t + k] for k in range(5 - t)) for t in range(5)])
+    np.testing.assert_allclose(ret, expected, atol=1e-5)
+    np.testing.assert_allclose(adv, expected - v, atol=1e-5)
+
+
+def _t(*x):
+    return torch.tensor(x, dtype=torch.float64)
+
+
+def test_ppo_loss_matches_hand_computation():
+    cfg = AlgorithmConfig(clip_low=0.2, value_clip=0.2, huber_delta=10.0, value_coef=0.5, entropy_coef=0.01)
+    new_logp = _t(math.log(1.5), math.log(0.5), 0.0)
+    old_logp = _t(0.0, 0.0, 0.0)
+    loss, m = ppo_loss(
+        new_logp, old_logp, advantages=_t(1.0, -1.0, 2.0), new_values=_t(1.0, 3.0, 1.0),
+        old_values=_t(0.0, 2.0, 1.0), returns=_t(0.5, 2.5, 1.0), entropy=_t(1.0, 2.0, 3.0), cfg=cfg,
+    )
+    # policy: max(-A*r, -A*clip(r)) = [-1.2, 0.8, -2.0] -> mean -0.8
+    assert m["policy_loss"] == pytest.approx(-0.8)
+    # value: errors 0.5 (unclipped) vs 0.3 (clipped) -> 0.5*0.5^2 = 0.125 for the first two, 0 for the last
+    assert m["value_loss"] == pytest.approx(0.25 / 3)
+    assert m["entropy"] == pytest.approx(2.0)
+    assert loss.item() == pytest.approx(-0.8 + 0.5 * 0.25 / 3 - 0.01 * 2.0)
+    kl = ((0.5 - math.log(1.5)) + (-0.5 - math.log(0.5))) / 3
+    assert m["approx_kl"] == pytest.approx(kl)
+    assert m["clip_fraction"] == pytest.approx(2 / 3)
+
+
+def test_ppo_value_loss_uses_huber_linear_regime_and_takes_the_worse_of_clipped():
+    cfg = AlgorithmConfig(huber_delta=0.1, value_clip=0.2)
+    _, m = ppo_loss(_t(0.0), _t(0.0), _t(0.0), new_values=_t(1.0), old_values=_t(0.0), returns=_t(0.5),
+                    entropy=_t(0.0), cfg=cfg)
+    # |error| 0.5 unclipped -> 0.1*(0.5-0.05) = 0.045 ; clipped value 0.2 -> |0.3| -> 0.025 ; max = 0.045
+    assert m["value_loss"] == pytest.approx(0.045)
+
+
+def test_grpo_group_advantages_and_filtering():
+    returns = np.array([1, 0, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1], float)
+    groups = np.repeat(np.arange(3), 4)
+    adv, keep = group_advantages(returns, groups, filter_equal=True)
+    std = np.std([1, 0, 1, 1])
+    np.testing.assert_allclose(adv[:4], (np.array([1, 0, 1, 1]) - 0.75) / (std + 1e-6), rtol=1e-5)
+    assert keep.tolist() == [True] * 4 + [False] * 8
+    assert np.all(adv[4:] == 0)
+    adv2, keep2 = group_advantages(returns, groups, filter_equal=False)
+    assert keep2.all() and np.all(adv2[4:] == 0)
+
+
+def _grpo_batch() -> RolloutBatch:
+    # 3 steps x 4 envs, groups {0,1} and {2,3}; env 1 finished after step 0; env 3 was dropped.
+    T, N = 3, 4
+    valid = np.ones((T, N), bool)
+    valid[1:, 1] = False
+    rewards = np.zeros((T, N), np.float32)
+    rewards[2, 0] = 1.0
+    rewards[0, 2] = 1.0
+    return RolloutBatch(
+        obs={"proprio": np.arange(T * N * 8, dtype=np.float32).reshape(T, N, 8)},
+        tokens=np.zeros((T, N, 7), np.int64), logprobs=np.zeros((T, N), np.float32),
+        values=np.zeros((T, N), np.float32), rewards=rewards, dones=np.zeros((T, N), bool), valid=valid,
+        last_values=np.zeros(N, np.float32), group_ids=np.array([0, 0, 1, 1]),
+        dropped=np.array([False, False, False, True]),
+    )
+
+
+def test_grpo_compute_advantages_broadcasts_to_valid_steps_and_drops_lonely_groups():
+    algo = build_algorithm(AlgorithmConfig(name="grpo"), ActorConfig())
+    flat, metrics = algo.compute_advantages(_grpo_batch())
+    # group 0: returns [1, 0] -> advantages [+1, -1] (std 0.5); env 0 has 3 valid steps, env 1 one.
+    assert sorted(np.round(flat["advantages"], 4).tolist()) == [-1.0, 1.0, 1.0, 1.0]
+    # group 1 lost env 3 (dropped): a group of one carries no signal and is filtered.
+    assert metrics["groups_kept_fraction"] == 0.5 and metrics["train_steps"] == 4
+    assert algo.cfg.clip_upper == pytest.approx(0.28)
+
+
+def test_grpo_loss_uses_asymmetric_clip():
+    algo = build_algorithm(AlgorithmConfig(name="grpo"), ActorConfig())
+    ev = SimpleNamespace(logprobs=_t(math.log(1.3), math.log(0.7)), entropy=_t(0.0, 0.0))
+    mb = {"logprobs": _t(0.0, 0.0), "advantages": _t(1.0, -1.0)}
+    loss, m = algo.loss(ev, mb)
+    # ratio 1.3, A>0 -> clipped at 1 + 0.28 ; ratio 0.7, A<0 -> clipped at 1 - 0.2
+    assert loss.item() == pytest.approx((-1.28 + 0.8) / 2)
+    assert m["clip_fraction"] == 1.0
+
+
+def test_ppo_update_on_toy_batch_moves_logprobs_towards_positive_advantages():
+    torch.manual_seed(0)
+    policy = ToyPolicy(hidden=16)
+    env = ToyReachEnv()
+    obs = [env.reset(seed=i)[0] for i in range(8)]
+    batch_in = policy.prepare(obs)
+    with torch.no_grad():
+        out = policy.act(batch_in)
+    T, N = 1, 8
+    rewards = np.where(np.arange(N) % 2 == 0, 1.0, -1.0).astype(np.float32)[None]
+    batch = RolloutBatch(
+        obs={k: v.numpy()[None] for k, v in batch_in.items()}, tokens=out.tokens.numpy()[None],
+        logprobs=out.logprobs.numpy()[None], values=out.values.numpy()[None], rewards=rewards,
+        dones=np.ones((T, N), bool), valid=np.ones((T, N), bool), last_values=np.zeros(N, np.float32),
+        group_ids=np.zeros(N, np.int64), dropped=np.zeros(N, bool),
+    )
+    algo = ALGORITHMS["ppo"](AlgorithmConfig(), ActorConfig(minibatch_size=8, update_epochs=4, lr=1e-2))
+    opt = torch.optim.Adam(policy.parameters(), lr=1e-2)
+    metrics = algo.update(policy, opt, batch)
+    with torch.no_grad():
+        new = policy.evaluate(batch_in, out.tokens).logprobs - out.logprobs
+    assert new[::2].mean() > 0 > new[1::2].mean()
+    assert metrics["approx_kl"] >= 0 and 0 <= metrics["clip_fraction"] <= 1 and metrics["grad_norm"] > 0
+
+
+def test_config_rejects_bad_values_with_the_key():
+    with pytest.raises(ConfigError, match="pipeline_stage_num"):
+        load_config(RLConfig, data={"env": {"envs_per_worker": 3, "pipeline_stage_num": 2}})
+    with pytest.raises(ConfigError, match="group_size"):
+        load_config(RLConfig, data={"algorithm": {"name": "grpo", "group_size": 3}, "env": {"envs_per_worker": 4}})
+    with pytest.raises(ConfigError, match="unknown key"):
+        load_config(RLConfig, data={"runner": {"iteratons": 3}})
+
+
+def test_resource_plans_per_placement_mode():
+    cfg = load_config(RLConfig, data={"env": {"num_workers": 2}, "cluster": {"placement": "disaggregated"}})
+    plan = resource_plan(cfg)
+    assert plan.total_cpus == 4 and len(plan.bundles) == 4  # 2 env + rollout + actor
+    hybrid = resource_plan(load_config(RLConfig, data={"env": {"num_workers": 2}, "cluster": {"placement": "hybrid"}}))
+    assert hybrid.total_cpus == 3 and hybrid.actor_bundle == hybrid.rollout_bundle
+    colloc = resource_plan(load_config(RLConfig, data={"env": {"num_workers": 2},
+                                                       "cluster": {"placement": "collocated"}}))
+    assert colloc.total_cpus == 2 and len(colloc.bundles) == 1
+    with pytest.raises(ResourceShortfall, match=r"4 CPU needed but the Ray cluster has 2 \(short by 2\)"):
+        check_resources(plan, {"CPU": 2.0}, "disaggregated")
+    gpu = resource_plan(load_config(RLConfig, data={"rollout": {"gpus_per_worker": 1.0}}))
+    with pytest.raises(ResourceShortfall, match="1 GPU needed"):
+        check_resources(gpu, {"CPU": 8.0}, "hybrid")
+    check_resources(hybrid, {"CPU": 3.0}, "hybrid")  # exactly enough: no error

@@ -1,0 +1,215 @@
+"""Configuration of an RL run (PPO / GRPO): one validated dataclass tree, loaded from YAML.
+
+The tree mirrors RLinf's config groups without its sprawl::
+
+    cluster:   where the workers run (local Ray instance or an existing cluster, placement mode)
+    env:       which task, how many environments, how they are split into workers and stages
+    policy:    which model (the VLA families, or the toy policy) and its warm start
+    algorithm: name ("ppo" | "grpo") and its hyper-parameters
+    reward:    sparse success + optional dense shaping
+    runner:    iterations, rollout length, checkpoints, resume
+
+Load with ``load_config(RLConfig, "launch/configs/ppo_maniskill.yaml", overrides=[...])``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import field
+from typing import Literal
+
+from simbridge.data.config import config
+
+PlacementMode = Literal["collocated", "disaggregated", "hybrid"]
+
+
+@config
+class ClusterConfig:
+    #: ``None``: start a private local Ray instance; ``"auto"`` or ``"<head-ip>:6379"``: join a
+    #: cluster started with ``ray start --head`` (see ``simbridge.training.rl.runner``).
+    address: str | None = None
+    #: CPUs given to the local Ray instance (ignored when joining a cluster). ``0``: all cores.
+    num_cpus: int = 2
+    num_gpus: int = 0
+    #: collocated: every worker group shares the same bundle(s) and the rollout is run phase by
+    #: phase (env, then inference); disaggregated: every group has its own bundle(s), pipelined;
+    #: hybrid: env and rollout on separate bundles (pipelined), the actor takes them all to update.
+    placement: PlacementMode = "hybrid"
+    #: Ray placement-group strategy across nodes.
+    strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
+    #: How many times Ray restarts a crashed env worker before the run fails.
+    env_max_restarts: int = 3
+
+    def __post_init__(self) -> None:
+        if self.num_cpus < 0 or self.num_gpus < 0:
+            raise ValueError("num_cpus/num_gpus: must be >= 0")
+        if self.env_max_restarts < 0:
+            raise ValueError("env_max_restarts: must be >= 0")
+
+
+@config
+class EnvConfig:
+    #: "toy": the in-package ToyReach task (simbridge.training.rl.toy, instant, for tests);
+    #: "sim": the simulation tasks of simbridge.training.envs (ManiSkill3 / LIBERO).
+    backend: Literal["toy", "sim"] = "sim"
+    task: str = "PutOnTarget-v1"
+    split: str = "train"
+    obs_mode: Literal["rgb", "state"] = "rgb"
+    camera_size: tuple[int, int] = (128, 128)
+    wrist_camera: bool = False
+    max_episode_steps: int = 80
+    num_workers: int = 1
+    envs_per_worker: int = 4
+    #: Each env worker splits its envs into this many stages; the simulator steps stage k while
+    #: the rollout worker infers on stage k+1 (RLinf's fine-grained pipelining).
+    pipeline_stage_num: int = 2
+    cpus_per_worker: float = 1.0
+    seed: int = 0
+    #: Extra keyword arguments for the env factory (e.g. the toy task's ``step_cost_s``).
+    kwargs: dict[str, float | int | str | bool] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.num_workers < 1 or self.envs_per_worker < 1:
+            raise ValueError("num_workers/envs_per_worker: must be >= 1")
+        if self.pipeline_stage_num < 1 or self.envs_per_worker % self.pipeline_stage_num:
+            raise ValueError(
+                f"pipeline_stage_num: must be >= 1 and divide envs_per_worker ({self.envs_per_worker}), "
+                f"got {self.pipeline_stage_num}"
+            )
+        if self.max_episode_steps < 1:
+            raise ValueError("max_episode_steps: must be >= 1")
+        if self.cpus_per_worker <= 0:
+            raise ValueError("cpus_per_worker: must be > 0")
+
+    @property
+    def num_envs(self) -> int:
+        return self.num_workers * self.envs_per_worker
+
+
+@config
+class PolicyConfig:
+    #: "vla": simbridge.training.models (build_policy / load_checkpoint); "toy": ToyPolicy.
+    backend: Literal["vla", "toy"] = "vla"
+    family: str = "openvla-oft"
+    preset: str = "tiny"
+    #: Warm start: a checkpoint directory (e.g. an SFT run's checkpoints/iter_000100).
+    init_checkpoint: str | None = None
+    #: Sampling temperature during rollouts (RLinf: 1.0 in training).
+    temperature: float = 1.0
+    #: Backend-specific keyword arguments (the toy policy's ``hidden``, ``bins``...).
+    kwargs: dict[str, float | int | str | bool] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.temperature <= 0:
+            raise ValueError("temperature: must be > 0")
+
+
+@config
+class RolloutConfig:
+    num_workers: int = 1
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.num_workers != 1:
+            raise ValueError("num_workers: only 1 rollout worker is supported in this version")
+        if self.cpus_per_worker <= 0:
+            raise ValueError("cpus_per_worker: must be > 0")
+
+
+@config
+class ActorConfig:
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0
+    lr: float = 1e-4
+    #: Learning rate of parameters whose name contains "value" (the critic head); RLinf: 3e-3.
+    value_lr: float = 3e-3
+    max_grad_norm: float = 1.0
+    minibatch_size: int = 64
+    update_epochs: int = 1
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0 or self.value_lr <= 0:
+            raise ValueError("lr/value_lr: must be > 0")
+        if self.minibatch_size < 1 or self.update_epochs < 1:
+            raise ValueError("minibatch_size/update_epochs: must be >= 1")
+
+
+@config
+class AlgorithmConfig:
+    #: A key of ``simbridge.training.rl.algorithms.ALGORITHMS`` ("ppo", "grpo", ...).
+    name: str = "ppo"
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    clip_low: float = 0.2
+    #: PPO uses a symmetric clip (clip_high = clip_low when None); GRPO defaults to 0.28.
+    clip_high: float | None = None
+    value_clip: float = 0.2
+    huber_delta: float = 10.0
+    value_coef: float = 0.5
+    entropy_coef: float = 0.0
+    normalize_advantages: bool = True
+    #: GRPO: number of environments that share one initial state.
+    group_size: int = 8
+    #: GRPO: drop groups whose episode rewards are all equal (no learning signal).
+    filter_equal_groups: bool = True
+
+    def __post_init__(self) -> None:
+        if not (0 < self.gamma <= 1 and 0 <= self.gae_lambda <= 1):
+            raise ValueError("gamma/gae_lambda: gamma in (0, 1], lambda in [0, 1]")
+        if self.clip_low <= 0 or (self.clip_high is not None and self.clip_high <= 0):
+            raise ValueError("clip_low/clip_high: must be > 0")
+        if self.group_size < 2:
+            raise ValueError("group_size: must be >= 2")
+
+    @property
+    def clip_upper(self) -> float:
+        if self.clip_high is not None:
+            return self.clip_high
+        return 0.28 if self.name == "grpo" else self.clip_low
+
+
+@config
+class RewardConfig:
+    #: Scale of the env's sparse success reward (1.0 on the success step).
+    success: float = 1.0
+    #: Weight of the task's dense shaping term ``info["dense_reward"]`` (0: sparse only).
+    dense_coef: float = 0.0
+
+
+@config
+class RunnerConfig:
+    name: str = "ppo"
+    root: str = "runs"
+    iterations: int = 100
+    #: Policy calls per env per iteration (PPO). GRPO runs one full episode per env instead.
+    rollout_steps: int = 32
+    checkpoint_every: int = 10
+    #: A run directory to continue from its latest checkpoint ("" / None: start fresh).
+    resume: str | None = None
+    seed: int = 0
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.iterations < 1 or self.rollout_steps < 1:
+            raise ValueError("iterations/rollout_steps: must be >= 1")
+        if self.checkpoint_every < 1:
+            raise ValueError("checkpoint_every: must be >= 1")
+
+
+@config
+class RLConfig:
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    env: EnvConfig = field(default_factory=EnvConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    actor: ActorConfig = field(default_factory=ActorConfig)
+    algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    runner: RunnerConfig = field(default_factory=RunnerConfig)
+
+    def __post_init__(self) -> None:
+        if self.algorithm.name == "grpo" and self.env.num_envs % self.algorithm.group_size:
+            raise ValueError(
+                f"algorithm.group_size: must divide the number of envs "
+                f"(env.num_workers x env.envs_per_worker = {self.env.num_envs}), got {self.algorithm.group_size}"
+            )

@@ -1,0 +1,195 @@
+"""Placing the worker groups on the Ray cluster: collocated, disaggregated or hybrid.
+
+Resources are expressed as Ray placement-group bundles (CPU cores here, GPUs where present):
+
+* ``collocated``: one bundle shared by every group; the rollout runs phase by phase
+  (simulate, then infer), as when env, rollout and actor share the same device.
+* ``disaggregated``: one bundle per env worker, one for the rollout, one for the actor;
+  env and rollout are pipelined.
+* ``hybrid``: one bundle per env worker and one for the rollout (pipelined); the actor
+  shares the rollout's bundle and uses every core of the run while it updates.
+
+:func:`resource_plan` computes the bundles; :func:`check_resources` compares them with the
+cluster *before* anything starts and raises :class:`ResourceShortfall` naming what is missing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from simbridge.data.spec import PolicyContract
+from simbridge.training.rl.config import RLConfig
+
+
+class ResourceShortfall(RuntimeError):
+    """The configuration asks for more CPUs/GPUs than the Ray cluster has."""
+
+
+@dataclass
+class ResourcePlan:
+    bundles: list[dict[str, float]]
+    env_bundles: list[int]  # bundle index of each env worker
+    rollout_bundle: int
+    actor_bundle: int
+    shares: dict[str, float]  # CPUs each actor of a group requests inside its bundle
+    gpu_shares: dict[str, float]
+    breakdown: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def total_cpus(self) -> float:
+        return sum(b.get("CPU", 0.0) for b in self.bundles)
+
+    @property
+    def total_gpus(self) -> float:
+        return sum(b.get("GPU", 0.0) for b in self.bundles)
+
+
+def _q(x: float) -> float:
+    """Ray accepts fractional resource requests only below 1; above, whole units."""
+    return x if x <= 1 else float(int(x))
+
+
+def _bundle(cpus: float, gpus: float) -> dict[str, float]:
+    return {"CPU": float(cpus), **({"GPU": float(gpus)} if gpus > 0 else {})}
+
+
+def resource_plan(cfg: RLConfig) -> ResourcePlan:
+    env, ro, ac = cfg.env, cfg.rollout, cfg.actor
+    w = env.num_workers
+    env_desc = f"env {env.num_workers} worker(s) x {env.cpus_per_worker:g} CPU"
+    if cfg.cluster.placement == "collocated":
+        cpus = max(w * env.cpus_per_worker, ro.cpus_per_worker, ac.cpus_per_worker)
+        gpus = max(ro.gpus_per_worker, ac.gpus_per_worker)
+        share = _q(cpus / (w + 2))
+        return ResourcePlan(
+            bundles=[_bundle(cpus, gpus)],
+            env_bundles=[0] * w,
+            rollout_bundle=0,
+            actor_bundle=0,
+            shares={"env": share, "rollout": share, "actor": share},
+            gpu_shares={"rollout": gpus / 2, "actor": gpus / 2},
+            breakdown={"collocated": f"one shared bundle of {cpus:g} CPU = max({env_desc}, rollout, actor)"},
+        )
+    bundles = [_bundle(env.cpus_per_worker, 0) for _ in range(w)]
+    bundles.append(_bundle(ro.cpus_per_worker, ro.gpus_per_worker))
+    breakdown = {"env": env_desc, "rollout": f"{ro.cpus_per_worker:g} CPU"}
+    if cfg.cluster.placement == "disaggregated":
+        bundles.append(_bundle(ac.cpus_per_worker, ac.gpus_per_worker))
+        breakdown["actor"] = f"{ac.cpus_per_worker:g} CPU"
+        return ResourcePlan(
+            bundles=bundles,
+            env_bundles=list(range(w)),
+            rollout_bundle=w,
+            actor_bundle=w + 1,
+            shares={"env": _q(env.cpus_per_worker), "rollout": _q(ro.cpus_per_worker),
+                    "actor": _q(ac.cpus_per_worker)},
+            gpu_shares={"rollout": ro.gpus_per_worker, "actor": ac.gpus_per_worker},
+            breakdown=breakdown,
+        )
+    breakdown["actor"] = "shares the rollout bundle (hybrid)"
+    return ResourcePlan(
+        bundles=bundles,
+        env_bundles=list(range(w)),
+        rollout_bundle=w,
+        actor_bundle=w,
+        shares={"env": _q(env.cpus_per_worker), "rollout": _q(ro.cpus_per_worker / 2),
+                "actor": _q(ro.cpus_per_worker / 2)},
+        gpu_shares={"rollout": ro.gpus_per_worker / 2, "actor": ro.gpus_per_worker / 2},
+        breakdown=breakdown,
+    )
+
+
+def check_resources(plan: ResourcePlan, cluster: dict[str, float], placement: str) -> None:
+    """Raise :class:`ResourceShortfall` when ``cluster`` (``ray.cluster_resources()``) is too small."""
+    problems = []
+    for kind, need in (("CPU", plan.total_cpus), ("GPU", plan.total_gpus)):
+        have = float(cluster.get(kind, 0.0))
+        if need > have + 1e-9:
+            problems.append(f"{need:g} {kind} needed but the Ray cluster has {have:g} (short by {need - have:g})")
+    biggest = max((b.get("CPU", 0.0) for b in plan.bundles), default=0.0)
+    if not problems and biggest > float(cluster.get("CPU", 0.0)):
+        problems.append(f"a bundle needs {biggest:g} CPU on one node")
+    if problems:
+        parts = "; ".join(f"{k}: {v}" for k, v in plan.breakdown.items())
+        raise ResourceShortfall(
+            f"placement '{placement}' asks for more than the cluster has: {'; '.join(problems)}. "
+            f"Requested: {parts}. Fix: lower env.num_workers / *.cpus_per_worker / *.gpus_per_worker, "
+            f"choose cluster.placement=hybrid or collocated, raise cluster.num_cpus (local) or add nodes "
+            f"(ray start --address=<head>:6379)."
+        )
+
+
+@dataclass
+class WorkerGroups:
+    env_workers: list[Any]
+    rollout: Any
+    actor: Any
+    placement_group: Any
+    plan: ResourcePlan
+
+    def shutdown(self) -> None:
+        import ray
+        from ray.util.placement_group import remove_placement_group
+
+        for handle in [*self.env_workers, self.rollout, self.actor]:
+            with contextlib.suppress(Exception):  # already dead: nothing to release
+                ray.kill(handle, no_restart=True)
+        remove_placement_group(self.placement_group)
+
+
+def create_worker_groups(cfg: RLConfig, contract: PolicyContract, episodic: bool, ready_timeout_s: float = 120.0):
+    """Check resources, reserve the placement group and start every worker (blocking until ready)."""
+    import ray
+    from ray.util.placement_group import placement_group
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    from simbridge.training.rl.workers import ActorWorker, EnvWorker, RolloutWorker
+
+    plan = resource_plan(cfg)
+    check_resources(plan, ray.cluster_resources(), cfg.cluster.placement)
+    pg = placement_group(plan.bundles, strategy=cfg.cluster.strategy)
+    try:
+        ray.get(pg.ready(), timeout=ready_timeout_s)
+    except ray.exceptions.GetTimeoutError:
+        from ray.util.placement_group import remove_placement_group
+
+        remove_placement_group(pg)
+        raise ResourceShortfall(
+            f"could not reserve {plan.bundles} within {ready_timeout_s:g} s: the cluster has the resources in "
+            f"total but others hold them now (ray.available_resources() = {ray.available_resources()})"
+        ) from None
+
+    def strategy(bundle: int) -> PlacementGroupSchedulingStrategy:
+        return PlacementGroupSchedulingStrategy(placement_group=pg, placement_group_bundle_index=bundle)
+
+    env_cls = ray.remote(EnvWorker)
+    env_workers = [
+        env_cls.options(
+            num_cpus=plan.shares["env"],
+            max_restarts=cfg.cluster.env_max_restarts,
+            max_task_retries=0,  # a crashed step is not replayed: its episode is dropped
+            scheduling_strategy=strategy(plan.env_bundles[i]),
+        ).remote(cfg, i, episodic, contract.chunk_size, plan.shares["env"])
+        for i in range(cfg.env.num_workers)
+    ]
+    rollout = (
+        ray.remote(RolloutWorker)
+        .options(num_cpus=plan.shares["rollout"], num_gpus=plan.gpu_shares["rollout"],
+                 scheduling_strategy=strategy(plan.rollout_bundle))
+        .remote(cfg, contract, plan.shares["rollout"])
+    )
+    actor = (
+        ray.remote(ActorWorker)
+        .options(num_cpus=plan.shares["actor"], num_gpus=plan.gpu_shares["actor"],
+                 scheduling_strategy=strategy(plan.actor_bundle))
+        .remote(cfg, contract, plan.shares["actor"])
+    )
+    groups = WorkerGroups(env_workers, rollout, actor, pg, plan)
+    try:
+        ray.get([w.ping.remote() for w in env_workers])
+    except Exception:
+        groups.shutdown()
+        raise
+    return groups

@@ -1,0 +1,223 @@
+"""``simbridge train ppo|grpo``: RL fine-tuning of a policy in simulation on Ray.
+
+One iteration (RLinf's loop)::
+
+    sync      actor --weights (version v)--> rollout      (the rollout refuses other versions)
+    rollout   env workers <--obs / actions--> rollout worker, pipelined over env stages
+    update    actor: advantages (GAE / group-normalised) + PPO / GRPO update   -> version v + 1
+    log       metrics.jsonl + TensorBoard; checkpoint every ``runner.checkpoint_every``
+
+Start on this machine (a private Ray instance with ``cluster.num_cpus`` cores)::
+
+    launch/train_ppo.sh launch/configs/ppo_maniskill.yaml [key=value ...]
+    simbridge train ppo --config launch/configs/ppo_maniskill.yaml runner.iterations=200
+
+Start on an existing (multi-node) Ray cluster::
+
+    # on the head node
+    ray start --head --port=6379 --num-cpus=16
+    # on every other node
+    ray start --address=<head-ip>:6379 --num-cpus=16
+    # then, from any node
+    launch/train_ppo.sh launch/configs/ppo_maniskill.yaml cluster.address=auto \
+        cluster.placement=disaggregated env.num_workers=8
+
+The run checks the configuration against ``ray.cluster_resources()`` before starting any
+worker; use ``cluster.strategy=SPREAD`` to spread env workers over nodes. Resume a run with
+``runner.resume=<run-dir>`` (it continues from the latest checkpoint's iteration).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from simbridge.data.config import ConfigError, load_config
+from simbridge.data.runs import RunDir
+from simbridge.training.rl.algorithms import ALGORITHMS
+from simbridge.training.rl.config import RLConfig
+from simbridge.training.rl.placement import ResourceShortfall, create_worker_groups
+from simbridge.training.rl.rollout import RolloutCollector, RolloutStats
+
+log = logging.getLogger(__name__)
+
+
+def latest_checkpoint(run_dir: str | Path) -> tuple[Path, int] | None:
+    """The newest complete checkpoint of a run: ``(path, iteration)``; None when there is none."""
+    from simbridge.training.checkpoint import checkpoint_meta
+    from simbridge.training.checkpoint import latest_checkpoint as latest
+
+    path = latest(run_dir)
+    if path is None:
+        return None
+    return path, int(checkpoint_meta(path)["iteration"])
+
+
+def _init_ray(cfg: RLConfig) -> bool:
+    """Start or join Ray; returns True when this call started it (and must shut it down)."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if cfg.cluster.address:
+        ray.init(address=cfg.cluster.address, log_to_driver=True)
+    else:
+        ray.init(
+            num_cpus=cfg.cluster.num_cpus or None,
+            num_gpus=cfg.cluster.num_gpus,
+            include_dashboard=False,
+            log_to_driver=True,
+        )
+    return True
+
+
+def iteration_metrics(stats: RolloutStats, update: dict[str, float], sync_time: float) -> dict[str, float]:
+    eps = stats.episodes
+    out: dict[str, float] = {
+        "env_steps": stats.env_steps,
+        "env_steps_per_s": stats.env_steps / max(stats.wall_time, 1e-9),
+        "time/rollout": stats.wall_time,
+        "time/env": stats.env_time,
+        "time/inference": stats.inference_time,
+        "time/update": update.get("update_time", 0.0),
+        "time/sync": sync_time,
+        "episodes": len(eps),
+        "episodes_dropped": stats.dropped_episodes,
+        "env_worker_crashes": stats.crashes,
+    }
+    if eps:
+        out["success_rate"] = float(np.mean([e["success"] for e in eps]))
+        out["episode_return"] = float(np.mean([e["return"] for e in eps]))
+        out["episode_length"] = float(np.mean([e["length"] for e in eps]))
+    out.update({k: v for k, v in update.items() if k != "update_time"})
+    return out
+
+
+def train(cfg: RLConfig) -> Path:
+    """Run RL training as configured; returns the run directory."""
+    import ray
+
+    algorithm_cls = ALGORITHMS.get(cfg.algorithm.name)
+    if algorithm_cls is None:
+        raise ConfigError(f"algorithm.name {cfg.algorithm.name!r} is not registered; choose from {sorted(ALGORITHMS)}")
+    resume_from = None
+    if cfg.runner.resume:
+        if not Path(cfg.runner.resume).is_dir():
+            raise ConfigError(f"runner.resume: {cfg.runner.resume} is not a run directory")
+        resume_from = latest_checkpoint(cfg.runner.resume)
+        if resume_from is None:
+            raise ConfigError(
+                f"runner.resume: {cfg.runner.resume} has no complete checkpoint under checkpoints/iter_*; "
+                "start a fresh run instead (runner.resume=null)"
+            )
+
+    started_ray = _init_ray(cfg)
+    groups = None
+    try:
+        from simbridge.training.rl.factories import env_contract
+
+        contract = env_contract(cfg.env)
+        groups = create_worker_groups(cfg, contract, episodic=algorithm_cls.episodic)
+        run = RunDir(cfg.runner.resume, config=cfg) if resume_from else RunDir.create(cfg.runner.root, cfg.runner.name, cfg)
+        start = 0
+        if resume_from is not None:
+            path, start = resume_from
+            ray.get(groups.actor.load.remote(str(path)))
+            log.info("resumed %s from %s (iteration %d)", run.path, path, start)
+        with run:
+            _loop(cfg, groups, run, contract, algorithm_cls, start)
+        return run.path
+    finally:
+        if groups is not None:
+            groups.shutdown()
+        if started_ray:
+            ray.shutdown()
+
+
+def _loop(cfg: RLConfig, groups: Any, run: RunDir, contract: Any, algorithm_cls: Any, start: int) -> None:
+    import ray
+    from tqdm import tqdm
+
+    collector = RolloutCollector(
+        cfg, groups.env_workers, groups.rollout, algorithm_cls.episodic, algorithm_cls.uses_critic,
+        chunk_size=contract.chunk_size,
+    )
+    update_threads = groups.plan.total_cpus if cfg.cluster.placement == "hybrid" else None
+    bar = tqdm(range(start, cfg.runner.iterations), initial=start, total=cfg.runner.iterations,
+               desc=f"{cfg.algorithm.name} {cfg.runner.name}", disable=not cfg.runner.progress, unit="it")
+    for it in bar:
+        t0 = time.perf_counter()
+        weights = groups.actor.get_weights.remote()
+        version = ray.get(groups.rollout.set_weights.remote(weights))
+        sync_time = time.perf_counter() - t0
+
+        batch, stats = collector.collect(it, version)
+        update = ray.get(groups.actor.update.remote(batch, update_threads))
+        metrics = iteration_metrics(stats, update, sync_time)
+        metrics["weights_version"] = version
+        if stats.crashes:
+            log.warning("iteration %d: %d env worker crash(es), %d episode(s) dropped", it + 1, stats.crashes,
+                        stats.dropped_episodes)
+        run.log(it + 1, **metrics)
+        bar.set_postfix(success=f"{metrics.get('success_rate', float('nan')):.2f}",
+                        ret=f"{metrics.get('episode_return', float('nan')):.2f}",
+                        sps=f"{metrics['env_steps_per_s']:.0f}")
+        done = it + 1
+        if done % cfg.runner.checkpoint_every == 0 or done == cfg.runner.iterations:
+            ray.get(groups.actor.save.remote(str(run.path), done, _scalars(metrics), {"algorithm": cfg.algorithm.name}))
+
+
+def _scalars(metrics: dict) -> dict:
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and np.isfinite(v)}
+
+
+# --- CLI: `simbridge train ppo|grpo` ----------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", "-c", action="append", default=[], metavar="YAML",
+                        help="config file(s) (launch/configs/ppo_*.yaml); later files override earlier ones")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. runner.iterations=10")
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its latest checkpoint")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+
+
+def run(args: argparse.Namespace) -> int:
+    from simbridge.data.config import to_yaml
+
+    algorithm = getattr(args, "algorithm", None)
+    overrides = list(args.overrides)
+    if algorithm:
+        overrides.insert(0, f"algorithm.name={algorithm}")
+    if args.resume:
+        overrides.append(f"runner.resume={args.resume}")
+    cfg = load_config(RLConfig, args.config, overrides=overrides)
+    if args.print_config:
+        print(to_yaml(cfg))
+        return 0
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        path = train(cfg)
+    except ResourceShortfall as exc:
+        raise ConfigError(str(exc)) from None
+    summary = _final_summary(path)
+    print(json.dumps({"run_dir": str(path), **summary}, indent=2))
+    return 0
+
+
+def _final_summary(path: Path) -> dict:
+    from simbridge.data.runs import read_metrics
+
+    records = read_metrics(path)
+    last = records[-1] if records else {}
+    keys = ("step", "success_rate", "episode_return", "env_steps_per_s", "approx_kl", "clip_fraction")
+    return {k: last[k] for k in keys if k in last}

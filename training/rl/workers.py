@@ -1,0 +1,268 @@
+"""The three worker groups of an RL run (RLinf's design): env, rollout and actor workers.
+
+They are plain classes, made Ray actors by :mod:`simbridge.training.rl.placement`, so they
+can also be used in-process (tests, debugging).
+
+* :class:`EnvWorker` holds ``envs_per_worker`` environments split into
+  ``pipeline_stage_num`` stages and steps one stage at a time (action chunks of ``K``
+  actions, shaped reward, auto-reset or freeze at episode end, seeded resets).
+* :class:`RolloutWorker` holds the current weights (with their version) and turns a stage's
+  observations into sampled actions, tokens, log-probs and values.
+* :class:`ActorWorker` holds the trainable policy and the optimizer, runs the algorithm's
+  update and writes checkpoints.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from simbridge.data.spec import Observation, PolicyContract
+from simbridge.training.rl.algorithms import build_algorithm
+from simbridge.training.rl.batch import RolloutBatch
+from simbridge.training.rl.config import RLConfig
+from simbridge.training.rl.factories import build_rl_policy, load_rl_policy, make_rl_env
+
+
+class EnvStageNotReset(RuntimeError):
+    """A stage was stepped before it was reset (e.g. its worker was restarted after a crash)."""
+
+
+class StaleWeights(RuntimeError):
+    """The rollout worker was asked to act with a weights version it does not hold."""
+
+
+def episode_seed(base: int, env_id: int, num_envs: int, episode: int) -> int:
+    """Unique, reproducible reset seed of episode ``episode`` of env (or GRPO group) ``env_id``."""
+    return base + env_id + num_envs * episode
+
+
+def _set_threads(cpus: float) -> None:
+    torch.set_num_threads(max(1, round(cpus)))
+
+
+# --- env workers --------------------------------------------------------------------------------
+
+
+class EnvWorker:
+    """Environments ``[index * E, (index + 1) * E)`` of the run, stepped stage by stage."""
+
+    def __init__(self, cfg: RLConfig, index: int, episodic: bool, chunk_size: int = 1, cpus: float = 1.0):
+        _set_threads(cpus)
+        self.cfg = cfg
+        self.index = index
+        self.episodic = episodic  # True (GRPO): freeze finished envs until the next reset
+        self.chunk_size = chunk_size
+        env_cfg = cfg.env
+        self.per_stage = env_cfg.envs_per_worker // env_cfg.pipeline_stage_num
+        self.env_ids = [index * env_cfg.envs_per_worker + j for j in range(env_cfg.envs_per_worker)]
+        self.envs = [make_rl_env(env_cfg, seed=env_cfg.seed + i) for i in self.env_ids]
+        n = len(self.envs)
+        self.obs: list[Observation | None] = [None] * n
+        self.active = np.zeros(n, bool)
+        self.is_reset = np.zeros(env_cfg.pipeline_stage_num, bool)
+        self.episode_counter = np.zeros(n, np.int64)
+        self.ep_return = np.zeros(n)
+        self.ep_length = np.zeros(n, np.int64)
+        self.ep_seed = np.zeros(n, np.int64)
+
+    def ping(self) -> int:
+        return self.index
+
+    def _stage(self, stage: int) -> range:
+        return range(stage * self.per_stage, (stage + 1) * self.per_stage)
+
+    def _seed_for(self, j: int) -> int:
+        if self.episodic:  # GRPO: all members of a group share the initial state
+            group = self.env_ids[j] // self.cfg.algorithm.group_size
+            num_groups = self.cfg.env.num_envs // self.cfg.algorithm.group_size
+            return episode_seed(self.cfg.env.seed, group, num_groups, int(self.episode_counter[j]))
+        return episode_seed(self.cfg.env.seed, self.env_ids[j], self.cfg.env.num_envs, int(self.episode_counter[j]))
+
+    def _reset_env(self, j: int) -> None:
+        seed = self._seed_for(j)
+        self.obs[j], _ = self.envs[j].reset(seed=seed)
+        self.ep_seed[j], self.ep_return[j], self.ep_length[j] = seed, 0.0, 0
+        self.active[j] = True
+
+    def reset_stage(self, stage: int, episode: int) -> dict[str, Any]:
+        """Reset the stage's envs to episode number ``episode`` (GRPO: the iteration)."""
+        t0 = time.perf_counter()
+        for j in self._stage(stage):
+            self.episode_counter[j] = episode if self.episodic else episode * 100_000
+            self._reset_env(j)
+        self.is_reset[stage] = True
+        return self._result(stage, np.zeros(self.per_stage), np.zeros(self.per_stage, bool), [], t0)
+
+    def step_stage(self, stage: int, actions: np.ndarray, offset: int) -> dict[str, Any]:
+        """Execute the stage's action chunks ``actions[offset : offset + per_stage]``."""
+        if not self.is_reset[stage]:
+            raise EnvStageNotReset(f"env worker {self.index}: stage {stage} stepped before reset")
+        t0 = time.perf_counter()
+        chunk = np.asarray(actions)[offset : offset + self.per_stage]
+        rewards = np.zeros(self.per_stage)
+        dones = np.zeros(self.per_stage, bool)
+        finished: list[dict] = []
+        steps = 0
+        for k, j in enumerate(self._stage(stage)):
+            if not self.active[j]:
+                continue  # frozen after its episode (GRPO): nothing to do until the next reset
+            for action in chunk[k][: self.chunk_size]:
+                obs, reward, terminated, truncated, info = self.envs[j].step(action)
+                steps += 1
+                r = self.cfg.reward.success * float(reward) + self.cfg.reward.dense_coef * float(
+                    info.get("dense_reward", 0.0)
+                )
+                rewards[k] += r
+                self.ep_return[j] += r
+                self.ep_length[j] += 1
+                self.obs[j] = obs
+                if terminated or truncated:
+                    dones[k] = True
+                    finished.append(
+                        {
+                            "env": self.env_ids[j],
+                            "seed": int(self.ep_seed[j]),
+                            "return": float(self.ep_return[j]),
+                            "length": int(self.ep_length[j]),
+                            "success": bool(info.get("success", False)),
+                        }
+                    )
+                    break
+            if dones[k]:
+                self.episode_counter[j] += 1
+                if self.episodic:
+                    self.active[j] = False
+                else:
+                    self._reset_env(j)
+        return self._result(stage, rewards, dones, finished, t0, steps)
+
+    def _result(
+        self, stage: int, rewards: np.ndarray, dones: np.ndarray, finished: list, t0: float, steps: int = 0
+    ) -> dict:
+        idx = list(self._stage(stage))
+        return {
+            "obs": [self.obs[j] for j in idx],
+            "rewards": rewards.astype(np.float32),
+            "dones": dones,
+            "active": self.active[idx].copy(),  # these envs act on the next step
+            "episodes": finished,
+            "env_time": time.perf_counter() - t0,
+            "env_steps": steps,
+        }
+
+    def close(self) -> None:
+        for env in self.envs:
+            env.close()
+
+
+# --- rollout worker -----------------------------------------------------------------------------
+
+
+class RolloutWorker:
+    """Inference with the latest synced weights; sampling is seeded per call for reproducibility."""
+
+    def __init__(self, cfg: RLConfig, contract: PolicyContract, cpus: float = 1.0):
+        _set_threads(cpus)
+        self.cfg = cfg
+        self.policy = build_rl_policy(cfg.policy, contract, seed=cfg.runner.seed)
+        self.version = -1
+
+    def set_weights(self, weights: tuple[int, dict[str, torch.Tensor]]) -> int:
+        """Load ``(version, state_dict)`` from :meth:`ActorWorker.get_weights`; returns the version."""
+        version, state_dict = weights
+        self.policy.load_state_dict(state_dict)
+        self.version = int(version)
+        return self.version
+
+    @torch.no_grad()
+    def act(self, call_seed: int, expected_version: int, *stage_results: dict) -> tuple[np.ndarray, dict]:
+        """Actions for the envs of one stage (the results of every env worker, concatenated).
+
+        Returns ``(actions (B, K, 7), record)``; the record holds what training needs.
+        """
+        if expected_version != self.version:
+            raise StaleWeights(
+                f"rollout worker holds weights version {self.version}, asked to act with {expected_version}"
+            )
+        t0 = time.perf_counter()
+        observations = [o for result in stage_results for o in result["obs"]]
+        batch = self.policy.prepare(observations)
+        torch.manual_seed(call_seed)
+        out = self.policy.act(batch, deterministic=False, temperature=self.cfg.policy.temperature)
+        record = {
+            "obs": {k: v.numpy() for k, v in batch.items()},
+            "tokens": out.tokens.numpy(),
+            "logprobs": out.logprobs.float().numpy(),
+            "values": out.values.float().numpy(),
+            "version": self.version,
+            "inference_time": time.perf_counter() - t0,
+        }
+        return out.actions.float().numpy(), record
+
+
+# --- actor worker -------------------------------------------------------------------------------
+
+
+class ActorWorker:
+    """The trainable policy, its optimizer and the algorithm's update."""
+
+    def __init__(self, cfg: RLConfig, contract: PolicyContract, cpus: float = 1.0):
+        self.cpus = cpus
+        _set_threads(cpus)
+        self.cfg = cfg
+        self.policy = build_rl_policy(cfg.policy, contract, seed=cfg.runner.seed)
+        self.algorithm = build_algorithm(cfg.algorithm, cfg.actor)
+        self.optimizer = self._make_optimizer()
+        self.version = 0
+        self.updates = 0
+
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        value, other = [], []
+        for name, p in self.policy.named_parameters():
+            if p.requires_grad:
+                (value if "value" in name else other).append(p)
+        groups = [{"params": other, "lr": self.cfg.actor.lr}]
+        if value:
+            groups.append({"params": value, "lr": self.cfg.actor.value_lr})
+        return torch.optim.Adam(groups, eps=1e-5)
+
+    def get_weights(self) -> tuple[int, dict[str, torch.Tensor]]:
+        return self.version, {k: v.detach().clone() for k, v in self.policy.state_dict().items()}
+
+    def update(self, batch: RolloutBatch, threads: float | None = None) -> dict[str, float]:
+        """One algorithm update on ``batch``; bumps the weights version."""
+        if threads:  # hybrid placement: the actor takes every device of the run for the update
+            _set_threads(threads)
+        t0 = time.perf_counter()
+        metrics = self.algorithm.update(self.policy, self.optimizer, batch, seed=self.cfg.runner.seed + self.updates)
+        self.updates += 1
+        self.version += 1
+        _set_threads(self.cpus)
+        metrics["update_time"] = time.perf_counter() - t0
+        return metrics
+
+    def save(self, run_dir: str, iteration: int, metrics: dict, extra: dict) -> str:
+        """Checkpoint with the optimizer state (atomic, announced to the exporter's watch mode)."""
+        from simbridge.training.checkpoint import save_checkpoint
+
+        state = {"optimizer": self.optimizer.state_dict(), "version": self.version, "updates": self.updates}
+        path = save_checkpoint(self.policy, Path(run_dir), iteration, metrics, extra, config=self.cfg,
+                               training_state=state)
+        return str(path)
+
+    def load(self, checkpoint: str) -> int:
+        """Weights, optimizer state and weights version from a checkpoint (resume)."""
+        from simbridge.training.checkpoint import load_training_state
+
+        policy = load_rl_policy(self.cfg.policy, checkpoint)
+        self.policy.load_state_dict(policy.state_dict())
+        state = load_training_state(checkpoint)
+        if state is not None:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.version, self.updates = int(state["version"]), int(state["updates"])
+        return self.version
