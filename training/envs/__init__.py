@@ -1,0 +1,60 @@
+"""Simulation environments behind the SimBridge contract (ManiSkill3 tasks, LIBERO suites).
+
+    from simbridge.training.envs import make_env, make_expert
+    env = make_env("PutOnTarget-v1", split="train", seed=0, obs_mode="rgb")
+    obs, info = env.reset(seed=123)          # obs: simbridge.data.spec.Observation
+    expert = make_expert(env)                # scripted, implements spec.Policy
+    obs, reward, terminated, truncated, info = env.step(expert.predict(obs)[0])
+
+* Tasks are a registry (:data:`TASKS`): ``PutOnTarget-v1`` (ManiSkill3, Panda) and the LIBERO
+  suites ``libero_spatial``, ``libero_object``, ``libero_goal``, ``libero_10``, ``libero_90``.
+* Splits (``train`` and RL4VLA's vision / semantics / execution OOD splits) are named, seeded
+  configurations: :func:`list_splits`, :func:`get_split`, :mod:`.splits`.
+* Simulators are imported only when an environment is made; if one cannot run here,
+  :class:`EnvUnavailable` says what is missing and how to fix it.
+* CPU parallelism: one environment per process (:func:`make_vector_env`); ManiSkill's batched
+  GPU simulation: :func:`make_gpu_batched_env` (untested here: this machine has no GPU).
+"""
+
+from __future__ import annotations
+
+from simbridge.training.envs.errors import EnvUnavailable
+from simbridge.training.envs.registry import TASKS, list_tasks, make_env
+from simbridge.training.envs.splits import SPLITS, SUITES, Split, get_split, list_splits, resolve_suite
+
+__all__ = [
+    "SPLITS",
+    "SUITES",
+    "TASKS",
+    "EnvUnavailable",
+    "Split",
+    "get_split",
+    "list_splits",
+    "list_tasks",
+    "make_env",
+    "make_expert",
+    "make_gpu_batched_env",
+    "make_vector_env",
+    "resolve_suite",
+]
+
+
+def make_expert(env, **kwargs):
+    """The scripted expert for ``env`` (implements :class:`simbridge.data.spec.Policy`)."""
+    from simbridge.training.envs.expert import make_expert as _make
+
+    return _make(env, **kwargs)
+
+
+def make_vector_env(*args, **kwargs):
+    """One environment per process (gymnasium AsyncVectorEnv); see :mod:`.vector`."""
+    from simbridge.training.envs.vector import make_vector_env as _make
+
+    return _make(*args, **kwargs)
+
+
+def make_gpu_batched_env(*args, **kwargs):
+    """ManiSkill's GPU-batched simulation (``physx_cuda``); see :mod:`.vector`."""
+    from simbridge.training.envs.vector import make_gpu_batched_env as _make
+
+    return _make(*args, **kwargs)

@@ -1,0 +1,219 @@
+"""Scripted expert for ``PutOnTarget``: end-effector waypoints, no motion planner.
+
+The expert reads privileged state (target object and receptacle poses, grasp contact) from the
+simulator and drives the contract action through a fixed sequence of phases:
+
+``approach`` (above the object, gripper open, yaw aligned with the object's narrow side) ->
+``descend`` -> ``grasp`` (close, wait) -> ``lift`` -> ``move`` (above the receptacle) ->
+``lower`` -> ``release`` (open, wait) -> ``retreat``.
+
+Each step commands a proportional move toward the phase's waypoint, clipped to the contract's
+per-step limits, so the same actions are valid on the real robot. If the object moves before
+it is grasped (the moved-object split) the expert re-approaches; a failed grasp is retried
+(at most ``max_retries`` times). It needs no mplib (mplib 0.1.1 segfaults with numpy 2).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from simbridge.data.spec import GRIPPER_CLOSED, GRIPPER_OPEN, Observation, PolicyContract
+from simbridge.training.envs.splits import OBJECT_SHAPES
+from simbridge.training.envs.wrapper import ContractEnv, quat_mul, quat_to_matrix
+
+#: TCP pointing straight down (the Panda's rest orientation): 180 deg about x; fingers close along y.
+_Q_DOWN = np.array([0.0, 1.0, 0.0, 0.0])
+
+
+def _wrap_half_pi(a: float) -> float:
+    """Wrap an angle to [-pi/2, pi/2): the parallel gripper is symmetric under a half turn."""
+    return (a + math.pi / 2) % math.pi - math.pi / 2
+
+
+def _rotvec(q: np.ndarray) -> np.ndarray:
+    q = q if q[0] >= 0 else -q
+    s = float(np.linalg.norm(q[1:]))
+    if s < 1e-9:
+        return np.zeros(3)
+    return q[1:] / s * 2.0 * math.atan2(s, q[0])
+
+
+def grasp_yaw(shape: str, object_yaw: float) -> list[float]:
+    """World angles (mod pi) along which the fingers may close on ``shape`` rotated by ``object_yaw``."""
+    kind, size = OBJECT_SHAPES[shape]
+    if kind == "cylinder":
+        return []  # any
+    if kind == "capsule":
+        return [object_yaw + math.pi / 2]  # across the capsule's axis (local x)
+    if abs(size[0] - size[1]) < 1e-6:
+        return [object_yaw, object_yaw + math.pi / 2]  # square: either side
+    return [object_yaw if size[0] < size[1] else object_yaw + math.pi / 2]  # across the narrow side
+
+
+class ScriptedExpert:
+    """Waypoint expert implementing :class:`simbridge.data.spec.Policy` (``predict -> (1, 7)``)."""
+
+    def __init__(
+        self,
+        env: ContractEnv,
+        *,
+        gain: float = 0.7,
+        approach_height: float = 0.08,
+        lift_height: float = 0.12,
+        max_retries: int = 3,
+        noise_std: float = 0.0,
+        seed: int = 0,
+    ):
+        if not isinstance(env, ContractEnv):
+            raise TypeError(
+                f"the scripted expert needs a ManiSkill PutOnTarget env from make_env(), got {type(env).__name__}; "
+                "LIBERO suites have no scripted expert (use their demonstration datasets)"
+            )
+        self.env = env
+        self.contract: PolicyContract = env.contract
+        self.gain = gain
+        self.approach_height = approach_height
+        self.lift_height = lift_height
+        self.max_retries = max_retries
+        self.noise_std = noise_std  # optional Gaussian action noise (m / rad) for more diverse demos
+        self._rng = np.random.default_rng(seed)
+        self.reset()
+
+    def reset(self) -> None:
+        self.phase = "approach"
+        self._wait = 0
+        self._retries = 0
+        self._grasp_xy: np.ndarray | None = None
+        self._yaw_target: float | None = None
+
+    # --- privileged state (robot base frame) ------------------------------------------
+    def _state(self) -> dict:
+        ms = self.env.unwrapped_ms
+        t = ms.target_info()
+        base = ms.agent.robot.pose.raw_pose[0].cpu().numpy()
+        # The base is not rotated in this task (identity quaternion); subtract its position.
+        assert np.allclose(base[3:], [1, 0, 0, 0], atol=1e-5), "expert assumes an unrotated robot base"
+        obj = t["obj_pose"][0].cpu().numpy().astype(np.float64)
+        q = obj[3:]
+        yaw = math.atan2(2 * (q[0] * q[3] + q[1] * q[2]), 1 - 2 * (q[2] ** 2 + q[3] ** 2))
+        return dict(
+            obj=obj[:3] - base[:3],
+            obj_yaw=yaw,
+            goal=t["goal_pos"][0].cpu().numpy().astype(np.float64) - base[:3],
+            obj_half=float(t["obj_half_height"][0]),
+            grasped=bool(ms._target_grasped()[0]),
+            shape=self.env.layout.target_object,
+        )
+
+    # --- policy -------------------------------------------------------------------------
+    def predict(self, obs: Observation) -> np.ndarray:
+        s = self._state()
+        tcp = np.asarray(obs.ee_pose, np.float64)
+        pos, quat = tcp[:3], tcp[3:]
+        gripper = GRIPPER_OPEN
+        obj, goal = s["obj"], s["goal"]
+        above_obj = obj + np.array([0.0, 0.0, self.approach_height])
+        grasp_z = max(obj[2] - 0.005, 0.012)
+
+        moved = self._grasp_xy is not None and np.linalg.norm(obj[:2] - self._grasp_xy) > 0.02
+        if self.phase in ("approach", "descend") and moved:  # the object was moved: start over
+            self.phase = "approach"
+        if self.phase == "approach":
+            self._grasp_xy = obj[:2].copy()
+            self._yaw_target = self._choose_yaw(s, quat)
+            if pos[2] < above_obj[2] - 0.03 and np.linalg.norm(pos[:2] - obj[:2]) > 0.02:
+                target = np.array([pos[0], pos[1], above_obj[2]])  # rise before moving sideways
+            else:
+                target = above_obj
+            if (
+                np.linalg.norm(target - above_obj) < 1e-9
+                and self._reached(pos, target, 0.012)
+                and self._aligned(quat)
+            ):
+                self.phase = "descend"
+        if self.phase == "descend":
+            target = np.array([obj[0], obj[1], grasp_z])
+            if self._reached(pos, target, 0.006):
+                self.phase, self._wait = "grasp", 0
+        if self.phase == "grasp":
+            target, gripper = np.array([obj[0], obj[1], grasp_z]), GRIPPER_CLOSED
+            self._wait += 1
+            if self._wait >= 4:
+                self.phase = "lift"
+        if self.phase == "lift":
+            gripper = GRIPPER_CLOSED
+            target = np.array([pos[0], pos[1], self.lift_height])
+            if pos[2] > obj[2] + 0.03 and not s["grasped"]:  # the grasp slipped: try again
+                self._retry()
+            elif self._reached(pos, target, 0.02):
+                self.phase = "move"
+        if self.phase == "move":
+            gripper = GRIPPER_CLOSED
+            target = np.array([goal[0], goal[1], self.lift_height])
+            if not s["grasped"]:
+                self._retry()
+            elif self._reached(pos, target, 0.012):
+                self.phase = "lower"
+        if self.phase == "lower":
+            gripper = GRIPPER_CLOSED
+            # TCP at the object's centre when it rests on the receptacle (+1 cm to drop it gently)
+            target = (
+                np.array([goal[0], goal[1], goal[2] + (grasp_z - obj[2]) + 0.01]) if s["grasped"] else pos
+            )
+            if self._reached(pos, target, 0.008) or not s["grasped"]:
+                self.phase, self._wait = "release", 0
+        if self.phase == "release":
+            target, gripper = pos.copy(), GRIPPER_OPEN
+            self._wait += 1
+            if self._wait >= 3:
+                self.phase = "retreat"
+        if self.phase == "retreat":
+            target = np.array([pos[0], pos[1], self.lift_height])
+        if self.phase == "approach" and "target" not in locals():
+            target = above_obj
+        return self._action(pos, quat, target, gripper)[None, :]
+
+    def _retry(self) -> None:
+        self._retries += 1
+        self.phase = "approach" if self._retries <= self.max_retries else "retreat"
+
+    @staticmethod
+    def _reached(pos: np.ndarray, target: np.ndarray, tol: float) -> bool:
+        return bool(np.linalg.norm(pos - target) < tol)
+
+    def _desired_quat(self) -> np.ndarray:
+        yaw = self._yaw_target or 0.0
+        return quat_mul(np.array([math.cos(yaw / 2), 0, 0, math.sin(yaw / 2)]), _Q_DOWN)
+
+    def _aligned(self, quat: np.ndarray) -> bool:
+        err = quat_mul(self._desired_quat(), quat * np.array([1, -1, -1, -1]))
+        return float(np.linalg.norm(_rotvec(err))) < 0.06
+
+    def _choose_yaw(self, s: dict, quat: np.ndarray) -> float:
+        """Yaw about base z to apply to the straight-down orientation so the fingers close across the object."""
+        closing = quat_to_matrix(quat)[:, 1]  # fingers close along the hand's y axis
+        current = math.atan2(closing[1], closing[0])
+        # _Q_DOWN has its closing axis along -y (angle -pi/2): yaw so that axis points along theta
+        options = grasp_yaw(s["shape"], s["obj_yaw"]) or [current]
+        best = min(options, key=lambda th: abs(_wrap_half_pi(th - current)))
+        return _wrap_half_pi(best + math.pi / 2)
+
+    def _action(self, pos: np.ndarray, quat: np.ndarray, target: np.ndarray, gripper: float) -> np.ndarray:
+        spec = self.contract.action
+        d = self.gain * (target - pos)
+        n = float(np.linalg.norm(d))
+        if n > spec.max_translation_m:
+            d *= spec.max_translation_m / n
+        err = quat_mul(self._desired_quat(), quat * np.array([1, -1, -1, -1]))
+        rot = np.clip(self.gain * _rotvec(err), -spec.max_rotation_rad, spec.max_rotation_rad)
+        a = np.concatenate([d, rot, [gripper]])
+        if self.noise_std > 0:
+            a[:6] += self._rng.normal(0, self.noise_std, 6)
+        return spec.clip(a.astype(np.float32))
+
+
+def make_expert(env, **kwargs) -> ScriptedExpert:
+    """The scripted expert for a ``make_env`` environment (raises ``TypeError`` for other envs)."""
+    return ScriptedExpert(env, **kwargs)

@@ -1,0 +1,529 @@
+"""``PutOnTarget-v1``: "put the <object> on the <receptacle>" with a Panda (ManiSkill3 task).
+
+Importing this module imports ManiSkill/SAPIEN and registers the task with ``@register_env``;
+:func:`simbridge.training.envs.make_env` does it lazily. The task is described by its class
+docstring; what it randomizes is chosen by a :class:`~simbridge.training.envs.splits.Split`.
+
+Design notes (why it is built this way):
+
+* Every shape of object and receptacle the splits can ask for is built once per scene (a pool);
+  an episode moves the ones it uses onto the table and parks the rest on the floor far away, and
+  recolours them through their render materials. So changing colours, shapes or even the split
+  never needs a scene reconfiguration (which costs seconds on the CPU renderer).
+* Positions are in the task frame: table centre at the origin, table surface at z = 0, the robot
+  base at x = -0.615 facing +x.
+* All per-episode sampling uses ``numpy.random.default_rng([split.salt, episode_seed])``: one
+  episode is reproducible from its split and seed alone, on the CPU and in batched GPU sim.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import sapien
+import torch
+from mani_skill.agents.robots import Panda
+from mani_skill.envs.sapien_env import BaseEnv
+from mani_skill.sensors.camera import CameraConfig
+from mani_skill.utils import sapien_utils
+from mani_skill.utils.registration import register_env
+from mani_skill.utils.scene_builder.table import TableSceneBuilder
+from mani_skill.utils.structs.pose import Pose
+from mani_skill.utils.structs.types import SimConfig
+
+from simbridge.training.envs.splits import (
+    COLOURS,
+    OBJECT_SHAPES,
+    RECEPTACLE_SHAPES,
+    Region,
+    Split,
+    get_split,
+)
+
+TASK_ID = "PutOnTarget-v1"
+ROBOT_BASE_XYZ = (-0.615, 0.0, 0.0)
+#: Panda "rest" keyframe (7 arm joints + 2 fingers).
+REST_QPOS = np.array([0.0, np.pi / 8, 0.0, -np.pi * 5 / 8, 0.0, np.pi * 3 / 4, np.pi / 4, 0.04, 0.04])
+#: Joints that the unseen-robot-pose split offsets (shoulder yaw, shoulder pitch, elbow, wrist pitch).
+_OFFSET_JOINTS = (0, 1, 3, 5)
+_TABLECLOTH_HALF = (0.30, 0.42, 0.0008)
+# Rotates a primitive's x axis (SAPIEN's cylinder axis) onto z: discs and cans stand upright.
+_X_TO_Z = (math.sqrt(0.5), 0.0, -math.sqrt(0.5), 0.0)
+_MIN_SEPARATION = 0.13  # m between the centres of any two items on the table
+
+
+@dataclass
+class EpisodeLayout:
+    """What one episode looks like: sampled in ``_initialize_episode`` from (split, seed)."""
+
+    seed: int
+    instruction: str
+    objects: list[tuple[str, str]]  # (shape, colour); index 0 is the target
+    receptacles: list[tuple[str, str]]  # index 0 is the target
+    object_xy_yaw: list[tuple[float, float, float]]
+    receptacle_xy: list[tuple[float, float]]
+    tablecloth: tuple[str, ...]  # colour name(s); two for a checker/stripes texture
+    robot_qpos: np.ndarray
+    moved_to: tuple[float, float] | None = None  # set when the object was moved mid-episode
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def target_object(self) -> str:
+        return self.objects[0][0]
+
+    @property
+    def target_receptacle(self) -> str:
+        return self.receptacles[0][0]
+
+
+def object_half_height(shape: str) -> float:
+    kind, size = OBJECT_SHAPES[shape]
+    if kind == "box":
+        return size[2]
+    if kind == "cylinder":
+        return size[1]  # standing
+    return size[0]  # capsule lying on its side
+
+
+def receptacle_top(shape: str) -> float:
+    kind, size = RECEPTACLE_SHAPES[shape]
+    return 2 * (size[2] if kind == "box" else size[1])
+
+
+def _in_region(xy: np.ndarray, r: Region) -> bool:
+    return r[0] <= xy[0] <= r[1] and r[2] <= xy[1] <= r[3]
+
+
+def _sample_xy(
+    rng: np.random.Generator, region: Region, exclude: Region | None, taken: list, tries: int = 200
+):
+    for _ in range(tries):
+        xy = np.array([rng.uniform(region[0], region[1]), rng.uniform(region[2], region[3])])
+        if exclude is not None and _in_region(xy, exclude):
+            continue
+        if all(np.linalg.norm(xy - np.asarray(t)) >= _MIN_SEPARATION for t in taken):
+            return xy
+    raise RuntimeError(f"could not place {len(taken) + 1} items {_MIN_SEPARATION} m apart in region {region}")
+
+
+def sample_layout(split: Split, seed: int) -> EpisodeLayout:
+    """Sample one episode of ``split`` (pure numpy; the simulator only applies it)."""
+    rng = np.random.default_rng([split.salt, int(seed)])
+    obj_shapes = rng.choice(len(split.object_shapes), size=split.num_objects, replace=False)
+    objects: list[tuple[str, str]] = []
+    for i in obj_shapes:
+        objects.append((split.object_shapes[i], str(rng.choice(split.object_colours))))
+    if split.num_objects > 1:  # distractors: a different colour than the target, so the name is unique
+        colours = rng.choice(len(split.object_colours), size=split.num_objects, replace=False)
+        objects = [(s, split.object_colours[c]) for (s, _), c in zip(objects, colours, strict=True)]
+    rec_shapes = rng.choice(len(split.receptacle_shapes), size=split.num_receptacles, replace=False)
+    rec_colours = rng.choice(len(split.receptacle_colours), size=split.num_receptacles, replace=False)
+    receptacles = [
+        (split.receptacle_shapes[s], split.receptacle_colours[c])
+        for s, c in zip(rec_shapes, rec_colours, strict=True)
+    ]
+    taken: list = []
+    receptacle_xy = []
+    for _ in receptacles:
+        xy = _sample_xy(rng, split.receptacle_region, split.exclude_region, taken)
+        taken.append(xy)
+        receptacle_xy.append((float(xy[0]), float(xy[1])))
+    object_xy_yaw = []
+    for _ in objects:
+        xy = _sample_xy(rng, split.object_region, split.exclude_region, taken)
+        taken.append(xy)
+        object_xy_yaw.append((float(xy[0]), float(xy[1]), float(rng.uniform(-np.pi / 4, np.pi / 4))))
+    if split.tablecloth_texture == "none":
+        tablecloth: tuple[str, ...] = (str(rng.choice(split.tablecloth_colours)),)
+    else:
+        pair = rng.choice(len(split.tablecloth_colours), size=2, replace=False)
+        tablecloth = tuple(split.tablecloth_colours[i] for i in pair)
+    qpos = REST_QPOS.copy()
+    qpos[:7] += rng.normal(0.0, split.robot_init_noise, 7)
+    if split.robot_init_offset > 0:
+        signs = rng.choice([-1.0, 1.0], size=len(_OFFSET_JOINTS))
+        qpos[list(_OFFSET_JOINTS)] += (
+            signs * split.robot_init_offset * rng.uniform(0.7, 1.0, len(_OFFSET_JOINTS))
+        )
+    template = str(rng.choice(split.phrasings))
+    obj_name = f"{objects[0][1]} {objects[0][0]}"
+    rec_name = f"{receptacles[0][1]} {receptacles[0][0]}"
+    layout = EpisodeLayout(
+        seed=int(seed),
+        instruction=template.format(obj=obj_name, rec=rec_name),
+        objects=objects,
+        receptacles=receptacles,
+        object_xy_yaw=object_xy_yaw,
+        receptacle_xy=receptacle_xy,
+        tablecloth=tablecloth,
+        robot_qpos=qpos,
+    )
+    if split.move_object_at_step >= 0:  # where the object will jump to, sampled now for reproducibility
+        others = receptacle_xy + [xy[:2] for xy in object_xy_yaw]
+        xy = _sample_xy(rng, split.object_region, split.exclude_region, others)
+        layout.extra["move_to"] = (float(xy[0]), float(xy[1]))
+    layout.extra["tablecloth_jitter_seed"] = int(rng.integers(2**31))
+    return layout
+
+
+def _texture_array(kind: str, c1: tuple, c2: tuple, cells: int = 8, px: int = 256) -> np.ndarray:
+    yy, xx = np.mgrid[0:px, 0:px] * cells // px
+    mask = ((xx + yy) % 2 == 0) if kind == "checker" else (xx % 2 == 0)
+    img = np.where(mask[..., None], np.asarray(c1), np.asarray(c2))
+    rgba = np.concatenate([img, np.ones((px, px, 1))], axis=-1)
+    return (rgba * 255).astype(np.uint8)
+
+
+@register_env(TASK_ID, max_episode_steps=80)
+class PutOnTargetEnv(BaseEnv):
+    """Put the named object on the named receptacle (Panda, tabletop, language-conditioned).
+
+    **Scene:** the ManiSkill table with a coloured tablecloth, one Panda (``pd_ee_delta_pose``),
+    graspable objects built from primitives (cube, block, can, capsule, brick), flat receptacles
+    (plate, tray, mat, coaster), a front "scene" camera close to the workspace and an optional
+    "wrist" camera on the hand. Control at 10 Hz (100 Hz physics).
+
+    **Randomizations** (per episode, by the split; see ``splits.py``):
+
+    - object shape and colour, receptacle shape and colour (from the split's palettes)
+    - object xy in the split's region, yaw in [-45, 45] deg; receptacle xy; items >= 13 cm apart
+    - tablecloth colour (or two-colour checker texture); per-step colour jitter (dynamic texture)
+    - robot initial joints: rest pose + Gaussian noise (+ a joint offset in unseen-pose splits)
+    - instruction phrasing (templates of the split)
+    - number of objects (distractors) and receptacles (distractor receptacles)
+    - the object jumping to a new place at a given step (moved-object split)
+
+    **Success conditions** (all at once):
+
+    - the target object's centre is over the target receptacle (inside its rim by 5 mm),
+    - its bottom rests on the receptacle (centre height within 2 cm of resting height),
+    - the gripper does not hold it (the object was released).
+
+    **Dense reward** (``compute_dense_reward``, max 5): reaching (1 - tanh(5 d_tcp_obj)), +1 while
+    grasped, placing (1 - tanh(5 d_obj_goal)) while grasped, +1 when over the receptacle and
+    released; 5 on success.
+    """
+
+    SUPPORTED_ROBOTS: ClassVar[list[str]] = ["panda"]
+    agent: Panda
+
+    def __init__(
+        self,
+        *args,
+        split: str | Split = "train",
+        camera_size: tuple[int, int] = (128, 128),
+        wrist_camera: bool = False,
+        robot_uids: str = "panda",
+        **kwargs,
+    ):
+        self.split = get_split(split)
+        self.camera_size = (int(camera_size[0]), int(camera_size[1]))  # (height, width)
+        self.wrist_camera = bool(wrist_camera)
+        self.layouts: list[EpisodeLayout] = []
+        super().__init__(*args, robot_uids=robot_uids, **kwargs)
+
+    # --- configuration ----------------------------------------------------------------
+    @property
+    def _default_sim_config(self):
+        return SimConfig(sim_freq=100, control_freq=10)
+
+    @property
+    def _default_sensor_configs(self):
+        h, w = self.camera_size
+        # In front of the table looking back at the workspace and the robot: objects span ~15-25 px at 128 px.
+        pose = sapien_utils.look_at(eye=[0.32, 0.0, 0.42], target=[-0.08, 0.0, 0.0])
+        cams = [CameraConfig("scene", pose, w, h, 1.0, 0.01, 10)]
+        if self.wrist_camera:
+            # Mounted on the hand, looking along the fingers (hand +z), offset to see the fingertips.
+            mount_pose = sapien.Pose(p=[0.06, 0.0, 0.02], q=[math.sqrt(0.5), 0.0, -math.sqrt(0.5), 0.0])
+            cams.append(
+                CameraConfig(
+                    "wrist", mount_pose, w, h, 1.4, 0.01, 10, mount=self.agent.robot.links_map["panda_hand"]
+                )
+            )
+        return cams
+
+    @property
+    def _default_human_render_camera_configs(self):
+        pose = sapien_utils.look_at(eye=[0.5, 0.45, 0.55], target=[-0.1, 0.0, 0.05])
+        return CameraConfig("render_camera", pose, 384, 384, 1.0, 0.01, 10)
+
+    # --- scene --------------------------------------------------------------------------
+    def _load_agent(self, options: dict):
+        super()._load_agent(options, sapien.Pose(p=list(ROBOT_BASE_XYZ)))
+
+    def _load_scene(self, options: dict):
+        self.table_scene = TableSceneBuilder(self, robot_init_qpos_noise=0.0)
+        self.table_scene.build()
+        self._floor_z = -float(self.table_scene.table_height)
+        b = self.scene.create_actor_builder()
+        b.add_box_visual(
+            half_size=list(_TABLECLOTH_HALF),
+            material=sapien.render.RenderMaterial(base_color=[*COLOURS["beige"], 1]),
+        )
+        b.initial_pose = sapien.Pose(p=[-0.05, 0.0, _TABLECLOTH_HALF[2]])
+        self.tablecloth = b.build_kinematic(name="tablecloth")
+        self.objects = {name: self._build_object(name) for name in OBJECT_SHAPES}
+        self.receptacles = {name: self._build_receptacle(name) for name in RECEPTACLE_SHAPES}
+
+    def _material(self, roughness: float = 0.6) -> sapien.render.RenderMaterial:
+        return sapien.render.RenderMaterial(
+            base_color=[0.8, 0.8, 0.8, 1.0], roughness=roughness, metallic=0.0
+        )
+
+    def _build_object(self, name: str):
+        kind, size = OBJECT_SHAPES[name]
+        b = self.scene.create_actor_builder()
+        mat = self._material()
+        if kind == "box":
+            b.add_box_collision(half_size=list(size), density=500)
+            b.add_box_visual(half_size=list(size), material=mat)
+        elif kind == "cylinder":
+            pose = sapien.Pose(q=list(_X_TO_Z))
+            b.add_cylinder_collision(pose=pose, radius=size[0], half_length=size[1], density=500)
+            b.add_cylinder_visual(pose=pose, radius=size[0], half_length=size[1], material=mat)
+        else:  # capsule lying along its local x axis
+            b.add_capsule_collision(radius=size[0], half_length=size[1], density=500)
+            b.add_capsule_visual(radius=size[0], half_length=size[1], material=mat)
+        b.initial_pose = sapien.Pose(p=self._park_xyz("obj", name))
+        return b.build(name=f"object_{name}")
+
+    def _build_receptacle(self, name: str):
+        kind, size = RECEPTACLE_SHAPES[name]
+        b = self.scene.create_actor_builder()
+        mat = self._material(0.8)
+        if kind == "box":
+            pose = sapien.Pose(p=[0, 0, size[2]])
+            b.add_box_collision(pose=pose, half_size=list(size))
+            b.add_box_visual(pose=pose, half_size=list(size), material=mat)
+        else:
+            pose = sapien.Pose(p=[0, 0, size[1]], q=list(_X_TO_Z))
+            b.add_cylinder_collision(pose=pose, radius=size[0], half_length=size[1])
+            b.add_cylinder_visual(pose=pose, radius=size[0], half_length=size[1], material=mat)
+        b.initial_pose = sapien.Pose(p=self._park_xyz("rec", name))
+        return b.build_kinematic(name=f"receptacle_{name}")
+
+    def _park_xyz(self, kind: str, name: str) -> list[float]:
+        """Off-table spot on the floor (out of the cameras' view) for items not in the episode."""
+        names = list(OBJECT_SHAPES) if kind == "obj" else list(RECEPTACLE_SHAPES)
+        i = names.index(name)
+        floor = -0.9196429  # TableSceneBuilder's table height; refined after build
+        lift = object_half_height(name) + 0.002 if kind == "obj" else 0.0
+        return [-1.6 - 0.3 * i, 1.5 if kind == "obj" else -1.5, floor + lift]
+
+    # --- episodes -----------------------------------------------------------------------
+    def set_split(self, split: str | Split) -> None:
+        """Use ``split`` from the next reset on (no reconfiguration needed)."""
+        self.split = get_split(split)
+
+    def _initialize_episode(self, env_idx: torch.Tensor, options: dict):
+        if "split" in options:
+            self.set_split(options["split"])
+        seeds = np.atleast_1d(self._episode_seed)
+        if len(self.layouts) != self.num_envs:
+            self.layouts = [None] * self.num_envs  # type: ignore[list-item]
+        for i in env_idx.tolist():
+            self.layouts[i] = sample_layout(self.split, int(seeds[i] if len(seeds) > i else seeds[0]))
+        with torch.device(self.device):
+            self.table_scene.initialize(env_idx)
+            qpos = torch.as_tensor(
+                np.stack([self.layouts[i].robot_qpos for i in env_idx.tolist()]), dtype=torch.float32
+            )
+            self.agent.reset(qpos)
+            self._apply_layouts(env_idx)
+        self._moved = torch.zeros(self.num_envs, dtype=torch.bool)
+        self._jitter_rngs = {
+            i: np.random.default_rng(self.layouts[i].extra["tablecloth_jitter_seed"])
+            for i in env_idx.tolist()
+        }
+
+    def _apply_layouts(self, env_idx: torch.Tensor) -> None:
+        idx = env_idx.tolist()
+        for kind, pool in (("obj", self.objects), ("rec", self.receptacles)):
+            for name, actor in pool.items():
+                poses = []
+                for i in idx:
+                    lay = self.layouts[i]
+                    items = lay.objects if kind == "obj" else lay.receptacles
+                    used = [k for k, (s, _) in enumerate(items) if s == name]
+                    if not used:
+                        poses.append([*self._park_xyz(kind, name), 1, 0, 0, 0])
+                        continue
+                    k = used[0]
+                    colour = items[k][1]
+                    self._set_colour(actor, i, COLOURS[colour])
+                    if kind == "obj":
+                        x, y, yaw = lay.object_xy_yaw[k]
+                        z = object_half_height(name) + 0.001
+                        poses.append([x, y, z, math.cos(yaw / 2), 0, 0, math.sin(yaw / 2)])
+                    else:
+                        x, y = lay.receptacle_xy[k]
+                        poses.append([x, y, 0.0, 1, 0, 0, 0])
+                raw = torch.as_tensor(poses, dtype=torch.float32)
+                if kind == "obj":
+                    actor.set_pose(Pose.create(raw))
+                    actor.set_linear_velocity(torch.zeros((len(idx), 3)))
+                    actor.set_angular_velocity(torch.zeros((len(idx), 3)))
+                else:
+                    actor.set_pose(Pose.create(raw))
+        for i in idx:
+            self._paint_tablecloth(i, self.layouts[i].tablecloth)
+
+    def _render_materials(self, actor, env_i: int):
+        entity = actor._objs[env_i] if len(actor._objs) > 1 else actor._objs[0]
+        comp = entity.find_component_by_type(sapien.render.RenderBodyComponent)
+        if comp is None:  # no renderer (e.g. render_backend="none")
+            return []
+        return [shape.material for shape in comp.render_shapes]
+
+    def _set_colour(self, actor, env_i: int, rgb) -> None:
+        for mat in self._render_materials(actor, env_i):
+            mat.base_color = [*rgb, 1.0]
+
+    def _paint_tablecloth(
+        self, env_i: int, colours: tuple[str, ...], jitter: np.ndarray | None = None
+    ) -> None:
+        mats = self._render_materials(self.tablecloth, env_i)
+        if not mats:
+            return
+        rgb = [np.asarray(COLOURS[c]) for c in colours]
+        if jitter is not None:
+            rgb = [np.clip(c + jitter, 0, 1) for c in rgb]
+        for mat in mats:
+            if len(rgb) == 1:
+                mat.base_color_texture = None
+                mat.base_color = [*rgb[0], 1.0]
+            else:
+                arr = _texture_array(self.split.tablecloth_texture, tuple(rgb[0]), tuple(rgb[1]))
+                mat.base_color = [1.0, 1.0, 1.0, 1.0]
+                mat.base_color_texture = sapien.render.RenderTexture2D(arr, "R8G8B8A8Unorm", srgb=True)
+
+    # --- per-step perturbations ------------------------------------------------------
+    def _before_control_step(self):
+        step = (
+            int(self.elapsed_steps.max()) if torch.is_tensor(self.elapsed_steps) else int(self.elapsed_steps)
+        )
+        if self.split.move_object_at_step >= 0 and step == self.split.move_object_at_step:
+            self._move_objects()
+        if self.split.dynamic_texture > 0:
+            for i, rng in self._jitter_rngs.items():
+                jitter = rng.uniform(-self.split.dynamic_texture, self.split.dynamic_texture, 3)
+                self._paint_tablecloth(i, self.layouts[i].tablecloth, jitter)
+
+    def _move_objects(self) -> None:
+        grasped = self._target_grasped()
+        for i in range(self.num_envs):
+            lay = self.layouts[i]
+            if lay is None or bool(grasped[i]) or "move_to" not in lay.extra:
+                continue
+            actor = self.objects[lay.target_object]
+            x, y = lay.extra["move_to"]
+            yaw = lay.object_xy_yaw[0][2]
+            raw = actor.pose.raw_pose.clone()
+            raw[i] = torch.tensor(
+                [
+                    x,
+                    y,
+                    object_half_height(lay.target_object) + 0.001,
+                    math.cos(yaw / 2),
+                    0,
+                    0,
+                    math.sin(yaw / 2),
+                ]
+            )
+            actor.set_pose(Pose.create(raw))
+            actor.set_linear_velocity(torch.zeros_like(actor.linear_velocity))
+            actor.set_angular_velocity(torch.zeros_like(actor.angular_velocity))
+            lay.moved_to = (x, y)
+            lay.object_xy_yaw[0] = (x, y, yaw)
+            self._moved[i] = True
+
+    # --- target geometry (batched over envs) -------------------------------------------
+    def _target_actor_pose(self, which: str) -> torch.Tensor:
+        """(num_envs, 7) raw poses of each env's target object / receptacle."""
+        pool = self.objects if which == "obj" else self.receptacles
+        rows = []
+        for i, lay in enumerate(self.layouts):
+            name = lay.target_object if which == "obj" else lay.target_receptacle
+            raw = pool[name].pose.raw_pose
+            rows.append(raw[i] if raw.shape[0] > 1 else raw[0])
+        return torch.stack(rows)
+
+    def _target_grasped(self) -> torch.Tensor:
+        out = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
+        for name in {lay.target_object for lay in self.layouts}:
+            mask = torch.tensor([lay.target_object == name for lay in self.layouts], device=self.device)
+            out |= mask & self.agent.is_grasping(self.objects[name])
+        return out
+
+    def target_info(self) -> dict[str, torch.Tensor]:
+        """Privileged geometry the scripted expert and the dense reward use (task frame)."""
+        obj = self._target_actor_pose("obj")
+        rec = self._target_actor_pose("rec")
+        rec_top = torch.tensor(
+            [receptacle_top(lay.target_receptacle) for lay in self.layouts], device=self.device
+        )
+        obj_half = torch.tensor(
+            [object_half_height(lay.target_object) for lay in self.layouts], device=self.device
+        )
+        goal = rec[:, :3].clone()
+        goal[:, 2] = rec[:, 2] + rec_top + obj_half
+        return dict(obj_pose=obj, rec_pose=rec, goal_pos=goal, rec_top=rec_top, obj_half_height=obj_half)
+
+    def _inside_receptacle(self, obj_xy: torch.Tensor, rec_xy: torch.Tensor) -> torch.Tensor:
+        d = obj_xy - rec_xy
+        out = []
+        for i, lay in enumerate(self.layouts):
+            kind, size = RECEPTACLE_SHAPES[lay.target_receptacle]
+            if kind == "box":
+                out.append(bool(abs(d[i, 0]) < size[0] - 0.005 and abs(d[i, 1]) < size[1] - 0.005))
+            else:
+                out.append(bool(torch.linalg.norm(d[i]) < size[0] - 0.005))
+        return torch.tensor(out, device=self.device)
+
+    def evaluate(self):
+        if not self.layouts or self.layouts[0] is None:
+            z = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
+            return dict(success=z, is_grasped=z, is_obj_on_receptacle=z)
+        t = self.target_info()
+        over = self._inside_receptacle(t["obj_pose"][:, :2], t["rec_pose"][:, :2])
+        resting = (t["obj_pose"][:, 2] - t["goal_pos"][:, 2]).abs() < 0.02
+        grasped = self._target_grasped()
+        on = over & resting
+        return dict(
+            success=on & ~grasped,
+            is_grasped=grasped,
+            is_obj_on_receptacle=on,
+            object_moved=self._moved.clone(),
+        )
+
+    def _get_obs_extra(self, info: dict):
+        obs = dict(tcp_pose=self.agent.tcp_pose.raw_pose)
+        if "state" in self.obs_mode:
+            t = self.target_info()
+            obs.update(
+                is_grasped=info["is_grasped"],
+                obj_pose=t["obj_pose"],
+                goal_pos=t["goal_pos"],
+                tcp_to_obj_pos=t["obj_pose"][:, :3] - self.agent.tcp_pose.p,
+                obj_to_goal_pos=t["goal_pos"] - t["obj_pose"][:, :3],
+            )
+        return obs
+
+    def compute_dense_reward(self, obs: Any, action: torch.Tensor, info: dict):
+        t = self.target_info()
+        obj_p = t["obj_pose"][:, :3]
+        reward = 1 - torch.tanh(5 * torch.linalg.norm(obj_p - self.agent.tcp_pose.p, axis=1))
+        grasped = info["is_grasped"].float()
+        reward = reward + grasped
+        lift_goal = t["goal_pos"].clone()
+        reward = reward + (1 - torch.tanh(5 * torch.linalg.norm(lift_goal - obj_p, axis=1))) * grasped
+        reward = reward + (info["is_obj_on_receptacle"] & ~info["is_grasped"]).float()
+        reward[info["success"]] = 5.0
+        return reward
+
+    def compute_normalized_dense_reward(self, obs: Any, action: torch.Tensor, info: dict):
+        return self.compute_dense_reward(obs=obs, action=action, info=info) / 5.0

@@ -1,0 +1,243 @@
+"""The contract wrapper: a ManiSkill task seen through :mod:`simbridge.data.spec`.
+
+:class:`ContractEnv` turns ManiSkill's batched torch dicts into one :class:`~simbridge.data.spec.Observation`
+per step and maps a contract action (metres / radians per step, gripper +1 open ... -1 closed)
+onto the Panda's ``pd_ee_pose`` controller.
+
+Why ``pd_ee_pose`` with a target kept here, and not ``pd_ee_delta_pose``: ManiSkill's delta
+controller applies each delta to the *measured* pose, and its joint PD (stiffness 1e3, damping 1e2)
+has a 0.1 s time constant, exactly one control period at 10 Hz — so a commanded 1 cm step moved
+the TCP only 0.63 cm, every step (measured). Like a real Cartesian impedance controller, we keep
+a target pose, add each delta to it and send it as an absolute pose: in steady motion the TCP
+then moves exactly the commanded distance per step (it lags by one time constant). The
+target may not run away from the measured pose by more than ``max_target_lead_m`` (anti-windup
+when the hand is blocked by the table or an object). Delta rotations compose as in the contract:
+extrinsic XYZ Euler angles about base-aligned axes, applied at the end-effector.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import numpy as np
+
+from simbridge.data.spec import (
+    ActionSpec,
+    CameraSpec,
+    Observation,
+    ObservationSpec,
+    PolicyContract,
+)
+from simbridge.training.envs.splits import Split, get_split
+
+CONTROL_MODE = "pd_ee_pose"
+
+
+def quat_mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Hamilton product of wxyz quaternions."""
+    aw, ax, ay, az = a
+    bw, bx, by, bz = b
+    return np.array(
+        [
+            aw * bw - ax * bx - ay * by - az * bz,
+            aw * bx + ax * bw + ay * bz - az * by,
+            aw * by - ax * bz + ay * bw + az * bx,
+            aw * bz + ax * by - ay * bx + az * bw,
+        ]
+    )
+
+
+def euler_xyz_extrinsic_to_quat(rpy: np.ndarray) -> np.ndarray:
+    """Quaternion (wxyz) of the extrinsic X-then-Y-then-Z rotation ``Rz(yaw) Ry(pitch) Rx(roll)``."""
+    r, p, y = (float(v) / 2 for v in rpy)
+    qx = np.array([math.cos(r), math.sin(r), 0, 0])
+    qy = np.array([math.cos(p), 0, math.sin(p), 0])
+    qz = np.array([math.cos(y), 0, 0, math.sin(y)])
+    return quat_mul(qz, quat_mul(qy, qx))
+
+
+def quat_to_matrix(q: np.ndarray) -> np.ndarray:
+    w, x, y, z = q
+    return np.array(
+        [
+            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+        ]
+    )
+
+
+def matrix_to_intrinsic_xyz(m: np.ndarray) -> np.ndarray:
+    """Angles ``(a, b, c)`` with ``m = Rx(a) Ry(b) Rz(c)``: ManiSkill's ``euler_angles_to_matrix(.., "XYZ")``."""
+    b = math.asin(max(-1.0, min(1.0, m[0, 2])))
+    a = math.atan2(-m[1, 2], m[2, 2])
+    c = math.atan2(-m[0, 1], m[0, 0])
+    return np.array([a, b, c])
+
+
+def _np(x: Any) -> np.ndarray:
+    return x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
+
+
+class ContractEnv(gym.Env):
+    """A single ManiSkill ``PutOnTarget`` environment speaking the SimBridge contract.
+
+    ``reset`` returns ``(Observation, info)`` with ``info["instruction"]``, ``info["split"]``,
+    ``info["seed"]``; ``step`` returns ``(Observation, reward, terminated, truncated, info)`` with
+    ``info["success"]`` and ``info["dense_reward"]`` (and ``info["state"]``, the flat privileged
+    state vector, in state mode). The reward is 1.0 on the success step (which terminates the
+    episode) plus, when ``dense_reward=True``, the task's normalized dense reward.
+    """
+
+    metadata: ClassVar[dict] = {"render_modes": ["rgb_array"]}
+
+    def __init__(
+        self,
+        ms_env: gym.Env,
+        *,
+        task: str,
+        split: Split,
+        seed: int = 0,
+        obs_mode: str = "rgb",
+        camera_size: tuple[int, int] = (128, 128),
+        wrist_camera: bool = False,
+        max_episode_steps: int = 80,
+        dense_reward: bool = False,
+        action_spec: ActionSpec | None = None,
+        max_target_lead_m: float = 0.06,
+    ):
+        self.ms_env = ms_env
+        self.unwrapped_ms = ms_env.unwrapped
+        self.task = task
+        self.split = split
+        self.obs_mode = obs_mode
+        self.max_episode_steps = int(max_episode_steps)
+        self.dense_reward = bool(dense_reward)
+        self.max_target_lead_m = float(max_target_lead_m)
+        cams = [CameraSpec("scene", *camera_size)]
+        if wrist_camera:
+            cams.append(CameraSpec("wrist", *camera_size))
+        self.contract = PolicyContract(
+            observation=ObservationSpec(cameras=tuple(cams)), action=action_spec or ActionSpec()
+        )
+        self._black = {c.name: np.zeros(c.shape, np.uint8) for c in cams}
+        self._next_seed = int(seed)
+        self._rng = np.random.default_rng(seed)  # image noise only
+        self._target_p = np.zeros(3)
+        self._target_q = np.array([1.0, 0, 0, 0])
+        self._steps = 0
+        self._seed = int(seed)
+        self.instruction = ""
+        spec = self.contract.action
+        self.action_space = gym.spaces.Box(spec.low, spec.high, dtype=np.float32)
+        self.observation_space = gym.spaces.Dict({})  # Observation objects: see simbridge.data.spec
+
+    # --- gym API ----------------------------------------------------------------------
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[Observation, dict]:
+        options = dict(options or {})
+        if "split" in options:
+            self.split = get_split(options["split"])
+            options["split"] = self.split
+        else:
+            options["split"] = self.split
+        if seed is None:
+            seed = self._next_seed
+        self._seed = int(seed)
+        self._next_seed = self._seed + 1
+        self._rng = np.random.default_rng([self.split.salt, self._seed, 7])
+        raw_obs, ms_info = self.ms_env.reset(seed=self._seed, options=options)
+        self._steps = 0
+        tcp = self._tcp_pose_base()
+        self._target_p, self._target_q = tcp[:3].copy(), tcp[3:].copy()
+        self.instruction = self.unwrapped_ms.layouts[0].instruction
+        info = self._info(raw_obs, ms_info)
+        return self._observation(raw_obs), info
+
+    def step(self, action: np.ndarray) -> tuple[Observation, float, bool, bool, dict]:
+        a = self.contract.action.clip(action)
+        raw_obs, ms_reward, _, _, ms_info = self.ms_env.step(self._controller_action(a))
+        self._steps += 1
+        info = self._info(raw_obs, ms_info, float(_np(ms_reward).reshape(-1)[0]))
+        success = info["success"]
+        reward = (1.0 if success else 0.0) + (info["dense_reward"] if self.dense_reward else 0.0)
+        truncated = (not success) and self._steps >= self.max_episode_steps
+        return self._observation(raw_obs), float(reward), bool(success), bool(truncated), info
+
+    def render(self) -> np.ndarray:
+        return _np(self.ms_env.render())[0]
+
+    def close(self) -> None:
+        self.ms_env.close()
+
+    def set_split(self, split: str | Split) -> None:
+        """Use another split from the next reset on (same scene, no rebuild)."""
+        self.split = get_split(split)
+
+    @property
+    def layout(self):
+        """The current episode's :class:`~simbridge.training.envs.put_on_target.EpisodeLayout`."""
+        return self.unwrapped_ms.layouts[0]
+
+    @property
+    def elapsed_steps(self) -> int:
+        return self._steps
+
+    # --- action mapping -----------------------------------------------------------------
+    def _controller_action(self, a: np.ndarray) -> np.ndarray:
+        tcp = self._tcp_pose_base()
+        p = self._target_p + a[:3]
+        lead = p - tcp[:3]
+        dist = float(np.linalg.norm(lead))
+        if dist > self.max_target_lead_m:  # anti-windup: do not let the target run away
+            p = tcp[:3] + lead * (self.max_target_lead_m / dist)
+        q = quat_mul(euler_xyz_extrinsic_to_quat(a[3:6]), self._target_q)
+        q /= np.linalg.norm(q)
+        self._target_p, self._target_q = p, q
+        euler = matrix_to_intrinsic_xyz(quat_to_matrix(q))
+        return np.concatenate([p, euler, [a[6]]]).astype(np.float32)
+
+    # --- observation ----------------------------------------------------------------------
+    def _tcp_pose_base(self) -> np.ndarray:
+        agent = self.unwrapped_ms.agent
+        pose = agent.robot.pose.inv() * agent.tcp_pose
+        return _np(pose.raw_pose)[0].astype(np.float64)
+
+    def _observation(self, raw_obs: Any) -> Observation:
+        agent = self.unwrapped_ms.agent
+        qpos = _np(agent.robot.get_qpos())[0]
+        images = {}
+        if isinstance(raw_obs, dict) and "sensor_data" in raw_obs:
+            for name in self._black:
+                img = _np(raw_obs["sensor_data"][name]["rgb"][0])
+                if self.split.image_noise_std > 0:
+                    noise = self._rng.normal(0.0, self.split.image_noise_std, img.shape)
+                    img = np.clip(img.astype(np.float32) + noise, 0, 255).astype(np.uint8)
+                images[name] = img
+        else:
+            images = {k: v.copy() for k, v in self._black.items()}
+        return Observation(
+            images=images,
+            ee_pose=self._tcp_pose_base().astype(np.float32),
+            gripper_width=float(qpos[7] + qpos[8]),
+            joint_positions=qpos[:7].astype(np.float32),
+            instruction=self.instruction,
+            timestamp=self._steps * self.contract.action.period_s,
+        )
+
+    def _info(self, raw_obs: Any, ms_info: dict, dense_reward: float = 0.0) -> dict:
+        info = {
+            "success": bool(_np(ms_info["success"]).reshape(-1)[0]),
+            "is_grasped": bool(_np(ms_info["is_grasped"]).reshape(-1)[0]),
+            "object_moved": bool(_np(ms_info.get("object_moved", [False])).reshape(-1)[0]),
+            "dense_reward": dense_reward,  # ManiSkill's normalized dense reward (0..1)
+            "instruction": self.instruction,
+            "split": self.split.name,
+            "category": self.split.category,
+            "seed": self._seed,
+            "elapsed_steps": self._steps,
+        }
+        if self.obs_mode == "state":
+            info["state"] = _np(raw_obs).reshape(-1).astype(np.float32)
+        return info
