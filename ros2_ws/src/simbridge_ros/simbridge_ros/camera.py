@@ -1,0 +1,153 @@
+"""camera node: one camera (:mod:`simbridge.deploy.cameras`) published as ROS images.
+
+Publishes ``sensor_msgs/Image`` (rgb8) on ``/simbridge/camera/<name>/image_raw`` and
+``sensor_msgs/CameraInfo`` (intrinsics from the calibration YAML when ``calibration`` is given)
+next to it. Frames are read in a dedicated thread, so a slow or blocked device never stalls the
+executor. When the camera drops (unplugged, USB timeout, a video file that ended) the node
+closes it and reconnects with a growing back-off; for a video file this restarts it from the
+first frame. Once per second ``.../diagnostics`` (std_msgs/String, JSON) reports the measured
+fps, dropped frames, reconnects and the state, so a flaky camera is visible, not silent.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from rclpy.node import Node
+from sensor_msgs.msg import CameraInfo, Image
+from std_msgs.msg import String
+
+from simbridge_ros.common import (
+    RELIABLE,
+    camera_diagnostics_topic,
+    camera_info_msg,
+    camera_info_topic,
+    image_to_msg,
+    image_topic,
+    json_msg,
+    run_node,
+)
+
+
+def load_intrinsics(path: str) -> tuple[list[float], list[float]]:
+    """(K row-major 9, distortion) from a calibration YAML (simbridge.calibration or ROS camera_info style)."""
+    data = yaml.safe_load(Path(path).read_text())
+    for k_key, d_key in (("camera_matrix", "distortion_coefficients"), ("K", "D"), ("k", "d")):
+        if k_key in data:
+            k, d = data[k_key], data.get(d_key, [0.0] * 5)
+            k = k["data"] if isinstance(k, dict) else k
+            d = d["data"] if isinstance(d, dict) else d
+            return [float(v) for v in np.asarray(k, dtype=np.float64).reshape(9)], [float(v) for v in d]
+    raise ValueError(
+        f"{path}: no intrinsics found; expected 'camera_matrix' + 'distortion_coefficients' (simbridge calibrate / "
+        "ROS camera_info YAML) or 'K' + 'D'"
+    )
+
+
+def make_camera(node: Node) -> Any:
+    from simbridge.deploy.cameras import OpenCVCamera
+
+    p = node.get_parameter
+    source: Any = p("source").value
+    if isinstance(source, str) and source.isdigit():
+        source = int(source)
+    return OpenCVCamera(source, width=int(p("width").value), height=int(p("height").value), fps=float(p("fps").value))
+
+
+class CameraNode(Node):
+    def __init__(self, camera: Any | None = None, *, name: str = "camera", **node_kwargs) -> None:
+        super().__init__(name, **node_kwargs)
+        self.declare_parameter("name", "scene")
+        self.declare_parameter("source", "0")  # device index, path or video file (or a URL OpenCV opens)
+        self.declare_parameter("width", 128)
+        self.declare_parameter("height", 128)
+        self.declare_parameter("fps", 30.0)
+        self.declare_parameter("calibration", "")
+        self.declare_parameter("reconnect_max_backoff_s", 2.0)
+        self.cam_name = self.get_parameter("name").value
+        self.frame_id = f"{self.cam_name}_camera_optical_frame"
+        self.camera = camera if camera is not None else make_camera(self)
+        calib = self.get_parameter("calibration").value
+        self.intrinsics = load_intrinsics(calib) if calib else None
+
+        self.pub_image = self.create_publisher(Image, image_topic(self.cam_name), RELIABLE)
+        self.pub_info = self.create_publisher(CameraInfo, camera_info_topic(self.cam_name), RELIABLE)
+        self.pub_diag = self.create_publisher(String, camera_diagnostics_topic(self.cam_name), 10)
+        self.frames = 0
+        self.drops = 0
+        self.reconnects = 0
+        self.state = "connecting"
+        self.last_error = ""
+        self._window: list[float] = []
+        self._stop = threading.Event()
+        self.create_timer(1.0, self._publish_diagnostics)
+        self._thread = threading.Thread(target=self._capture_loop, name=f"camera-{self.cam_name}", daemon=True)
+        self._thread.start()
+
+    def _capture_loop(self) -> None:
+        backoff = 0.05
+        max_backoff = float(self.get_parameter("reconnect_max_backoff_s").value)
+        period = 1.0 / float(self.get_parameter("fps").value)
+        connected = False
+        while not self._stop.is_set():
+            if not connected:
+                try:
+                    self.camera.connect()
+                    connected, backoff, self.state = True, 0.05, "streaming"
+                except Exception as err:
+                    self.state, self.last_error = "reconnecting", f"{type(err).__name__}: {err}"
+                    self.get_logger().warning(f"camera {self.cam_name}: cannot open ({err}); retrying",
+                                              throttle_duration_sec=5.0)
+                    self._stop.wait(backoff)
+                    backoff = min(2 * backoff, max_backoff)
+                    continue
+            try:
+                frame, stamp = self.camera.read()
+            except Exception as err:  # CameraError: dropped device, timeout, end of a video file
+                self.drops += 1
+                self.reconnects += 1
+                self.state, self.last_error = "reconnecting", f"{type(err).__name__}: {err}"
+                self.get_logger().warning(f"camera {self.cam_name} dropped ({err}); reconnecting")
+                self._safe_disconnect()
+                connected = False
+                continue
+            self._publish(frame, stamp)
+            if self._window and stamp - self._window[-1] > 1.5 * period:
+                self.drops += round((stamp - self._window[-1]) / period) - 1
+            self._window = [*self._window[-59:], stamp]
+
+    def _publish(self, frame: np.ndarray, stamp: float) -> None:
+        self.frames += 1
+        self.pub_image.publish(image_to_msg(frame, stamp, self.frame_id))
+        h, w = frame.shape[:2]
+        k, d = self.intrinsics if self.intrinsics else (None, None)
+        self.pub_info.publish(camera_info_msg(w, h, stamp, self.frame_id, k, d))
+
+    def fps(self) -> float:
+        w = self._window
+        return (len(w) - 1) / (w[-1] - w[0]) if len(w) > 2 and w[-1] > w[0] else 0.0
+
+    def _publish_diagnostics(self) -> None:
+        self.pub_diag.publish(json_msg(
+            camera=self.cam_name, state=self.state, fps=round(self.fps(), 2), frames=self.frames,
+            drops=self.drops, reconnects=self.reconnects, last_error=self.last_error,
+        ))
+
+    def _safe_disconnect(self) -> None:
+        try:
+            self.camera.disconnect()
+        except Exception as err:
+            self.get_logger().debug(f"disconnect after drop: {err}")
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5.0)
+        self._safe_disconnect()
+
+
+def main(args=None) -> None:
+    run_node(CameraNode, args)

@@ -1,0 +1,300 @@
+"""franka node: the only node that moves the arm.
+
+Wraps a LeRobot-style :class:`simbridge.deploy.robot.Robot` (``FrankyRobot`` on a real FR3 or on
+the franky-sim twin) and puts four guards in front of it:
+
+* **safety filter** (:class:`simbridge.deploy.safety.SafetyFilter`, run by the robot's
+  ``send_action``): every action is clipped or rejected (NaN, stale stamp, outside the
+  workspace) before it reaches the arm; what was actually sent is republished;
+* **one commander**: the first ``header.frame_id`` seen after an episode starts (or after
+  ``~/release_commander``) owns the arm; actions from any other source are ignored and logged;
+* **watchdog**: when the commander goes quiet for ``watchdog_timeout_s`` the arm is stopped;
+* **latched e-stop** (``~/estop``, std_srvs/SetBool): ``true`` stops the arm and drops every
+  command until ``false``; ``~/recover`` (std_srvs/Trigger) clears robot errors after a reflex.
+
+Actions are executed at most once per control period (a command arriving early waits for its
+slot). Joint states and the end-effector pose are published at ``state_rate_hz``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from geometry_msgs.msg import PoseStamped
+from rclpy.node import Node
+from sensor_msgs.msg import JointState
+from std_msgs.msg import String
+from std_srvs.srv import SetBool, Trigger
+
+from simbridge_ros.common import (
+    ACTION_TOPIC,
+    EE_POSE_TOPIC,
+    EXECUTED_ACTION_TOPIC,
+    FRANKA_STATUS_TOPIC,
+    JOINT_STATES_TOPIC,
+    LATCHED,
+    RELIABLE,
+    ActionCommand,
+    action_to_msg,
+    joint_state_msg,
+    json_msg,
+    msg_to_action,
+    pose_msg,
+    run_node,
+)
+
+
+def make_robot(node: Node) -> Any:
+    """FrankyRobot from parameters: ``robot_ip``, ``sim``, ``dynamics_factor``, ``safety_limits_file``."""
+    from simbridge.data.config import load_config
+    from simbridge.deploy.robot import FrankyRobot, FrankyRobotConfig
+    from simbridge.deploy.safety import SafetyLimits
+
+    p = node.get_parameter
+    limits_file = p("safety_limits_file").value
+    limits = load_config(SafetyLimits, limits_file) if limits_file else SafetyLimits(
+        control_rate_hz=float(p("control_rate_hz").value))
+    return FrankyRobot(FrankyRobotConfig(
+        host=p("robot_ip").value, sim=bool(p("sim").value), relative_dynamics_factor=float(p("dynamics_factor").value),
+        watchdog_timeout_s=float(p("watchdog_timeout_s").value), safety=limits,
+    ))
+
+
+class FrankaNode(Node):
+    def __init__(self, robot: Any | None = None, *, name: str = "franka", clock: Callable[[], float] = time.time,
+                 **node_kwargs) -> None:
+        super().__init__(name, **node_kwargs)
+        self.declare_parameter("robot_ip", "127.0.0.1")
+        self.declare_parameter("control_rate_hz", 10.0)
+        self.declare_parameter("state_rate_hz", 30.0)
+        self.declare_parameter("watchdog_timeout_s", 0.5)
+        self.declare_parameter("sim", False)  # franky-sim twin: no realtime kernel
+        self.declare_parameter("dynamics_factor", 0.15)  # franky's relative dynamics factor (0.05-0.2 to start)
+        self.declare_parameter("safety_limits_file", "")
+        self.period = 1.0 / float(self.get_parameter("control_rate_hz").value)
+        self.watchdog_timeout = float(self.get_parameter("watchdog_timeout_s").value)
+        self._wall_clock = clock
+        self.robot = robot if robot is not None else make_robot(self)
+        self._owns_robot = robot is None
+        if self._owns_robot:
+            self.robot.connect()
+
+        # Episode / guard state (all callbacks share the node's mutually exclusive group: no locks).
+        self.estopped = False
+        self.fault = ""  # robot error text until ~/recover succeeds
+        self.commander: str | None = None
+        self.pending: ActionCommand | None = None
+        self.last_command_time = 0.0  # monotonic, 0 = never
+        self.last_exec_time = 0.0
+        self.watchdog_tripped = False
+        self.counts = {"executed": 0, "rejected": 0, "ignored": 0, "watchdog_stops": 0, "estop_drops": 0}
+        self.ignored_sources: dict[str, int] = {}
+        self.last_reason = ""
+        self.last_observation: dict | None = None
+
+        self.pub_joints = self.create_publisher(JointState, JOINT_STATES_TOPIC, RELIABLE)
+        self.pub_pose = self.create_publisher(PoseStamped, EE_POSE_TOPIC, RELIABLE)
+        self.pub_exec = self.create_publisher(JointState, EXECUTED_ACTION_TOPIC, 10)
+        self.pub_status = self.create_publisher(String, FRANKA_STATUS_TOPIC, LATCHED)
+        self.create_subscription(JointState, ACTION_TOPIC, self._on_action, 10)
+        self.create_service(SetBool, "~/estop", self._on_estop)
+        self.create_service(Trigger, "~/recover", self._on_recover)
+        self.create_service(Trigger, "~/release_commander", self._on_release)
+        self.create_service(Trigger, "~/home", self._on_home)
+        # The control timer runs 4x faster than the control rate: it executes a waiting command in
+        # its slot and checks the watchdog with a resolution of a quarter period.
+        self.create_timer(self.period / 4.0, self._on_control_tick)
+        self.create_timer(1.0 / float(self.get_parameter("state_rate_hz").value), self._publish_state)
+        self.create_timer(0.5, self._publish_status)
+        self._publish_state()
+        self._publish_status()
+        self.get_logger().info(f"franka ready at {self.get_parameter('robot_ip').value}, {1 / self.period:g} Hz")
+
+    # --- commands ------------------------------------------------------------------------------
+    def _on_action(self, msg: JointState) -> None:
+        try:
+            cmd = msg_to_action(msg)
+        except ValueError as err:
+            self._reject(f"malformed action: {err}")
+            return
+        if self.estopped:
+            self.counts["estop_drops"] += 1
+            return
+        if self.commander is None:
+            self.commander = cmd.source
+            self.get_logger().info(f"commander locked: {cmd.source!r} (others are ignored until release)")
+            self._publish_status()
+        elif cmd.source != self.commander:
+            self.counts["ignored"] += 1
+            n = self.ignored_sources.get(cmd.source, 0) + 1
+            self.ignored_sources[cmd.source] = n
+            if n == 1 or n % 50 == 0:
+                self.get_logger().warning(
+                    f"ignoring action from {cmd.source!r} ({n} so far): the arm is commanded by {self.commander!r}; "
+                    "call ~/release_commander between episodes to hand over"
+                )
+            return
+        self.last_command_time = time.monotonic()
+        self.watchdog_tripped = False
+        self.pending = cmd
+        if time.monotonic() - self.last_exec_time >= 0.9 * self.period:
+            self._execute_pending()
+
+    def _on_control_tick(self) -> None:
+        now = time.monotonic()
+        if self.pending is not None and now - self.last_exec_time >= 0.9 * self.period:
+            self._execute_pending()
+        stale = self.last_command_time > 0 and now - self.last_command_time > self.watchdog_timeout
+        if stale and not self.watchdog_tripped and self.commander is not None:
+            self.watchdog_tripped = True
+            self.counts["watchdog_stops"] += 1
+            self.pending = None
+            self._stop(f"watchdog: no command from {self.commander!r} for {now - self.last_command_time:.2f} s")
+
+    def _execute_pending(self) -> None:
+        cmd, self.pending = self.pending, None
+        if cmd is None or self.estopped:
+            return
+        if self.fault:
+            self._reject(f"robot in error ({self.fault}); call ~/recover")
+            return
+        self.last_exec_time = time.monotonic()
+        try:
+            # The robot runs the safety filter (workspace, step limits, joint margins, stale stamp)
+            # and returns what it actually sent: zeros after a rejection (the arm is then stopped).
+            sent = self.robot.send_action(cmd.action, stamp=cmd.stamp)
+        except Exception as err:  # RobotError / RobotFault: fail closed, keep the node alive
+            self._on_robot_error(err)
+            return
+        result = getattr(self.robot, "last_result", None)
+        if result is not None and result.rejected:
+            self._reject(f"safety filter rejected the action: {result.reason}")
+            return
+        self.counts["executed"] += 1
+        if result is not None and result.clipped:
+            self.last_reason = f"clipped {result.clipped}"
+        self.pub_exec.publish(action_to_msg(np.asarray(sent, np.float32), cmd.source, cmd.stamp, cmd.intervention))
+
+    def _reject(self, reason: str) -> None:
+        self.counts["rejected"] += 1
+        self.last_reason = reason
+        self.get_logger().warning(reason, throttle_duration_sec=2.0)
+
+    def _stop(self, reason: str) -> None:
+        self.last_reason = reason
+        self.get_logger().warning(f"stopping the arm: {reason}")
+        try:
+            self.robot.stop()
+        except Exception as err:
+            self._on_robot_error(err)
+        self._publish_status()
+
+    def _on_robot_error(self, err: Exception) -> None:
+        self.fault = f"{type(err).__name__}: {err}"
+        self.pending = None
+        self.get_logger().error(f"robot error, commands refused until ~/recover: {self.fault}")
+        self._publish_status()
+
+    # --- services ------------------------------------------------------------------------------
+    def _on_estop(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
+        if request.data:
+            self.estopped = True
+            self.pending = None
+            estop = getattr(self.robot, "estop", None)
+            if estop is not None:
+                estop("ros ~/estop")  # the driver latches too: even a direct send_action is refused
+            self._stop("e-stop engaged (latched until ~/estop false)")
+            response.message = "e-stop engaged: the arm is stopped and every command is dropped"
+        else:
+            reset = getattr(self.robot, "reset_estop", None)
+            if reset is not None:
+                reset()
+            self.estopped = False
+            self.commander = None
+            self.last_command_time = 0.0
+            response.message = "e-stop released; the next command source takes the arm"
+            self._publish_status()
+        response.success = True
+        return response
+
+    def _on_recover(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        try:
+            self.robot.recover()
+        except Exception as err:
+            response.success, response.message = False, f"recover failed: {type(err).__name__}: {err}"
+            return response
+        self.fault = ""
+        self._publish_status()
+        response.success, response.message = True, "recovered" + (" (e-stop still engaged)" if self.estopped else "")
+        return response
+
+    def _on_release(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        previous, self.commander, self.pending = self.commander, None, None
+        self.last_command_time = 0.0
+        self.watchdog_tripped = False
+        self.ignored_sources.clear()
+        try:
+            self.robot.stop()
+        except Exception as err:
+            self._on_robot_error(err)
+        self._publish_status()
+        response.success, response.message = True, f"released {previous!r}"
+        return response
+
+    def _on_home(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        """Move to the home pose between episodes (blocking; refused under e-stop)."""
+        if self.estopped:
+            response.success, response.message = False, "e-stop engaged; release it first"
+            return response
+        home = getattr(self.robot, "home", None)
+        if home is None:
+            response.success, response.message = False, f"{type(self.robot).__name__} has no home()"
+            return response
+        try:
+            home()
+        except Exception as err:
+            self._on_robot_error(err)
+            response.success, response.message = False, self.fault
+            return response
+        self.commander, self.pending, self.last_command_time = None, None, 0.0
+        self._publish_state()
+        response.success, response.message = True, "at home"
+        return response
+
+    # --- state ---------------------------------------------------------------------------------
+    def _publish_state(self) -> None:
+        try:
+            obs = self.robot.get_observation()
+        except Exception as err:
+            self.get_logger().error(f"cannot read the robot state: {err}", throttle_duration_sec=2.0)
+            return
+        self.last_observation = obs
+        stamp = float(obs.get("timestamp", self._wall_clock()))
+        self.pub_joints.publish(joint_state_msg(obs["joint_positions"], obs["gripper_width"], stamp))
+        self.pub_pose.publish(pose_msg(np.asarray(obs["ee_pose"]), stamp))
+
+    def status(self) -> dict:
+        return {
+            "estop": self.estopped, "fault": self.fault, "commander": self.commander,
+            "watchdog_tripped": self.watchdog_tripped, "last_reason": self.last_reason,
+            "ignored_sources": dict(self.ignored_sources), **self.counts,
+        }
+
+    def _publish_status(self) -> None:
+        self.pub_status.publish(json_msg(**self.status()))
+
+    def close(self) -> None:
+        """Stop the arm and disconnect (only a robot this node connected itself)."""
+        try:
+            self.robot.stop()
+        except Exception as err:
+            self.get_logger().error(f"stop on close failed: {err}")
+        if self._owns_robot:
+            self.robot.disconnect()
+
+
+def main(args=None) -> None:
+    run_node(FrankaNode, args)

@@ -1,0 +1,244 @@
+"""policy node: a verified ONNX bundle (or any ``spec.Policy``) driving the arm at the control rate.
+
+Subscribes to the contract's camera topics, the joint states and the end-effector pose; every
+control period it assembles a contract :class:`~simbridge.data.spec.Observation`, asks the
+policy for an action chunk when the chunk executor needs one (receding horizon or temporal
+ensembling, :mod:`simbridge.deploy.chunking`), and publishes one action, stamped with the time
+of the oldest image it saw, under the source ``policy:<bundle-id>``.
+
+Before the first action it checks the bundle against the running cameras: every camera of the
+contract must have a publisher and deliver images of the contract's size. A mismatch is
+refused (status ``refused`` with the reason) and nothing is ever published, so the arm cannot
+move under a policy that would see the wrong images.
+
+Run-time parameters: ``instruction``, ``enabled`` and ``bundle`` (a new bundle is loaded and
+verified again); ``~/reset`` (std_srvs/Trigger) starts a new episode (policy + chunk state).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+from geometry_msgs.msg import PoseStamped
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.node import Node
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import String
+from std_srvs.srv import Trigger
+
+from simbridge.data.spec import Observation
+from simbridge_ros.common import (
+    ACTION_TOPIC,
+    EE_POSE_TOPIC,
+    JOINT_STATES_TOPIC,
+    LATCHED,
+    POLICY_ACTION_TOPIC,
+    POLICY_STATUS_TOPIC,
+    RELIABLE,
+    action_to_msg,
+    from_stamp,
+    image_topic,
+    json_msg,
+    msg_to_image,
+    parse_joint_state,
+    parse_pose,
+    run_node,
+)
+
+
+def load_bundle_policy(path: str, providers: list[str] | None = None) -> Any:
+    from simbridge.deploy.runtime import BundlePolicy, resolve_bundle
+
+    return BundlePolicy(resolve_bundle(path), providers=providers)
+
+
+def policy_id(policy: Any) -> str:
+    return str(getattr(policy, "bundle_id", None) or getattr(policy, "policy_id", None) or type(policy).__name__)
+
+
+def make_chunk_executor(mode: str, chunk_size: int, execute_steps: int, ensemble_decay: float) -> Any:
+    from simbridge.deploy.chunking import make_chunk_executor as make
+
+    return make(mode, chunk_size=chunk_size, execute_steps=execute_steps, ensemble_decay=ensemble_decay)
+
+
+class PolicyNode(Node):
+    def __init__(self, policy: Any | None = None, *, name: str = "policy", **node_kwargs) -> None:
+        super().__init__(name, **node_kwargs)
+        self.declare_parameter("bundle", "")
+        self.declare_parameter("instruction", "")
+        self.declare_parameter("enabled", True)
+        self.declare_parameter("control_rate_hz", 0.0)  # 0: the bundle's contract rate
+        self.declare_parameter("chunk_mode", "receding")  # receding | ensemble
+        self.declare_parameter("execute_steps", 0)  # receding horizon: steps run per prediction (0: all)
+        self.declare_parameter("ensemble_decay", 0.01)  # temporal ensembling weight exp(-decay * age)
+        self.declare_parameter("max_observation_age_s", 0.5)
+        self.declare_parameter("camera_timeout_s", 10.0)
+        self.declare_parameter("publish_actions", True)  # false: only /simbridge/policy_action (teleop mux)
+        self.declare_parameter("source", "policy")
+
+        self.images: dict[str, tuple[np.ndarray, float]] = {}
+        self.state: dict[str, Any] = {}
+        self.status_text = "starting"
+        self.refusal = ""
+        self.verified = False
+        self._image_subs: list = []
+        self._timer = None
+        self._started = time.monotonic()
+        self.steps = 0
+        self.predictions = 0
+
+        self.pub_action = self.create_publisher(JointState, ACTION_TOPIC, 10)
+        self.pub_policy_action = self.create_publisher(JointState, POLICY_ACTION_TOPIC, 10)
+        self.pub_status = self.create_publisher(String, POLICY_STATUS_TOPIC, LATCHED)
+        self.create_subscription(JointState, JOINT_STATES_TOPIC, self._on_joints, RELIABLE)
+        self.create_subscription(PoseStamped, EE_POSE_TOPIC, self._on_pose, RELIABLE)
+        self.create_service(Trigger, "~/reset", self._on_reset)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+
+        self.policy: Any = None
+        if policy is not None:
+            self._install(policy)
+        elif self.get_parameter("bundle").value:
+            self._install(load_bundle_policy(self.get_parameter("bundle").value))
+        else:
+            self._set_status("idle", "no bundle: set the 'bundle' parameter")
+
+    # --- policy loading and verification ---------------------------------------------------------
+    def _install(self, policy: Any) -> None:
+        self.policy = policy
+        contract = policy.contract
+        self.contract = contract
+        p = self.get_parameter
+        self.chunker = make_chunk_executor(p("chunk_mode").value, contract.chunk_size, int(p("execute_steps").value),
+                                           float(p("ensemble_decay").value))
+        self.source = f"{p('source').value}:{policy_id(policy)}"
+        for sub in self._image_subs:
+            self.destroy_subscription(sub)
+        self.images.clear()
+        self._image_subs = [
+            self.create_subscription(Image, image_topic(cam.name), lambda m, n=cam.name: self._on_image(n, m), RELIABLE)
+            for cam in contract.observation.cameras
+        ]
+        rate = float(p("control_rate_hz").value) or contract.action.control_rate_hz
+        if self._timer is not None:
+            self.destroy_timer(self._timer)
+        self._timer = self.create_timer(1.0 / rate, self._on_tick)
+        self.verified, self.refusal = False, ""
+        self._started = time.monotonic()
+        self.policy.reset()
+        self.chunker.reset()
+        self._set_status("verifying", f"{self.source}: waiting for cameras {list(contract.observation.camera_names)}")
+
+    def _verify(self) -> bool:
+        """Check the running cameras against the contract; refuse (permanently) on a mismatch."""
+        if self.verified or self.refusal:
+            return self.verified
+        spec = self.contract.observation
+        for cam in spec.cameras:
+            got = self.images.get(cam.name)
+            if got is not None and got[0].shape != cam.shape:
+                return self._refuse(
+                    f"camera {cam.name!r} publishes {got[0].shape[1]}x{got[0].shape[0]} images but the bundle expects "
+                    f"{cam.width}x{cam.height}; set the camera's width/height parameters or export for this camera"
+                )
+        missing = [c.name for c in spec.cameras if c.name not in self.images]
+        if missing:
+            if time.monotonic() - self._started > float(self.get_parameter("camera_timeout_s").value):
+                running = sorted(
+                    t.split("/")[3] for t, _ in self.get_topic_names_and_types()
+                    if t.startswith("/simbridge/camera/") and t.endswith("/image_raw")
+                )
+                return self._refuse(f"the bundle needs camera(s) {missing} but the running cameras are {running}")
+            return False
+        self.verified = True
+        self._set_status("running", f"{self.source}: cameras match the contract")
+        return True
+
+    def _refuse(self, reason: str) -> bool:
+        self.refusal = reason
+        self.get_logger().error(f"refusing bundle {self.source}: {reason}")
+        self._set_status("refused", reason)
+        return False
+
+    # --- callbacks -------------------------------------------------------------------------------
+    def _on_image(self, name: str, msg: Image) -> None:
+        try:
+            self.images[name] = (msg_to_image(msg), from_stamp(msg.header.stamp))
+        except ValueError as err:
+            self.get_logger().error(f"camera {name}: {err}", throttle_duration_sec=5.0)
+
+    def _on_joints(self, msg: JointState) -> None:
+        self.state["joint_positions"], self.state["gripper_width"] = parse_joint_state(msg)
+
+    def _on_pose(self, msg: PoseStamped) -> None:
+        self.state["ee_pose"] = parse_pose(msg)
+
+    def _on_tick(self) -> None:
+        if self.policy is None or not self._verify() or not self.get_parameter("enabled").value:
+            return
+        obs = self._observation()
+        if obs is None:
+            return
+        if self.chunker.needs_prediction():
+            chunk = np.asarray(self.policy.predict(obs), dtype=np.float32)
+            self.chunker.push(chunk)
+            self.predictions += 1
+        action = self.chunker.next_action()
+        self.steps += 1
+        msg = action_to_msg(action, self.source, obs.timestamp)
+        self.pub_policy_action.publish(msg)
+        if self.get_parameter("publish_actions").value:
+            self.pub_action.publish(msg)
+
+    def _observation(self) -> Observation | None:
+        instruction = self.get_parameter("instruction").value
+        if not instruction or "ee_pose" not in self.state or "joint_positions" not in self.state:
+            self._set_status("waiting", "no instruction" if not instruction else "no robot state yet")
+            return None
+        stamps = [s for _, s in self.images.values()]
+        oldest = min(stamps)
+        age = time.time() - oldest
+        if age > float(self.get_parameter("max_observation_age_s").value):
+            self._set_status("waiting", f"images are {age:.2f} s old: a camera stalled")
+            return None
+        if self.status_text != "running":
+            self._set_status("running", self.source)
+        return Observation(
+            images={n: img for n, (img, _) in self.images.items()}, ee_pose=self.state["ee_pose"],
+            gripper_width=self.state["gripper_width"], joint_positions=self.state["joint_positions"],
+            instruction=instruction, timestamp=oldest,
+        )
+
+    def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        if self.policy is None:
+            response.success, response.message = False, "no policy loaded"
+            return response
+        self.policy.reset()
+        self.chunker.reset()
+        self.steps = 0
+        response.success, response.message = not self.refusal, self.refusal or f"reset {self.source}"
+        return response
+
+    def _on_set_parameters(self, params) -> SetParametersResult:
+        for param in params:
+            if param.name == "bundle" and param.value:
+                try:
+                    self._install(load_bundle_policy(param.value))
+                except Exception as err:
+                    self.policy = None
+                    self._set_status("refused", f"cannot load bundle {param.value}: {err}")
+                    return SetParametersResult(successful=False, reason=str(err))
+        return SetParametersResult(successful=True)
+
+    def _set_status(self, state: str, detail: str) -> None:
+        if (state, detail) == (self.status_text, getattr(self, "_detail", None)):
+            return
+        self.status_text, self._detail = state, detail
+        self.pub_status.publish(json_msg(state=state, detail=detail, source=getattr(self, "source", "")))
+
+
+def main(args=None) -> None:
+    run_node(PolicyNode, args)

@@ -1,0 +1,122 @@
+"""twin node: the simulated Franka (:class:`simbridge.deploy.twin.TwinSim`) as a ROS node.
+
+Hosts franky-sim in-process on ``127.0.0.1`` with the MuJoCo scene that mirrors the ManiSkill
+task; the franka node connects to it through franky exactly as to a real arm. The node renders
+the scene's cameras headless in its own thread (never inside the simulator's 1 kHz loop) and
+publishes them on the same topics as the camera node, so policy and logger cannot tell the twin
+from the lab. ``/simbridge/twin/success`` (std_msgs/Bool) reports task success computed from the
+object poses; ``~/reset`` (std_srvs/Trigger) puts the objects back for the next episode.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any
+
+from rclpy.node import Node
+from sensor_msgs.msg import CameraInfo, Image
+from std_msgs.msg import Bool
+from std_srvs.srv import Trigger
+
+from simbridge_ros.common import (
+    LATCHED,
+    RELIABLE,
+    TWIN_SUCCESS_TOPIC,
+    camera_info_msg,
+    camera_info_topic,
+    image_to_msg,
+    image_topic,
+    run_node,
+)
+
+
+def make_twin(node: Node) -> Any:
+    """Start a TwinSim from parameters (``scene_file``: YAML of TwinScene; camera ``width``/``height``)."""
+    from simbridge.data.config import load_config
+    from simbridge.deploy.twin import TwinScene, TwinSim
+
+    p = node.get_parameter
+    scene = load_config(TwinScene, p("scene_file").value) if p("scene_file").value else None
+    twin = TwinSim(scene=scene, seed=int(p("seed").value), camera_size=(int(p("height").value), int(p("width").value)))
+    twin.start()
+    return twin
+
+
+class TwinNode(Node):
+    def __init__(self, twin: Any | None = None, *, name: str = "twin", **node_kwargs) -> None:
+        super().__init__(name, **node_kwargs)
+        self.declare_parameter("scene_file", "")  # TwinScene YAML (colours, region, light); "" = the task's
+        self.declare_parameter("seed", 0)
+        self.declare_parameter("width", 128)
+        self.declare_parameter("height", 128)
+        self.declare_parameter("cameras", ["scene"])
+        self.declare_parameter("camera_rate_hz", 10.0)
+        self._owns_twin = twin is None
+        self.twin = twin if twin is not None else make_twin(self)
+        self.cameras = list(self.get_parameter("cameras").value)
+        self.episode_seed = int(self.get_parameter("seed").value)
+        self.pubs = {
+            c: (self.create_publisher(Image, image_topic(c), RELIABLE),
+                self.create_publisher(CameraInfo, camera_info_topic(c), RELIABLE))
+            for c in self.cameras
+        }
+        self.pub_success = self.create_publisher(Bool, TWIN_SUCCESS_TOPIC, LATCHED)
+        self.create_service(Trigger, "~/reset", self._on_reset)
+        self.frames = 0
+        self.render_errors = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._render_loop, name="twin-render", daemon=True)
+        self._thread.start()
+        self.get_logger().info(f"twin running at {self.twin.hostname}, cameras {self.cameras}")
+
+    @property
+    def hostname(self) -> str:
+        return self.twin.hostname
+
+    def _render_loop(self) -> None:
+        period = 1.0 / float(self.get_parameter("camera_rate_hz").value)
+        next_t = time.monotonic()
+        while not self._stop.is_set():
+            for cam in self.cameras:
+                try:
+                    frame = self.twin.render(cam)
+                except Exception as err:
+                    self.render_errors += 1
+                    self.get_logger().error(f"twin render {cam}: {err}", throttle_duration_sec=5.0)
+                    continue
+                stamp = time.time()
+                img_pub, info_pub = self.pubs[cam]
+                img_pub.publish(image_to_msg(frame, stamp, f"{cam}_camera_optical_frame"))
+                info_pub.publish(camera_info_msg(frame.shape[1], frame.shape[0], stamp, f"{cam}_camera_optical_frame"))
+            self.frames += 1
+            self.pub_success.publish(Bool(data=bool(self.twin.success())))
+            next_t += period
+            self._stop.wait(max(0.0, next_t - time.monotonic()))
+            next_t = max(next_t, time.monotonic() - period)
+
+    def success(self) -> bool:
+        return bool(self.twin.success())
+
+    def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        self.episode_seed += 1
+        try:
+            layout = self.twin.reset(seed=self.episode_seed)
+        except Exception as err:
+            response.success, response.message = False, f"twin reset failed: {type(err).__name__}: {err}"
+            return response
+        instruction = getattr(layout, "instruction", "")
+        response.success = True
+        response.message = json.dumps({"seed": self.episode_seed, "instruction": instruction})
+        return response
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5.0)
+        if self._owns_twin:
+            self.twin.close()
+
+
+def main(args=None) -> None:
+    run_node(TwinNode, args)

@@ -1,0 +1,150 @@
+"""ROS 2 test fixtures: a private rclpy context per module, a background executor, a probe node.
+
+Tests talk to the nodes over real DDS on loopback (tests/conftest.py sets a random ROS_DOMAIN_ID
+and localhost-only discovery). Synchronisation is by waiting for a condition (matching
+publishers, services, observed state) with a deadline, never by fixed sleeps.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy", reason="needs the ROS 2 wheels: pip install -e .[ros]")
+
+from rclpy.context import Context  # noqa: E402
+from rclpy.executors import MultiThreadedExecutor  # noqa: E402
+from rclpy.node import Node  # noqa: E402
+
+ROS_PACKAGE_SRC = Path(__file__).resolve().parents[2] / "ros2_ws" / "src" / "simbridge_ros"
+if str(ROS_PACKAGE_SRC) not in sys.path:
+    sys.path.insert(0, str(ROS_PACKAGE_SRC))
+
+pytestmark = pytest.mark.ros
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str, poll: float = 0.01) -> Any:
+    """Return predicate()'s first truthy value, or fail naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value is not None if isinstance(value, np.ndarray) else bool(value):
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.1f} s waiting for {what}")
+        time.sleep(poll)
+
+
+class Graph:
+    """Nodes spun by one MultiThreadedExecutor in a background thread."""
+
+    def __init__(self, context: Context) -> None:
+        self.context = context
+        self.executor = MultiThreadedExecutor(num_threads=6, context=context)
+        self.nodes: list[Node] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._spin, daemon=True)
+        self._thread.start()
+
+    def _spin(self) -> None:
+        while not self._stop.is_set() and self.context.ok():
+            self.executor.spin_once(timeout_sec=0.05)
+
+    def add(self, node: Node) -> Any:
+        self.nodes.append(node)
+        self.executor.add_node(node)
+        return node
+
+    def remove(self, node: Node) -> None:
+        self.executor.remove_node(node)
+        self.nodes.remove(node)
+        close = getattr(node, "close", None)
+        if close is not None:
+            close()
+        node.destroy_node()
+
+    def close(self) -> None:
+        for node in reversed(list(self.nodes)):
+            self.remove(node)
+        self._stop.set()
+        self._thread.join(timeout=5.0)
+        self.executor.shutdown()
+
+
+class Probe(Node):
+    """The test's own node: records the last message per topic, publishes, calls services."""
+
+    def __init__(self, context: Context, name: str = "probe") -> None:
+        super().__init__(name, context=context)
+        self.last: dict[str, Any] = {}
+        self.counts: dict[str, int] = {}
+        self.history: dict[str, list] = {}
+        self._pubs: dict[str, Any] = {}
+
+    def listen(self, msg_type: Any, topic: str, qos: Any = 10, keep: bool = False) -> None:
+        def on_msg(msg: Any) -> None:
+            self.last[topic] = msg
+            self.counts[topic] = self.counts.get(topic, 0) + 1
+            if keep:
+                self.history.setdefault(topic, []).append((time.monotonic(), msg))
+
+        self.create_subscription(msg_type, topic, on_msg, qos)
+
+    def publisher(self, msg_type: Any, topic: str, qos: Any = 10) -> Any:
+        if topic not in self._pubs:
+            self._pubs[topic] = self.create_publisher(msg_type, topic, qos)
+        return self._pubs[topic]
+
+    def wait_for_subscriber(self, topic: str, timeout: float = 10.0) -> None:
+        pub = self._pubs[topic]
+        wait_until(lambda: pub.get_subscription_count() > 0, timeout, f"a subscriber on {topic}")
+
+    def call(self, srv_type: Any, name: str, request: Any, timeout: float = 15.0) -> Any:
+        client = self.create_client(srv_type, name)
+        try:
+            assert client.wait_for_service(timeout_sec=timeout), f"service {name} not available"
+            done = threading.Event()
+            future = client.call_async(request)
+            future.add_done_callback(lambda _f: done.set())
+            assert done.wait(timeout), f"service {name} did not answer"
+            return future.result()
+        finally:
+            self.destroy_client(client)
+
+    def status(self, topic: str) -> dict:
+        msg = self.last.get(topic)
+        return json.loads(msg.data) if msg is not None else {}
+
+
+@pytest.fixture(scope="module")
+def ros_context():
+    context = Context()
+    rclpy.init(context=context)
+    yield context
+    context.try_shutdown()
+
+
+@pytest.fixture
+def graph(ros_context):
+    g = Graph(ros_context)
+    yield g
+    g.close()
+
+
+@pytest.fixture(scope="module")
+def twin():
+    """The franky-sim twin (MuJoCo in-process on a free loopback address), one per test module."""
+    from simbridge.deploy.twin import TwinSim
+
+    sim = TwinSim(seed=0)
+    sim.start()
+    yield sim
+    sim.close()
