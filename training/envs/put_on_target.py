@@ -49,10 +49,13 @@ ROBOT_BASE_XYZ = (-0.615, 0.0, 0.0)
 REST_QPOS = np.array([0.0, np.pi / 8, 0.0, -np.pi * 5 / 8, 0.0, np.pi * 3 / 4, np.pi / 4, 0.04, 0.04])
 #: Joints that the unseen-robot-pose split offsets (shoulder yaw, shoulder pitch, elbow, wrist pitch).
 _OFFSET_JOINTS = (0, 1, 3, 5)
-_TABLECLOTH_HALF = (0.30, 0.42, 0.0008)
+_TABLECLOTH_HALF = (0.30, 0.42, 0.0005)
+_TABLECLOTH_CENTER = (-0.05, 0.0)
+#: The tablecloth texture is drawn with tiles (SAPIEN primitives have no usable UVs for an image texture).
+_TILE_GRID = (6, 8)
+_NUM_TILES = 24  # both patterns colour half of the 6 x 8 cells
 # Rotates a primitive's x axis (SAPIEN's cylinder axis) onto z: discs and cans stand upright.
 _X_TO_Z = (math.sqrt(0.5), 0.0, -math.sqrt(0.5), 0.0)
-_MIN_SEPARATION = 0.13  # m between the centres of any two items on the table
 
 
 @dataclass
@@ -97,16 +100,62 @@ def _in_region(xy: np.ndarray, r: Region) -> bool:
     return r[0] <= xy[0] <= r[1] and r[2] <= xy[1] <= r[3]
 
 
+def footprint_radius(kind: str, shape: str) -> float:
+    """Radius of a circle that (nearly) covers an item's footprint, for non-overlapping placement."""
+    if kind == "obj":
+        _, size = OBJECT_SHAPES[shape]
+        return 0.03 if max(size[:2]) < 0.031 else 0.04
+    prim, size = RECEPTACLE_SHAPES[shape]
+    return size[0] if prim == "disc" else 0.85 * math.hypot(size[0], size[1])
+
+
+_CLEARANCE = 0.015  # m between the footprints of any two items
+
+
 def _sample_xy(
-    rng: np.random.Generator, region: Region, exclude: Region | None, taken: list, tries: int = 200
-):
+    rng: np.random.Generator,
+    region: Region,
+    exclude: Region | None,
+    radius: float,
+    taken: list,
+    tries: int = 100,
+) -> np.ndarray | None:
+    """A point in ``region`` (outside ``exclude``) clear of every ``(xy, radius)`` in ``taken``; None if none found."""
     for _ in range(tries):
         xy = np.array([rng.uniform(region[0], region[1]), rng.uniform(region[2], region[3])])
         if exclude is not None and _in_region(xy, exclude):
             continue
-        if all(np.linalg.norm(xy - np.asarray(t)) >= _MIN_SEPARATION for t in taken):
+        if all(np.linalg.norm(xy - t) >= radius + r + _CLEARANCE for t, r in taken):
             return xy
-    raise RuntimeError(f"could not place {len(taken) + 1} items {_MIN_SEPARATION} m apart in region {region}")
+    return None
+
+
+def _place_all(rng: np.random.Generator, split: Split, objects: list, receptacles: list):
+    """Place receptacles then objects without overlaps; restart the whole layout when stuck."""
+    for _ in range(50):
+        taken: list = []
+        rec_xy, obj_xy = [], []
+        for shape, _ in receptacles:
+            r = footprint_radius("rec", shape)
+            xy = _sample_xy(rng, split.receptacle_region, split.exclude_region, r, taken)
+            if xy is None:
+                break
+            taken.append((xy, r))
+            rec_xy.append((float(xy[0]), float(xy[1])))
+        else:
+            for shape, _ in objects:
+                r = footprint_radius("obj", shape)
+                xy = _sample_xy(rng, split.object_region, split.exclude_region, r, taken)
+                if xy is None:
+                    break
+                taken.append((xy, r))
+                obj_xy.append((float(xy[0]), float(xy[1]), float(rng.uniform(-np.pi / 4, np.pi / 4))))
+            else:
+                return rec_xy, obj_xy, taken
+    raise RuntimeError(
+        f"split {split.name!r}: cannot place {len(receptacles)} receptacles and {len(objects)} objects "
+        f"without overlap in regions {split.receptacle_region} / {split.object_region}; widen the regions"
+    )
 
 
 def sample_layout(split: Split, seed: int) -> EpisodeLayout:
@@ -125,18 +174,11 @@ def sample_layout(split: Split, seed: int) -> EpisodeLayout:
         (split.receptacle_shapes[s], split.receptacle_colours[c])
         for s, c in zip(rec_shapes, rec_colours, strict=True)
     ]
-    taken: list = []
-    receptacle_xy = []
-    for _ in receptacles:
-        xy = _sample_xy(rng, split.receptacle_region, split.exclude_region, taken)
-        taken.append(xy)
-        receptacle_xy.append((float(xy[0]), float(xy[1])))
-    object_xy_yaw = []
-    for _ in objects:
-        xy = _sample_xy(rng, split.object_region, split.exclude_region, taken)
-        taken.append(xy)
-        object_xy_yaw.append((float(xy[0]), float(xy[1]), float(rng.uniform(-np.pi / 4, np.pi / 4))))
-    if split.tablecloth_texture == "none":
+    receptacle_xy, object_xy_yaw, taken = _place_all(rng, split, objects, receptacles)
+    texture = split.tablecloth_texture
+    if texture == "mixed":
+        texture = str(rng.choice(["checker", "stripes"]))
+    if texture == "none":
         tablecloth: tuple[str, ...] = (str(rng.choice(split.tablecloth_colours)),)
     else:
         pair = rng.choice(len(split.tablecloth_colours), size=2, replace=False)
@@ -162,19 +204,26 @@ def sample_layout(split: Split, seed: int) -> EpisodeLayout:
         robot_qpos=qpos,
     )
     if split.move_object_at_step >= 0:  # where the object will jump to, sampled now for reproducibility
-        others = receptacle_xy + [xy[:2] for xy in object_xy_yaw]
-        xy = _sample_xy(rng, split.object_region, split.exclude_region, others)
-        layout.extra["move_to"] = (float(xy[0]), float(xy[1]))
+        r = footprint_radius("obj", objects[0][0])
+        others = taken[: len(receptacles)] + taken[len(receptacles) + 1 :]
+        own = np.asarray(object_xy_yaw[0][:2])
+        for _ in range(50):  # at least 8 cm away from where it was
+            xy = _sample_xy(rng, split.object_region, split.exclude_region, r, others)
+            if xy is not None and np.linalg.norm(xy - own) > 0.08:
+                layout.extra["move_to"] = (float(xy[0]), float(xy[1]))
+                break
+    layout.extra["texture"] = texture
     layout.extra["tablecloth_jitter_seed"] = int(rng.integers(2**31))
     return layout
 
 
-def _texture_array(kind: str, c1: tuple, c2: tuple, cells: int = 8, px: int = 256) -> np.ndarray:
-    yy, xx = np.mgrid[0:px, 0:px] * cells // px
-    mask = ((xx + yy) % 2 == 0) if kind == "checker" else (xx % 2 == 0)
-    img = np.where(mask[..., None], np.asarray(c1), np.asarray(c2))
-    rgba = np.concatenate([img, np.ones((px, px, 1))], axis=-1)
-    return (rgba * 255).astype(np.uint8)
+def tile_cells(kind: str) -> list[tuple[int, int]]:
+    """Grid cells (row along x, column along y) covered by the second colour of a texture."""
+    if kind == "checker":
+        return [(i, j) for i in range(_TILE_GRID[0]) for j in range(_TILE_GRID[1]) if (i + j) % 2 == 0]
+    if kind == "stripes":
+        return [(i, j) for i in range(_TILE_GRID[0]) for j in range(_TILE_GRID[1]) if j % 2 == 0]
+    return []
 
 
 @register_env(TASK_ID, max_episode_steps=80)
@@ -234,8 +283,8 @@ class PutOnTargetEnv(BaseEnv):
     def _default_sensor_configs(self):
         h, w = self.camera_size
         # In front of the table looking back at the workspace and the robot: objects span ~15-25 px at 128 px.
-        pose = sapien_utils.look_at(eye=[0.32, 0.0, 0.42], target=[-0.08, 0.0, 0.0])
-        cams = [CameraConfig("scene", pose, w, h, 1.0, 0.01, 10)]
+        pose = sapien_utils.look_at(eye=[0.26, 0.0, 0.36], target=[-0.07, 0.0, 0.0])
+        cams = [CameraConfig("scene", pose, w, h, 0.95, 0.01, 10)]
         if self.wrist_camera:
             # Mounted on the hand, looking along the fingers (hand +z), offset to see the fingertips.
             mount_pose = sapien.Pose(p=[0.06, 0.0, 0.02], q=[math.sqrt(0.5), 0.0, -math.sqrt(0.5), 0.0])
@@ -264,8 +313,15 @@ class PutOnTargetEnv(BaseEnv):
             half_size=list(_TABLECLOTH_HALF),
             material=sapien.render.RenderMaterial(base_color=[*COLOURS["beige"], 1]),
         )
-        b.initial_pose = sapien.Pose(p=[-0.05, 0.0, _TABLECLOTH_HALF[2]])
+        b.initial_pose = sapien.Pose(p=[*_TABLECLOTH_CENTER, _TABLECLOTH_HALF[2]])
         self.tablecloth = b.build_kinematic(name="tablecloth")
+        self._tile_half = (_TABLECLOTH_HALF[0] / _TILE_GRID[0], _TABLECLOTH_HALF[1] / _TILE_GRID[1], 0.0005)
+        self.tiles = []
+        for k in range(_NUM_TILES):
+            b = self.scene.create_actor_builder()
+            b.add_box_visual(half_size=list(self._tile_half), material=self._material(0.9))
+            b.initial_pose = sapien.Pose(p=[0.0, 0.0, -0.1 - 0.002 * k])
+            self.tiles.append(b.build_kinematic(name=f"tablecloth_tile_{k}"))
         self.objects = {name: self._build_object(name) for name in OBJECT_SHAPES}
         self.receptacles = {name: self._build_receptacle(name) for name in RECEPTACLE_SHAPES}
 
@@ -369,6 +425,7 @@ class PutOnTargetEnv(BaseEnv):
                     actor.set_angular_velocity(torch.zeros((len(idx), 3)))
                 else:
                     actor.set_pose(Pose.create(raw))
+        self._place_tiles(idx)
         for i in idx:
             self._paint_tablecloth(i, self.layouts[i].tablecloth)
 
@@ -383,23 +440,37 @@ class PutOnTargetEnv(BaseEnv):
         for mat in self._render_materials(actor, env_i):
             mat.base_color = [*rgb, 1.0]
 
+    def _tile_poses(self, kind: str) -> list[list[float]]:
+        cells = tile_cells(kind)
+        hx, hy, hz = self._tile_half
+        x0 = _TABLECLOTH_CENTER[0] - _TABLECLOTH_HALF[0] + hx
+        y0 = _TABLECLOTH_CENTER[1] - _TABLECLOTH_HALF[1] + hy
+        poses = []
+        for k in range(_NUM_TILES):
+            if k < len(cells):
+                i, j = cells[k]
+                poses.append([x0 + 2 * hx * i, y0 + 2 * hy * j, 2 * _TABLECLOTH_HALF[2] + hz, 1, 0, 0, 0])
+            else:  # hidden inside the table top
+                poses.append([0.0, 0.0, -0.1 - 0.002 * k, 1, 0, 0, 0])
+        return poses
+
+    def _place_tiles(self, env_idx: list[int]) -> None:
+        per_env = [self._tile_poses(self.layouts[i].extra.get("texture", "none")) for i in env_idx]
+        for k, tile in enumerate(self.tiles):
+            tile.set_pose(Pose.create(torch.as_tensor([p[k] for p in per_env], dtype=torch.float32)))
+
     def _paint_tablecloth(
         self, env_i: int, colours: tuple[str, ...], jitter: np.ndarray | None = None
     ) -> None:
-        mats = self._render_materials(self.tablecloth, env_i)
-        if not mats:
-            return
         rgb = [np.asarray(COLOURS[c]) for c in colours]
         if jitter is not None:
             rgb = [np.clip(c + jitter, 0, 1) for c in rgb]
-        for mat in mats:
-            if len(rgb) == 1:
-                mat.base_color_texture = None
-                mat.base_color = [*rgb[0], 1.0]
-            else:
-                arr = _texture_array(self.split.tablecloth_texture, tuple(rgb[0]), tuple(rgb[1]))
-                mat.base_color = [1.0, 1.0, 1.0, 1.0]
-                mat.base_color_texture = sapien.render.RenderTexture2D(arr, "R8G8B8A8Unorm", srgb=True)
+        for mat in self._render_materials(self.tablecloth, env_i):
+            mat.base_color = [*rgb[0], 1.0]
+        if len(rgb) > 1:
+            for tile in self.tiles:
+                for mat in self._render_materials(tile, env_i):
+                    mat.base_color = [*rgb[1], 1.0]
 
     # --- per-step perturbations ------------------------------------------------------
     def _before_control_step(self):

@@ -106,7 +106,7 @@ class Split:
     receptacle_shapes: tuple[str, ...] = ("plate", "tray")
     receptacle_colours: tuple[str, ...] = ("white", "gray", "pink")
     tablecloth_colours: tuple[str, ...] = ("beige", "sky", "mint", "sand")
-    tablecloth_texture: Literal["none", "checker", "stripes"] = "none"
+    tablecloth_texture: Literal["none", "checker", "stripes", "mixed"] = "none"  # mixed: per episode
     dynamic_texture: float = 0.0  # per-step colour jitter amplitude of the tablecloth (0..1)
     image_noise_std: float = 0.0  # Gaussian noise on every camera image, in uint8 units
     phrasings: tuple[str, ...] = TRAIN_PHRASINGS
@@ -193,9 +193,9 @@ _SPLIT_LIST: list[Split] = [
     TRAIN.variant(
         "semantic_distractor_receptacle",
         "semantics",
-        "a second receptacle as distractor",
+        "a second receptacle as distractor (receptacles may stand a bit wider apart)",
         num_receptacles=2,
-        receptacle_colours=("white", "gray", "pink"),
+        receptacle_region=(-0.12, 0.06, -0.19, 0.19),
     ),
     # --- execution ----------------------------------------------------------------------
     TRAIN.variant(
