@@ -64,6 +64,7 @@ class RolloutCollector:
         self.num_envs = cfg.env.num_envs
         self.pipelined = cfg.cluster.placement != "collocated"
         self._refs: list[list[Any]] | None = None  # per stage, per worker: result giving the next obs
+        self.restart_timeout_s = 300.0
 
     @property
     def num_steps(self) -> int:
@@ -89,7 +90,8 @@ class RolloutCollector:
         records: list[list[Any]] = [[None] * S for _ in range(T)]
         last_records: list[Any] = []
         stats = RolloutStats()
-        if self._refs is None or self.episodic:
+        fresh = self._refs is None or self.episodic
+        if fresh:
             self._refs = [[w.reset_stage.remote(s, iteration) for w in self.env_workers] for s in range(S)]
         t_start = time.perf_counter()
 
@@ -108,9 +110,10 @@ class RolloutCollector:
                         rewards[row, cols] = result["rewards"]
                         dones[row, cols] = result["dones"]
                         ep_start[cols] = np.where(result["dones"], row + 1, ep_start[cols])
-                    stats.episodes.extend(result["episodes"])
-                    stats.env_time += result["env_time"]
-                    stats.env_steps += result["env_steps"]
+                    if t > 0 or fresh:  # at t = 0 a carried result was counted last iteration
+                        stats.episodes.extend(result["episodes"])
+                        stats.env_time += result["env_time"]
+                        stats.env_steps += result["env_steps"]
                     if t < T:
                         valid[t, cols] = result["active"]
                 seed = call_seed(self.cfg.runner.seed, iteration, t, s)
@@ -159,8 +162,20 @@ class RolloutCollector:
                 dropped[col] |= bool(active[k])
                 excluded_from[col] = min(excluded_from[col], t)
             ep_start[col] = t
-        self._refs[s][w] = self.env_workers[w].reset_stage.remote(s, iteration)
-        return ray.get(self._refs[s][w])  # waits for the restart; fails if restarts are exhausted
+        deadline = time.monotonic() + self.restart_timeout_s
+        while True:  # calls made while Ray restarts the actor fail as "unavailable": retry until it is back
+            self._refs[s][w] = self.env_workers[w].reset_stage.remote(s, iteration)
+            try:
+                return ray.get(self._refs[s][w])
+            except ray.exceptions.ActorDiedError as err:
+                raise RuntimeError(
+                    f"env worker {w} died and was not restarted (cluster.env_max_restarts="
+                    f"{self.cfg.cluster.env_max_restarts} exhausted?): {err}"
+                ) from err
+            except ray.exceptions.ActorUnavailableError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
 
     def _assemble(self, recs, rewards, dones, valid, last_values, dropped, version) -> RolloutBatch:
         T, S = self.num_steps, self.num_stages

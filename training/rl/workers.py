@@ -14,6 +14,7 @@ can also be used in-process (tests, debugging).
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,9 @@ class EnvWorker:
 
     def ping(self) -> int:
         return self.index
+
+    def pid(self) -> int:
+        return os.getpid()
 
     def _stage(self, stage: int) -> range:
         return range(stage * self.per_stage, (stage + 1) * self.per_stage)
