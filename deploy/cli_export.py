@@ -1,0 +1,83 @@
+"""``simbridge export``: turn a training checkpoint into a verified ONNX policy bundle.
+
+    simbridge export runs/sft/<stamp>/checkpoints/iter_000100 -o bundles/sft-100
+    simbridge export --watch runs/ppo/<stamp> -o exports/ppo     # follows the trainer
+
+Watch mode reads ``<run-dir>/checkpoints/announce.jsonl`` (one line per checkpoint the trainer
+saved), exports each new checkpoint to ``<export-dir>/<checkpoint-name>/`` and moves the
+``<export-dir>/latest`` pointer that the robot side follows. It runs until interrupted, or
+until ``--max-exports`` bundles were written or ``--timeout`` seconds passed.
+
+Every export runs the parity check (torch vs ONNX Runtime); a bundle that fails it is not
+written and the command exits 1. Observations for the check come from ``--parity-store``
+(an episode store, e.g. recorded on the robot) or are generated from the contract.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "checkpoint", nargs="?", type=Path, help="checkpoint directory to export (iter_XXXXXX)"
+    )
+    parser.add_argument(
+        "-o", "--output", type=Path, required=True, help="bundle directory (watch mode: export dir)"
+    )
+    parser.add_argument(
+        "--watch", type=Path, metavar="RUN_DIR", help="export every checkpoint the run announces"
+    )
+    parser.add_argument("--force", action="store_true", help="replace an existing bundle at --output")
+    parser.add_argument(
+        "--parity-store", type=Path, help="episode store (.zarr) whose observations the parity check uses"
+    )
+    parser.add_argument(
+        "--parity-samples", type=int, default=8, help="observations in the parity check (default 8)"
+    )
+    parser.add_argument(
+        "--tolerance", type=float, default=1e-4, help="max abs difference of continuous outputs"
+    )
+    parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    parser.add_argument(
+        "--poll", type=float, default=1.0, help="watch: seconds between polls of announce.jsonl"
+    )
+    parser.add_argument("--timeout", type=float, help="watch: stop after this many seconds")
+    parser.add_argument("--max-exports", type=int, help="watch: stop after this many bundles")
+
+
+def run(args: argparse.Namespace) -> int:
+    from simbridge.data.config import ConfigError
+    from simbridge.deploy.bundle import BundleError
+    from simbridge.deploy.export import ExportError, ExportOptions, export_checkpoint, watch
+
+    if (args.checkpoint is None) == (args.watch is None):
+        raise ConfigError("give either a checkpoint directory or --watch <run-dir> (not both)")
+    if args.parity_samples < 2:
+        raise ConfigError("--parity-samples: at least 2 (the parity check runs a batch)")
+    options = ExportOptions(
+        parity_samples=args.parity_samples,
+        tolerance=args.tolerance,
+        opset=args.opset,
+        parity_store=args.parity_store,
+    )
+    try:
+        if args.watch is not None:
+            exported = watch(
+                args.watch,
+                args.output,
+                options=options,
+                poll_s=args.poll,
+                timeout_s=args.timeout,
+                max_exports=args.max_exports,
+            )
+            print(f"simbridge export: {len(exported)} bundle(s) written to {args.output}")
+            return 0
+        result = export_checkpoint(args.checkpoint, args.output, options=options, overwrite=args.force)
+    except (ExportError, BundleError, FileNotFoundError) as exc:
+        print(f"simbridge export: {exc}", file=sys.stderr)
+        return 1
+    print(result.summary())
+    return 0

@@ -1,0 +1,268 @@
+"""Run an exported policy bundle with ONNX Runtime: contract observation in, action chunk out.
+
+This is what the robot runs. It needs numpy, onnxruntime and ``tokenizers`` — never torch::
+
+    from simbridge.deploy.runtime import BundlePolicy
+    policy = BundlePolicy("exports/latest")        # verifies manifest + every file's sha256
+    chunk = policy.predict(obs)                     # (chunk_size, 7) float32, physical units
+
+Division of work between this module and the ONNX graph (see ``simbridge.deploy.export``):
+
+* here: check the observation against the bundle's contract, stack each camera's ``uint8``
+  HWC RGB images into a batch, build the proprio vector, tokenize the instruction with the
+  bundle's ``tokenizer.json`` (prompt template, padding and truncation from the manifest);
+* in the graph: image scaling, resizing and mean/std normalization, proprio normalization,
+  the network, greedy decoding of the action tokens (one pass for OFT, an unrolled loop for
+  the autoregressive family) and their de-normalization to physical units. The manifest
+  records all of these (``observation.cameras``, ``observation.proprio``,
+  ``action.normalization``, each marked ``"applied_in": "graph"``) for people and other runtimes.
+
+Execution providers: TensorRT, then CUDA, then CPU, whichever this onnxruntime build has
+(``pip install onnxruntime-gpu`` for the GPU ones), unless ``providers=`` names them.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from simbridge.data.spec import ContractError, Observation, PolicyContract
+from simbridge.deploy.bundle import BundleError, resolve_bundle, validate_manifest, verify_bundle
+
+__all__ = ["PREFERRED_PROVIDERS", "BundleError", "BundlePolicy", "resolve_bundle", "select_providers"]
+
+#: Fastest first; CPU is always last and always there.
+PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+
+
+def select_providers(requested: Sequence[str] | None = None) -> list[str]:
+    """The execution providers to use: ``requested`` (all must exist in this onnxruntime build)
+    or the available ones among :data:`PREFERRED_PROVIDERS`, in that order."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    if requested:
+        missing = [p for p in requested if p not in available]
+        if missing:
+            raise BundleError(
+                f"execution provider(s) {missing} are not in this onnxruntime build (it has {available}); "
+                "install onnxruntime-gpu for CUDA/TensorRT, or pass providers=None to pick automatically"
+            )
+        return list(requested)
+    return [p for p in PREFERRED_PROVIDERS if p in available]
+
+
+def _provider_options(providers: list[str], cache_dir: Path) -> list[tuple[str, dict[str, Any]]]:
+    out: list[tuple[str, dict[str, Any]]] = []
+    for p in providers:
+        if p == "TensorrtExecutionProvider":
+            # Building a TensorRT engine takes minutes: cache it per bundle across restarts.
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            out.append(
+                (
+                    p,
+                    {
+                        "trt_engine_cache_enable": True,
+                        "trt_engine_cache_path": str(cache_dir),
+                        "trt_fp16_enable": False,
+                    },
+                )
+            )
+        else:
+            out.append((p, {}))
+    return out
+
+
+class InstructionTokenizer:
+    """The bundle's instruction tokenizer: ``tokenizer.json`` run by the ``tokenizers`` library,
+    with the prompt template, padding and truncation the checkpoint was trained with."""
+
+    def __init__(self, path: Path, spec: dict[str, Any]) -> None:
+        from tokenizers import Tokenizer
+
+        try:
+            self._tok = Tokenizer.from_file(str(path))
+        except Exception as exc:  # the Rust side raises plain Exception subclasses
+            raise BundleError(f"bundle file {path} is not a valid tokenizer.json: {exc}") from None
+        self._tok.no_padding()
+        self._tok.no_truncation()
+        self.template: str = spec.get("template", "{instruction}")
+        self.strip_chars: str = spec.get("strip_chars", "")  # stripped from the end of the instruction
+        self.prefix_ids: list[int] = [int(i) for i in spec.get("prefix_ids", [])]  # e.g. [<bos>]
+        self.add_special_tokens: bool = bool(spec.get("add_special_tokens", True))
+        self.max_length: int = int(spec["max_length"])
+        self.pad_token_id: int = int(spec["pad_token_id"])
+        self.padding_side: str = spec.get("padding_side", "left")
+        self.truncation_side: str = spec.get("truncation_side", "right")
+        # False: pad to the longest instruction of the batch (a batch of one is not padded).
+        self.pad_to_max_length: bool = bool(spec.get("pad_to_max_length", False))
+        for key, allowed in (("padding_side", ("left", "right")), ("truncation_side", ("left", "right"))):
+            if getattr(self, key) not in allowed:
+                raise BundleError(f"manifest.json: field 'instruction.{key}' must be one of {allowed}")
+
+    def text(self, instruction: str) -> str:
+        s = instruction.strip()
+        if self.strip_chars:
+            s = s.rstrip(self.strip_chars)
+        return self.template.format(instruction=s)
+
+    def __call__(self, instructions: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """``(input_ids, attention_mask)``, both int64 ``(B, L)``."""
+        encs = self._tok.encode_batch(
+            [self.text(s) for s in instructions], add_special_tokens=self.add_special_tokens
+        )
+        seqs = []
+        for enc in encs:
+            ids = [*self.prefix_ids, *enc.ids]
+            if len(ids) > self.max_length:
+                ids = ids[: self.max_length] if self.truncation_side == "right" else ids[-self.max_length :]
+            seqs.append(ids)
+        length = self.max_length if self.pad_to_max_length else max(len(s) for s in seqs)
+        input_ids = np.full((len(seqs), length), self.pad_token_id, dtype=np.int64)
+        mask = np.zeros((len(seqs), length), dtype=np.int64)
+        for i, ids in enumerate(seqs):
+            if self.padding_side == "right":
+                input_ids[i, : len(ids)] = ids
+                mask[i, : len(ids)] = 1
+            else:
+                input_ids[i, length - len(ids) :] = ids
+                mask[i, length - len(ids) :] = 1
+        return input_ids, mask
+
+
+class BundlePolicy:
+    """A :class:`~simbridge.data.spec.Policy` backed by an ONNX bundle (no torch).
+
+    ``bundle_dir`` may be a bundle, an export directory (its ``latest`` pointer is followed
+    once, at load time) or the pointer itself. ``verify=False`` skips the sha256 pass over the
+    files (the manifest is still validated), for tools that load many bundles they just wrote.
+    """
+
+    def __init__(
+        self,
+        bundle_dir: str | Path,
+        providers: Sequence[str] | None = None,
+        *,
+        verify: bool = True,
+        intra_op_threads: int | None = None,
+    ) -> None:
+        import onnxruntime as ort
+
+        t0 = time.perf_counter()
+        self.path = resolve_bundle(bundle_dir)
+        if verify:
+            self.manifest = verify_bundle(self.path)
+        else:
+            from simbridge.deploy.bundle import read_manifest
+
+            self.manifest = read_manifest(self.path)
+        self.contract: PolicyContract = validate_manifest(
+            self.manifest, where=str(self.path / "manifest.json")
+        )
+        m = self.manifest
+        self.tokenizer = InstructionTokenizer(self.path / m["instruction"]["tokenizer"], m["instruction"])
+        self.chunk_size = int(m["action"]["chunk_size"])
+
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if intra_op_threads:
+            opts.intra_op_num_threads = int(intra_op_threads)
+        self.providers = select_providers(providers)
+        cache = (
+            Path(os.environ.get("SIMBRIDGE_CACHE", Path.home() / ".cache" / "simbridge"))
+            / "trt"
+            / self.bundle_id
+        )
+        model_path = self.path / m["model"]["file"]
+        try:
+            self.session = ort.InferenceSession(
+                str(model_path), sess_options=opts, providers=_provider_options(self.providers, cache)
+            )
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
+            raise BundleError(f"onnxruntime cannot load {model_path}: {exc}") from None
+        self._check_io()
+        self.load_seconds = time.perf_counter() - t0
+
+    # -- spec.Policy ---------------------------------------------------------------------
+
+    @property
+    def bundle_id(self) -> str:
+        return str(self.manifest["bundle_id"])
+
+    def reset(self) -> None:
+        """Stateless: each call predicts a whole chunk from the current observation."""
+
+    def predict(self, obs: Observation) -> np.ndarray:
+        """``(chunk_size, 7)`` float32 actions in physical units for one observation."""
+        return self.predict_batch([obs])[0]
+
+    # -- batch API -----------------------------------------------------------------------
+
+    def predict_batch(self, observations: Sequence[Observation]) -> np.ndarray:
+        """``(B, chunk_size, 7)`` float32 actions."""
+        return self.infer(observations)["actions"]
+
+    def infer(self, observations: Sequence[Observation]) -> dict[str, np.ndarray]:
+        """All graph outputs: ``tokens`` (B, chunk*7) bins, ``actions`` (B, chunk, 7) physical units,
+        ``logprob`` (B,) of the greedy tokens, ``value`` (B,) the critic's estimate."""
+        feeds = self.prepare(observations)
+        names = [o.name for o in self.session.get_outputs()]
+        return dict(zip(names, self.session.run(names, feeds), strict=True))
+
+    def prepare(self, observations: Sequence[Observation]) -> dict[str, np.ndarray]:
+        """The ONNX feeds for a batch of contract observations (validated against the contract)."""
+        if len(observations) == 0:
+            raise ContractError("predict needs at least one observation")
+        for obs in observations:
+            if not isinstance(obs, Observation):
+                raise ContractError(f"expected a simbridge.data.spec.Observation, got {type(obs).__name__}")
+            obs.validate(self.contract.observation)
+        feeds: dict[str, np.ndarray] = {}
+        for name, spec in self.manifest["model"]["inputs"].items():
+            source = spec["source"]
+            if source.startswith("image:"):
+                cam = source.split(":", 1)[1]
+                feeds[name] = np.stack([np.ascontiguousarray(o.images[cam]) for o in observations])
+            elif source == "proprio":
+                feeds[name] = np.stack([o.proprio() for o in observations]).astype(np.float32)
+            elif source == "input_ids":
+                feeds[name], feeds["__mask"] = self.tokenizer([o.instruction for o in observations])
+            elif source == "attention_mask":
+                pass  # filled together with input_ids
+            else:
+                raise BundleError(
+                    f"{self.path / 'manifest.json'}: field 'model.inputs.{name}.source' {source!r} is unknown"
+                )
+        mask = feeds.pop("__mask", None)
+        for name, spec in self.manifest["model"]["inputs"].items():
+            if spec["source"] == "attention_mask":
+                feeds[name] = mask
+        return feeds
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _check_io(self) -> None:
+        """The graph's inputs/outputs must be what the manifest says (catches a swapped model file)."""
+        where = self.path / "manifest.json"
+        graph_inputs = {i.name for i in self.session.get_inputs()}
+        declared = set(self.manifest["model"]["inputs"])
+        if graph_inputs != declared:
+            raise BundleError(
+                f"{where}: field 'model.inputs' lists {sorted(declared)} but the ONNX graph takes {sorted(graph_inputs)}"
+            )
+        graph_outputs = {o.name for o in self.session.get_outputs()}
+        if "tokens" not in graph_outputs:
+            raise BundleError(
+                f"{self.path / self.manifest['model']['file']}: the graph has no 'tokens' output"
+            )
+
+    def __repr__(self) -> str:
+        return (
+            f"BundlePolicy({self.path.name}, id={self.bundle_id}, family={self.manifest['family']}, "
+            f"chunk={self.chunk_size}, providers={self.providers})"
+        )

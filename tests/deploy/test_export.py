@@ -1,0 +1,256 @@
+"""The exporter: real checkpoints (both families, written by save_checkpoint) -> ONNX bundles.
+
+Policies are the real model classes at a micro size (one small SigLIP + a 1-2 layer Llama) so
+an export takes seconds; parity is torch vs onnxruntime, nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from simbridge.data.cli import main as cli_main
+from simbridge.data.spec import CameraSpec, ObservationSpec, PolicyContract
+from simbridge.deploy.bundle import MANIFEST_NAME, hash_tree, resolve_bundle, verify_bundle
+from simbridge.deploy.export import (
+    ExportError,
+    ExportOptions,
+    export_checkpoint,
+    read_announcements,
+    synthetic_observations,
+    torch_reference,
+)
+from simbridge.deploy.runtime import BundlePolicy
+
+#: A micro configuration of the real model classes (~0.2M parameters), passed to build_policy.
+MICRO_SOURCE = """
+MICRO = dict(
+    image_size=32,
+    siglip_config={"model_type": "siglip_vision_model", "hidden_size": 32, "intermediate_size": 64,
+                   "num_hidden_layers": 1, "num_attention_heads": 2, "image_size": 32, "patch_size": 8,
+                   "vision_use_head": False},
+    text_config={"model_type": "llama", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+                 "num_attention_heads": 2, "num_key_value_heads": 2, "max_position_embeddings": 256,
+                 "tie_word_embeddings": False},
+    value_head_dims=[32],
+)
+"""
+exec(MICRO_SOURCE)  # defines MICRO here and, verbatim, in the trainer subprocess below
+
+CONTRACT = PolicyContract(
+    observation=ObservationSpec(cameras=(CameraSpec("scene", 48, 64), CameraSpec("wrist", 48, 64))),
+    chunk_size=4,
+)
+FAST = ExportOptions(parity_samples=4)
+
+
+def micro_policy(family: str, contract: PolicyContract = CONTRACT, seed: int = 0, layers: int = 2):
+    from simbridge.training.models import build_policy
+
+    overrides = json.loads(json.dumps(MICRO))  # noqa: F821 - defined by exec above
+    overrides["text_config"]["num_hidden_layers"] = layers
+    return build_policy(family, "tiny", contract=contract, seed=seed, **overrides)
+
+
+def save(policy, run_dir: Path, iteration: int = 1) -> Path:
+    from simbridge.training.checkpoint import save_checkpoint
+
+    return save_checkpoint(policy, run_dir, iteration, metrics={"success": 0.5})
+
+
+def quiet(_msg: str) -> None:
+    pass
+
+
+@pytest.fixture(scope="module")
+def oft_export(tmp_path_factory):
+    root = tmp_path_factory.mktemp("oft")
+    policy = micro_policy("openvla-oft")
+    ckpt = save(policy, root / "run", iteration=7)
+    result = export_checkpoint(ckpt, root / "bundle", options=FAST, progress=quiet)
+    return policy, ckpt, result
+
+
+def test_oft_parity_and_manifest(oft_export) -> None:
+    policy, ckpt, result = oft_export
+    m = verify_bundle(result.bundle)
+    # Parity recorded and within tolerance; tokens identical at batch 4 and batch 1.
+    assert m["parity"]["passed"] and m["parity"]["token_mismatches"] == 0
+    assert m["parity"]["batch_sizes"] == [4, 1, 1]
+    assert all(v <= 1e-4 for v in m["parity"]["max_abs_diff"].values())
+    assert set(m["parity"]["max_abs_diff"]) == {"actions", "logprob", "value"}
+    # The manifest describes everything the runtime and a reader need.
+    assert m["family"] == "openvla-oft" and m["model"]["decoding"] == "parallel"
+    assert m["contract"] == CONTRACT.to_dict()
+    assert [c["name"] for c in m["observation"]["cameras"]] == ["scene", "wrist"]
+    cam = m["observation"]["cameras"][0]
+    assert (cam["height"], cam["width"], cam["resize"], cam["channel_order"]) == (48, 64, [32, 32], "RGB")
+    assert cam["normalize"][0]["encoder"] == "siglip" and cam["normalize"][0]["mean"] == [0.5, 0.5, 0.5]
+    assert m["observation"]["proprio"]["enabled"] is True and m["observation"]["proprio"]["dim"] == 8
+    assert m["action"]["chunk_size"] == 4 and m["action"]["control_rate_hz"] == 10.0
+    assert m["action"]["normalization"]["q01"] == pytest.approx(policy.action_stats.q01.tolist())
+    assert m["instruction"]["tokenizer"] == "tokenizer.json" and m["instruction"]["padding_side"] == "left"
+    assert m["source"]["iteration"] == 7 and m["source"]["checkpoint_sha256"] == hash_tree(ckpt)
+    assert set(m["files"]) == {"policy.onnx", "tokenizer.json"}
+    assert set(m["model"]["inputs"]) == {
+        "image_scene",
+        "image_wrist",
+        "proprio",
+        "input_ids",
+        "attention_mask",
+    }
+
+
+def test_runtime_matches_torch_on_new_observations(oft_export) -> None:
+    """Beyond the export-time check: unseen observations, batch and single, through BundlePolicy."""
+    policy, _, result = oft_export
+    runtime = BundlePolicy(result.bundle)
+    obs = synthetic_observations(CONTRACT, 5, seed=123)
+    ref = torch_reference(policy, obs)
+    out = runtime.infer(obs)
+    np.testing.assert_array_equal(out["tokens"], ref["tokens"])
+    np.testing.assert_allclose(out["actions"], ref["actions"], atol=1e-4)
+    single = runtime.predict(obs[2])
+    assert single.shape == (4, 7) and single.dtype == np.float32
+    np.testing.assert_allclose(single, torch_reference(policy, [obs[2]])["actions"][0], atol=1e-4)
+    # Greedy actions are de-normalized bin centres inside the contract's limits.
+    assert np.all(single >= CONTRACT.action.low - 1e-6) and np.all(single <= CONTRACT.action.high + 1e-6)
+
+
+def test_autoregressive_family_unrolled_greedy_parity(tmp_path: Path) -> None:
+    contract = PolicyContract(
+        observation=ObservationSpec(cameras=(CameraSpec("scene", 40, 40),)), chunk_size=1
+    )
+    policy = micro_policy("openvla", contract, seed=1, layers=1)
+    ckpt = save(policy, tmp_path / "run", iteration=3)
+    result = export_checkpoint(ckpt, tmp_path / "bundle", options=FAST, progress=quiet)
+    m = result.manifest
+    assert m["family"] == "openvla" and m["model"]["decoding"] == "autoregressive-unrolled"
+    assert "proprio" not in m["model"]["inputs"]  # this family does not read proprio
+    assert m["parity"]["token_mismatches"] == 0 and m["parity"]["max_abs_diff"]["logprob"] <= 1e-4
+    runtime = BundlePolicy(result.bundle)
+    obs = synthetic_observations(contract, 3, seed=9)
+    ref = torch_reference(policy, obs)  # torch decodes with a KV cache; the graph without
+    out = runtime.infer(obs)
+    assert out["tokens"].shape == (3, 7)
+    np.testing.assert_array_equal(out["tokens"], ref["tokens"])
+    np.testing.assert_allclose(out["actions"], ref["actions"], atol=1e-4)
+
+
+def test_failed_parity_writes_nothing(oft_export, tmp_path: Path) -> None:
+    _, ckpt, _ = oft_export
+    out = tmp_path / "exports" / "strict"
+    # A zero tolerance cannot be met by float32 log-probs computed by two different kernels.
+    with pytest.raises(ExportError, match=r"parity check failed .*logprob differ by up to .* > tolerance 0"):
+        export_checkpoint(ckpt, out, options=ExportOptions(parity_samples=2, tolerance=0.0), progress=quiet)
+    assert not out.exists()
+    assert list((tmp_path / "exports").iterdir()) == []  # no staging directory either
+
+
+def test_bad_checkpoints_are_refused_with_the_missing_file(tmp_path: Path, oft_export) -> None:
+    _, ckpt, _ = oft_export
+    with pytest.raises(ExportError, match="does not exist"):
+        export_checkpoint(tmp_path / "nope", tmp_path / "b", progress=quiet)
+    broken = tmp_path / "iter_000001"
+    broken.mkdir()
+    for f in ckpt.iterdir():
+        if f.name != "model.safetensors":
+            (broken / f.name).write_bytes(f.read_bytes())
+    with pytest.raises(ExportError, match=r"model\.safetensors .*is missing"):
+        export_checkpoint(broken, tmp_path / "b", progress=quiet)
+    assert not (tmp_path / "b").exists()
+
+
+def test_cli_export_and_refusal_to_overwrite(oft_export, tmp_path: Path, capsys) -> None:
+    _, ckpt, _ = oft_export
+    out = tmp_path / "bundle"
+    assert cli_main(["export", str(ckpt), "-o", str(out), "--parity-samples", "2"]) == 0
+    assert verify_bundle(out)["parity"]["num_observations"] == 2
+    assert "exported" in capsys.readouterr().out
+    assert cli_main(["export", str(ckpt), "-o", str(out), "--parity-samples", "2"]) == 1
+    assert "already exists" in capsys.readouterr().err
+    assert cli_main(["export", "-o", str(out)]) == 2  # neither checkpoint nor --watch
+
+
+def test_announcements_are_read_line_by_line(tmp_path: Path) -> None:
+    f = tmp_path / "announce.jsonl"
+    f.write_text('{"path": "/a", "iteration": 1}\nnot json\n{"path": "/b", "iter')
+    entries, offset = read_announcements(f, 0)
+    assert [e["path"] for e in entries] == ["/a"]  # the half-written last line waits
+    with open(f, "a") as fh:
+        fh.write('ation": 2}\n')
+    entries, offset = read_announcements(f, offset)
+    assert [e["path"] for e in entries] == ["/b"]
+    assert read_announcements(f, offset) == ([], offset)
+
+
+TRAINER = """
+import json, sys, time
+from simbridge.data.spec import CameraSpec, ObservationSpec, PolicyContract
+from simbridge.training.checkpoint import save_checkpoint
+from simbridge.training.models import build_policy
+{micro}
+run_dir = sys.argv[1]
+contract = PolicyContract(observation=ObservationSpec(cameras=(CameraSpec("scene", 32, 32),)), chunk_size=2)
+policy = build_policy("openvla-oft", "tiny", contract=contract, seed=0, **MICRO)
+for it in (10, 20):
+    time.sleep(0.5)
+    for p in policy.parameters():  # "training": the weights change between checkpoints
+        p.data.add_(0.01)
+    save_checkpoint(policy, run_dir, it, metrics={{"loss": 1.0 / it}})
+    print("saved", it, flush=True)
+"""
+
+
+def test_watch_exports_checkpoints_of_a_running_trainer(tmp_path: Path, capsys) -> None:
+    run_dir, export_dir = tmp_path / "run", tmp_path / "exports"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    # Garbage the watcher must survive: a malformed line and a checkpoint that does not exist.
+    (run_dir / "checkpoints" / "announce.jsonl").write_text(
+        'garbage\n{"path": "' + str(run_dir / "checkpoints" / "iter_000005") + '", "iteration": 5}\n'
+    )
+    trainer = subprocess.Popen(
+        [sys.executable, "-c", TRAINER.format(micro=textwrap.dedent(MICRO_SOURCE)), str(run_dir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        t0 = time.monotonic()
+        code = cli_main(
+            ["export", "--watch", str(run_dir), "-o", str(export_dir), "--max-exports", "2", "--timeout", "120",
+             "--poll", "0.2", "--parity-samples", "2"]
+        )  # fmt: skip
+        elapsed = time.monotonic() - t0
+        out, err = trainer.communicate(timeout=60)
+        assert out.count("saved") == 2
+    finally:
+        trainer.kill()
+    assert trainer.returncode == 0, err
+    assert code == 0 and elapsed < 120
+    log = capsys.readouterr().err
+    assert "iter_000005: export failed, skipped" in log and "malformed announcement" in log
+    bundles = sorted(p.name for p in export_dir.iterdir())
+    assert bundles == ["iter_000010", "iter_000020", "latest"]  # nothing partial, no staging dirs
+    latest = resolve_bundle(export_dir)
+    assert latest.name == "iter_000020"
+    m10, m20 = verify_bundle(export_dir / "iter_000010"), verify_bundle(latest)
+    assert (m10["source"]["iteration"], m20["source"]["iteration"]) == (10, 20)
+    assert m10["source"]["checkpoint_sha256"] != m20["source"]["checkpoint_sha256"]
+    assert m20["source"]["checkpoint_sha256"] == hash_tree(run_dir / "checkpoints" / "iter_000020")
+    # The robot side loads whatever `latest` points at.
+    policy = BundlePolicy(export_dir)
+    assert policy.bundle_id == m20["bundle_id"]
+    # A restarted watcher does not export the same checkpoints again.
+    assert cli_main(["export", "--watch", str(run_dir), "-o", str(export_dir), "--timeout", "0.5"]) == 0
+    assert "already exported" in capsys.readouterr().err
+    assert verify_bundle(export_dir / "iter_000020")["bundle_id"] == m20["bundle_id"]
+    assert not any(p.name.startswith(".") for p in export_dir.iterdir())
+    assert (export_dir / "iter_000020" / MANIFEST_NAME).is_file()
