@@ -196,7 +196,10 @@ def json_msg(**fields) -> String:
 # --- running ---------------------------------------------------------------------------------------
 def spin_nodes(nodes: Sequence[Node], context=None, threads: int | None = None,
                should_stop: Callable[[], bool] | None = None) -> None:
-    """Spin ``nodes`` on one MultiThreadedExecutor until shutdown (Ctrl-C) or ``should_stop()``."""
+    """Spin ``nodes`` on one MultiThreadedExecutor until shutdown (Ctrl-C) or ``should_stop()``.
+
+    On the way out every node's ``close()`` runs (stop the arm, join capture threads, commit the
+    open episode) while the executor still exists, then the executor shuts down."""
     executor = MultiThreadedExecutor(num_threads=threads or max(4, len(nodes) + 2), context=context)
     for node in nodes:
         executor.add_node(node)
@@ -204,7 +207,16 @@ def spin_nodes(nodes: Sequence[Node], context=None, threads: int | None = None,
         while executor.context.ok() and not (should_stop and should_stop()):
             executor.spin_once(timeout_sec=0.1)
     finally:
-        executor.shutdown()
+        for node in reversed(list(nodes)):
+            executor.remove_node(node)
+            close = getattr(node, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception as err:  # keep closing the others (the arm must still be stopped)
+                    node.get_logger().error(f"close failed: {err}")
+            node.close = lambda: None  # closed once
+        executor.shutdown(timeout_sec=5.0)
 
 
 def run_node(factory: Callable[..., Node], args: Sequence[str] | None = None) -> None:
@@ -218,9 +230,6 @@ def run_node(factory: Callable[..., Node], args: Sequence[str] | None = None) ->
     except KeyboardInterrupt:
         pass
     finally:
-        close = getattr(node, "close", None)
-        if close is not None:
-            close()
         node.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()
