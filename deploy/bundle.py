@@ -454,7 +454,8 @@ def resolve_bundle(path: str | Path) -> Path:
             f"bundle path {path} does not exist; export one with 'simbridge export <checkpoint> -o {path}'"
         )
     raise BundleError(
-        f"{path} is neither a bundle (no {MANIFEST_NAME}) nor an export directory with a '{LATEST_NAME}' pointer"
+        f"{path / MANIFEST_NAME} is missing: {path} is neither a complete bundle (an interrupted copy or "
+        f"export?) nor an export directory with a '{LATEST_NAME}' pointer; re-export the checkpoint"
     )
 
 
