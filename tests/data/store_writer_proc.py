@@ -40,17 +40,12 @@ def expected_episode(e: int) -> dict[str, np.ndarray]:
     return out
 
 
-def main() -> int:
-    p = argparse.ArgumentParser()
-    p.add_argument("store")
-    p.add_argument("--episodes", type=int, default=10**6)
-    args = p.parse_args()
-    with EpisodeWriter(
-        args.store, CAMERAS, chunk_steps=CHUNK_STEPS, robot="test-proc", software_version="t"
-    ) as w:
+def write(store: str, episodes: int, announce=lambda line: None) -> int:
+    """Append ``episodes`` deterministic episodes after the committed ones; returns how many are committed."""
+    with EpisodeWriter(store, CAMERAS, chunk_steps=CHUNK_STEPS, robot="test-proc", software_version="t") as w:
         first = w.num_episodes
-        print("ready", first, flush=True)
-        for e in range(first, first + args.episodes):
+        announce(f"ready {first}")
+        for e in range(first, first + episodes):
             exp = expected_episode(e)
             for t in range(episode_length(e)):
                 obs = Observation(
@@ -64,7 +59,16 @@ def main() -> int:
                 w.add_step(obs, exp["action"][t], intervention=bool(exp["intervention"][t]))
             idx = w.end_episode(EpisodeMeta(instruction="crash test", seed=e))
             assert idx == e, (idx, e)
-            print("committed", idx, flush=True)
+            announce(f"committed {idx}")
+        return w.num_episodes
+
+
+def main() -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("store")
+    p.add_argument("--episodes", type=int, default=10**6)
+    args = p.parse_args()
+    write(args.store, args.episodes, announce=lambda line: print(line, flush=True))
     EpisodeStore(args.store)
     return 0
 
