@@ -148,3 +148,41 @@ def twin():
     sim.start()
     yield sim
     sim.close()
+
+
+#: A micro configuration of the real VLA classes (fast to build and export on a CPU).
+MICRO_MODEL = dict(
+    image_size=32,
+    siglip_config={"model_type": "siglip_vision_model", "hidden_size": 32, "intermediate_size": 64,
+                   "num_hidden_layers": 1, "num_attention_heads": 2, "image_size": 32, "patch_size": 8,
+                   "vision_use_head": False},
+    text_config={"model_type": "llama", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 1,
+                 "num_attention_heads": 2, "num_key_value_heads": 2, "max_position_embeddings": 256,
+                 "tie_word_embeddings": False},
+    value_head_dims=[32],
+)
+
+
+@pytest.fixture(scope="session")
+def bundle_dir(tmp_path_factory) -> Path:
+    """A real exported ONNX bundle (untrained micro OpenVLA-OFT, scene camera 128x128, chunks of 4).
+
+    Its actions are small but non-zero (action statistics of +-2 cm steps), enough to move the arm."""
+    from simbridge.data.spec import CameraSpec, ObservationSpec, PolicyContract
+    from simbridge.deploy.export import ExportOptions, export_checkpoint
+    from simbridge.training.checkpoint import save_checkpoint
+    from simbridge.training.models import ActionStats, build_policy
+
+    root = tmp_path_factory.mktemp("bundle")
+    rng = np.random.default_rng(0)
+    actions = np.concatenate([rng.normal(0.01, 0.01, (400, 6)), rng.choice([-1.0, 1.0], (400, 1))], axis=1)
+    stats = ActionStats.from_actions(actions, rng.normal(0.3, 0.1, (400, 8)))
+    contract = PolicyContract(observation=ObservationSpec((CameraSpec("scene", 128, 128),)), chunk_size=4)
+    policy = build_policy("openvla-oft", "tiny", contract=contract, action_stats=stats, seed=0, **MICRO_MODEL)
+    checkpoint = save_checkpoint(policy, root / "run", 1, metrics={})
+    export_checkpoint(checkpoint, root / "export" / "iter_000001", options=ExportOptions(parity_samples=2),
+                      progress=lambda _m: None)
+    from simbridge.deploy.bundle import update_latest
+
+    update_latest(root / "export", "iter_000001")
+    return root / "export"

@@ -56,6 +56,7 @@ class TwinNode(Node):
         self._owns_twin = twin is None
         self.twin = twin if twin is not None else make_twin(self)
         self.cameras = list(self.get_parameter("cameras").value)
+        self.size = (int(self.get_parameter("height").value), int(self.get_parameter("width").value))
         self.episode_seed = int(self.get_parameter("seed").value)
         self.pubs = {
             c: (self.create_publisher(Image, image_topic(c), RELIABLE),
@@ -81,7 +82,7 @@ class TwinNode(Node):
         while not self._stop.is_set():
             for cam in self.cameras:
                 try:
-                    frame = self.twin.render(cam)
+                    frame = self.twin.render(cam, size=self.size)
                 except Exception as err:
                     self.render_errors += 1
                     self.get_logger().error(f"twin render {cam}: {err}", throttle_duration_sec=5.0)
