@@ -46,6 +46,24 @@ def _set_threads(cpus: float) -> None:
     torch.set_num_threads(max(1, round(cpus)))
 
 
+def pad_text_inputs(policy: Any, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Left-pad instruction tokens to the tokenizer's fixed width, so that batches of different
+    stages/iterations stack into one training batch (positions come from the mask: same outputs)."""
+    tokenizer = getattr(policy, "tokenizer", None)
+    if tokenizer is None or "input_ids" not in batch:
+        return batch
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    extra = int(tokenizer.max_length) - ids.shape[1]
+    if extra <= 0:
+        return batch
+    pad_ids = torch.full((ids.shape[0], extra), int(tokenizer.pad_id), dtype=ids.dtype, device=ids.device)
+    return {
+        **batch,
+        "input_ids": torch.cat([pad_ids, ids], dim=1),
+        "attention_mask": torch.cat([torch.zeros_like(pad_ids, dtype=mask.dtype), mask], dim=1),
+    }
+
+
 # --- env workers --------------------------------------------------------------------------------
 
 
@@ -195,7 +213,7 @@ class RolloutWorker:
             )
         t0 = time.perf_counter()
         observations = [o for result in stage_results for o in result["obs"]]
-        batch = self.policy.prepare(observations)
+        batch = pad_text_inputs(self.policy, self.policy.prepare(observations))
         torch.manual_seed(call_seed)
         out = self.policy.act(batch, deterministic=False, temperature=self.cfg.policy.temperature)
         record = {
