@@ -1,0 +1,615 @@
+"""Robot drivers: a LeRobot-style :class:`Robot` interface and :class:`FrankyRobot` for Franka arms.
+
+The policy runtime, the ROS 2 franka node and the evaluation all talk to a robot through::
+
+    with FrankyRobot(FrankyRobotConfig(host="172.16.0.2")) as robot:   # connect() ... disconnect()
+        obs = robot.get_observation()          # ee_pose (xyz + wxyz), gripper_width, joint_positions, timestamp
+        sent = robot.send_action(action)       # contract action -> safety filter -> franky; returns what was sent
+        robot.estop(); robot.reset_estop()     # latched emergency stop
+        robot.recover()                        # clear a reflex / error after a fault
+
+:class:`FrankyRobot` drives the arm through `franky <https://github.com/TimSchneider42/franky>`_:
+each filtered action becomes an **asynchronous** absolute Cartesian motion (a new one preempts the
+running one, so the arm follows a 10 Hz stream smoothly); the gripper opens with ``move`` and closes
+with ``grasp`` (asynchronous, only on a change of command). The same code drives a real FR3/Panda
+and the simulated twin (:mod:`simbridge.deploy.twin`, franky-sim): only ``FrankyRobotConfig.sim``
+differs (franky's ``RealtimeConfig.Ignore``, as the simulator runs in a normal process).
+
+Safety layers, from outermost: the :class:`~simbridge.deploy.safety.SafetyFilter` on every action;
+franky's relative dynamics factor (default 0.15) and collision thresholds; a **latched e-stop**
+that refuses motion until :meth:`FrankyRobot.reset_estop`; a **watchdog** thread that stops the arm
+when no command arrived for ``watchdog_timeout_s``; and fault handling: a franky exception during
+a motion (reflex, communication loss) stops the arm, is reported by :meth:`FrankyRobot.status` and
+makes further ``send_action`` calls raise :class:`RobotFault` until :meth:`FrankyRobot.recover`.
+
+franky-sim cannot raise reflexes, so :class:`FaultInjector` wraps the real franky objects and raises
+the real franky exception types on demand (tests use it; it is also handy for drills).
+
+franky is imported lazily: this module imports without franky installed.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import field
+from typing import Any
+
+import numpy as np
+
+from simbridge.data.config import config
+from simbridge.data.spec import quat_wxyz_to_xyzw, quat_xyzw_to_wxyz
+from simbridge.deploy.safety import SafetyFilter, SafetyLimits, SafetyResult
+
+log = logging.getLogger(__name__)
+
+#: franky Gripper objects whose action never finished: destroying them would deadlock, so they live on.
+_LEAKED: list[Any] = []
+
+#: Franka "ready" pose (the same as franky's examples): TCP 0.31 m in front of the base, 0.49 m up, pointing down.
+HOME_JOINTS = (0.0, -math.pi / 4, 0.0, -3 * math.pi / 4, 0.0, math.pi / 2, math.pi / 4)
+
+
+class RobotError(RuntimeError):
+    """The robot cannot do what was asked (unreachable, not connected, refused). The message says how to fix it."""
+
+
+class RobotFault(RobotError):
+    """A fault during motion (reflex, communication loss). The arm was stopped; call ``recover()``."""
+
+
+class Robot(ABC):
+    """LeRobot-style robot: connect / get_observation / send_action / stop / recover / disconnect.
+
+    ``send_action`` returns the action actually sent (after safety filtering), so loggers record
+    what the robot did, not what the policy wished for.
+    """
+
+    name: str = "robot"
+
+    @property
+    @abstractmethod
+    def is_connected(self) -> bool: ...
+
+    @abstractmethod
+    def connect(self) -> None: ...
+
+    @abstractmethod
+    def get_observation(self) -> dict[str, Any]:
+        """``{"ee_pose": (7,) xyz+wxyz, "gripper_width": float, "joint_positions": (7,), "timestamp": float}``."""
+
+    @abstractmethod
+    def send_action(self, action: np.ndarray, stamp: float | None = None) -> np.ndarray:
+        """Execute one contract action; return the (7,) action actually sent (zeros when refused)."""
+
+    @abstractmethod
+    def stop(self) -> None:
+        """Stop the current motion (not latched)."""
+
+    @abstractmethod
+    def recover(self) -> None:
+        """Clear errors after a fault so motion can resume."""
+
+    @abstractmethod
+    def disconnect(self) -> None: ...
+
+    def __enter__(self) -> Robot:
+        self.connect()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.disconnect()
+
+
+@config
+class FrankyRobotConfig:
+    """How to reach and drive a Franka arm through franky."""
+
+    #: Robot (FCI) IP address; the simulated twin uses a 127.x.y.z loopback address.
+    host: str = "172.16.0.2"
+    #: True for franky-sim: franky's RealtimeConfig.Ignore (no realtime kernel needed).
+    sim: bool = False
+    #: Scales franky's velocity/acceleration/jerk limits (franky's advice: 0.05-0.2 to start).
+    relative_dynamics_factor: float = 0.15
+    #: Collision reflex thresholds: joint torques (Nm, 7) and Cartesian forces/torques (N, Nm, 6).
+    torque_thresholds: tuple[float, ...] = (20.0, 20.0, 18.0, 18.0, 16.0, 14.0, 12.0)
+    force_thresholds: tuple[float, ...] = (20.0, 20.0, 20.0, 25.0, 25.0, 25.0)
+    #: Stop the arm when no command arrived for this long (s).
+    watchdog_timeout_s: float = 0.5
+    use_gripper: bool = True
+    gripper_speed_m_s: float = 0.05
+    gripper_force_n: float = 20.0
+    #: Gripper commands within +-deadband keep the previous open/closed state (avoids chattering).
+    gripper_deadband: float = 0.2
+    home_joints: tuple[float, ...] = HOME_JOINTS
+    safety: SafetyLimits = field(default_factory=SafetyLimits)
+
+    def __post_init__(self) -> None:
+        if not self.host.strip():
+            raise ValueError("host: the robot's IP address, e.g. 172.16.0.2 (or the twin's 127.0.0.x)")
+        if not (0 < self.relative_dynamics_factor <= 1):
+            raise ValueError(f"relative_dynamics_factor: in (0, 1], got {self.relative_dynamics_factor}")
+        if len(self.torque_thresholds) != 7 or len(self.force_thresholds) != 6:
+            raise ValueError("torque_thresholds/force_thresholds: 7 joint torques and 6 Cartesian values")
+        if any(not (v > 0) for v in (*self.torque_thresholds, *self.force_thresholds)):
+            raise ValueError("torque_thresholds/force_thresholds: positive values")
+        if not (self.watchdog_timeout_s > 0):
+            raise ValueError(f"watchdog_timeout_s: positive seconds, got {self.watchdog_timeout_s}")
+        if len(self.home_joints) != 7:
+            raise ValueError("home_joints: 7 joint angles (rad)")
+        if not (0 <= self.gripper_deadband < 1):
+            raise ValueError(f"gripper_deadband: in [0, 1), got {self.gripper_deadband}")
+        if not (self.gripper_speed_m_s > 0 and self.gripper_force_n > 0):
+            raise ValueError("gripper_speed_m_s/gripper_force_n: positive values")
+
+
+def _franky():
+    try:
+        import franky
+    except ImportError as exc:  # pragma: no cover - franky is a dependency of the deploy extra
+        raise RobotError(
+            "franky is not installed: pip install franky-control (and franky-sim for the twin)"
+        ) from exc
+    return franky
+
+
+def describe_franky_error(exc: BaseException) -> str:
+    """Name the kind of franky failure and what to do about it."""
+    kind = type(exc).__name__
+    hints = {
+        "ControlException": "a reflex or control error (collision, limit violation, discontinuity): "
+        "check the scene, lower relative_dynamics_factor, then recover()",
+        "NetworkException": "communication with the robot was lost: check the cable / network, then recover()",
+        "CommandException": "the robot rejected a command: check its mode (FCI active, brakes open), then recover()",
+        "RealtimeException": "the control loop missed its deadline: use a realtime kernel or sim=True for the twin",
+    }
+    return f"{kind}: {exc} ({hints.get(kind, 'unexpected franky error; see the message, then recover()')})"
+
+
+class FrankyRobot(Robot):
+    """A Franka FR3/Panda (or franky-sim twin) driven through franky, behind the safety filter.
+
+    ``robot_factory(host, realtime_config)`` and ``gripper_factory(host)`` create the franky
+    objects; they default to ``franky.Robot`` / ``franky.Gripper`` and exist so a
+    :class:`FaultInjector` can wrap them.
+    """
+
+    name = "franka"
+
+    def __init__(
+        self,
+        config: FrankyRobotConfig | None = None,
+        *,
+        robot_factory: Callable[..., Any] | None = None,
+        gripper_factory: Callable[[str], Any] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config or FrankyRobotConfig()
+        self.safety = SafetyFilter(self.config.safety, clock=clock)
+        self._robot_factory = robot_factory
+        self._gripper_factory = gripper_factory
+        self._clock = clock
+        self._robot: Any = None
+        self._gripper: Any = None
+        self._lock = threading.RLock()  # franky calls from the caller and the watchdog thread
+        self._estopped = False
+        self._estop_reason = ""
+        self._fault = ""
+        self._motion_active = False
+        self._last_command_time = 0.0
+        self._gripper_state: str | None = None  # "open" / "closed": last command sent
+        self._gripper_want: str | None = None  # what the latest action asked for
+        self._gripper_future: Any = None  # franky BoolFuture of the running gripper action
+        self._watchdog: threading.Thread | None = None
+        self._watchdog_stop = threading.Event()
+        self.watchdog_trips = 0
+        self.num_sent = 0
+        self.last_result: SafetyResult | None = None
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    @property
+    def is_connected(self) -> bool:
+        return self._robot is not None
+
+    def connect(self) -> None:
+        if self.is_connected:
+            return
+        franky = _franky()
+        cfg = self.config
+        rt = franky.RealtimeConfig.Ignore if cfg.sim else franky.RealtimeConfig.Enforce
+        make_robot = self._robot_factory or franky.Robot
+        try:
+            robot = make_robot(cfg.host, realtime_config=rt)
+        except Exception as exc:  # franky raises NetworkException / IncompatibleVersionException
+            raise RobotError(
+                f"cannot connect to the Franka at {cfg.host!r}: {type(exc).__name__}: {exc}. Fix: check "
+                f"FrankyRobotConfig.host (ping {cfg.host}), that the arm is unlocked and FCI is active in "
+                f"Desk, and that no other program controls it; without a robot, run the simulated twin "
+                f"(simbridge.deploy.twin.TwinSim or `simbridge deploy --sim`)"
+            ) from exc
+        try:
+            robot.relative_dynamics_factor = cfg.relative_dynamics_factor
+            robot.set_collision_behavior(list(cfg.torque_thresholds), list(cfg.force_thresholds))
+            robot.recover_from_errors()
+        except Exception as exc:
+            raise RobotError(
+                f"connected to {cfg.host} but configuring it failed: {describe_franky_error(exc)}"
+            ) from exc
+        gripper = None
+        if cfg.use_gripper:
+            make_gripper = self._gripper_factory or franky.Gripper
+            try:
+                gripper = make_gripper(cfg.host)
+            except Exception as exc:
+                raise RobotError(
+                    f"cannot connect to the Franka Hand at {cfg.host!r}: {type(exc).__name__}: {exc}. Fix: "
+                    f"check the hand is attached and initialised in Desk, or set use_gripper=false"
+                ) from exc
+        with self._lock:
+            self._robot, self._gripper = robot, gripper
+            self._fault = ""
+            self._motion_active = False
+            self._gripper_state = self._gripper_want = None
+            self._gripper_future = None
+        self._watchdog_stop.clear()
+        self._watchdog = threading.Thread(target=self._watchdog_loop, name="franky-watchdog", daemon=True)
+        self._watchdog.start()
+        log.info("connected to %s (sim=%s)", cfg.host, cfg.sim)
+
+    def disconnect(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog_stop.set()
+            self._watchdog.join(timeout=2.0)
+            self._watchdog = None
+        if self._robot is None:
+            return
+        with self._lock:
+            try:
+                self._halt()
+            finally:
+                # franky closes the connection when its objects are released.
+                self._robot = None
+                self._release_gripper()
+
+    # --- state ----------------------------------------------------------------------------
+
+    def _require(self) -> Any:
+        if self._robot is None:
+            raise RobotError(
+                f"robot {self.config.host} is not connected: call connect() (or use `with robot:`)"
+            )
+        return self._robot
+
+    def get_observation(self) -> dict[str, Any]:
+        with self._lock:
+            robot = self._require()
+            try:
+                pose = robot.current_cartesian_state.pose.end_effector_pose
+                q = np.asarray(robot.current_joint_positions, dtype=np.float64).reshape(7)
+                width = float(self._gripper.width) if self._gripper is not None else float("nan")
+            except Exception as exc:
+                self._on_fault(exc)
+                raise RobotFault(f"reading the robot state failed: {describe_franky_error(exc)}") from exc
+        ee = np.concatenate([np.asarray(pose.translation, np.float64), quat_xyzw_to_wxyz(pose.quaternion)])
+        return {"ee_pose": ee, "gripper_width": width, "joint_positions": q, "timestamp": self._clock()}
+
+    def status(self) -> dict[str, Any]:
+        """Diagnostics for dashboards / ROS diagnostics: faults, e-stop, watchdog, safety counters."""
+        last = self.last_result
+        return {
+            "connected": self.is_connected,
+            "host": self.config.host,
+            "estopped": self._estopped,
+            "estop_reason": self._estop_reason,
+            "fault": self._fault,
+            "motion_active": self._motion_active,
+            "watchdog_trips": self.watchdog_trips,
+            "num_sent": self.num_sent,
+            "safety_filtered": self.safety.num_filtered,
+            "safety_clipped": self.safety.num_clipped,
+            "safety_rejected": self.safety.num_rejected,
+            "last_clipped": list(last.clipped) if last else [],
+            "last_rejection": last.reason if last and last.rejected else "",
+        }
+
+    @property
+    def estopped(self) -> bool:
+        return self._estopped
+
+    @property
+    def fault(self) -> str:
+        """Description of the current fault ('' when none)."""
+        return self._fault
+
+    # --- commands -------------------------------------------------------------------------
+
+    def send_action(self, action: np.ndarray, stamp: float | None = None) -> np.ndarray:
+        """Filter ``action`` through the safety limits and execute it as an asynchronous Cartesian motion.
+
+        Returns the action actually sent: zeros when the e-stop is latched or the filter rejected
+        it (the arm is then stopped). Raises :class:`RobotFault` while a fault awaits ``recover()``.
+        """
+        franky = _franky()
+        with self._lock:
+            robot = self._require()
+            self._last_command_time = self._clock()
+            if self._fault:
+                raise RobotFault(
+                    f"robot {self.config.host} is in a fault state ({self._fault}); call recover()"
+                )
+            if self._estopped:
+                self._halt()
+                self.last_result = None
+                return np.zeros(7, np.float32)
+            state = self.get_observation()
+            result = self.safety.filter(action, state["ee_pose"], state["joint_positions"], stamp=stamp)
+            self.last_result = result
+            if result.rejected:
+                log.warning("safety filter rejected an action: %s", result.reason)
+                self._halt()
+                return result.action
+            target = result.target_pose
+            affine = franky.Affine(target[:3], quat_wxyz_to_xyzw(target[3:]))
+            try:
+                # Surface errors of the previous asynchronous motion (reflexes happen there).
+                robot.poll_motion()
+                robot.move(franky.CartesianMotion(affine, franky.ReferenceType.Absolute), asynchronous=True)
+                self._motion_active = True
+                self._command_gripper(float(result.action[6]))
+            except Exception as exc:
+                self._on_fault(exc)
+                raise RobotFault(f"robot {self.config.host}: {describe_franky_error(exc)}") from exc
+            self.num_sent += 1
+            return result.action
+
+    def _command_gripper(self, command: float) -> None:
+        cfg = self.config
+        if command > cfg.gripper_deadband:
+            self._gripper_want = "open"
+        elif command < -cfg.gripper_deadband:
+            self._gripper_want = "closed"
+        self._service_gripper()
+
+    def _service_gripper(self) -> None:
+        """Issue the wanted open/close once the previous gripper action has finished.
+
+        A new franky gripper command blocks until the previous one ends (and with an in-process
+        franky-sim that blocks the simulator too), so a change of mind waits for the next step.
+        """
+        if self._gripper is None or self._gripper_want in (None, self._gripper_state):
+            return
+        if self._gripper_future is not None and not self._gripper_future.wait(0):
+            return
+        cfg, lim = self.config, self.config.safety
+        speed = min(cfg.gripper_speed_m_s, lim.gripper_max_speed_m_s)
+        if self._gripper_want == "open":
+            self._gripper_future = self._gripper.move_async(lim.gripper_max_width_m, speed)
+        else:  # grasp with bounded force; wide epsilons accept any object width
+            force = min(cfg.gripper_force_n, lim.gripper_max_force_n)
+            self._gripper_future = self._gripper.grasp_async(lim.gripper_min_width_m, speed, force, 0.08, 0.08)
+        self._gripper_state = self._gripper_want
+
+    def _release_gripper(self, timeout_s: float = 5.0) -> None:
+        """Drop the gripper connection; franky's Gripper must not be destroyed mid-action (it deadlocks)."""
+        fut, self._gripper_future = self._gripper_future, None
+        if self._gripper is not None and fut is not None and not fut.wait(timeout_s):
+            log.warning("gripper action still running after %.1f s; keeping its connection alive", timeout_s)
+            _LEAKED.append(self._gripper)
+        self._gripper = None
+
+    def _halt(self) -> None:
+        """Stop the arm if it may be moving; never raises (used on every failure path)."""
+        if self._robot is None or not self._motion_active:
+            return
+        try:
+            self._robot.stop()
+        except Exception as exc:  # a stop that fails still leaves the arm in the robot's own reflex
+            log.error("stopping the arm failed: %s", describe_franky_error(exc))
+        try:
+            # franky reports the stopped motion as "preempted" on the next poll: consume it here.
+            self._robot.join_motion(timeout=0.5)
+        except Exception as exc:
+            log.debug("stopped motion ended with: %s", exc)
+        self._motion_active = False
+        try:
+            if self._robot.has_errors and not self._fault:
+                self._fault = "the robot reports errors after stopping (reflex?)"
+        except Exception as exc:
+            self._fault = self._fault or describe_franky_error(exc)
+
+    def _on_fault(self, exc: BaseException) -> None:
+        self._fault = describe_franky_error(exc)
+        log.error("robot fault: %s", self._fault)
+        self._motion_active = True  # unknown: make _halt try
+        self._halt()
+
+    def stop(self) -> None:
+        with self._lock:
+            self._motion_active = True  # stop even if we believe it is idle
+            self._halt()
+
+    def estop(self, reason: str = "operator") -> None:
+        """Latched emergency stop: stop now and refuse motion until :meth:`reset_estop`."""
+        with self._lock:
+            self._estopped = True
+            self._estop_reason = reason
+            self._motion_active = True
+            self._halt()
+        log.warning("e-stop latched (%s)", reason)
+
+    def reset_estop(self) -> None:
+        with self._lock:
+            self._estopped = False
+            self._estop_reason = ""
+        log.warning("e-stop reset")
+
+    def recover(self) -> None:
+        """Clear a reflex / error (franky ``recover_from_errors``). The e-stop stays latched if set."""
+        with self._lock:
+            robot = self._require()
+            try:
+                ok = robot.recover_from_errors()
+            except Exception as exc:
+                raise RobotError(
+                    f"recovering {self.config.host} failed: {describe_franky_error(exc)}. Fix: free the arm "
+                    f"(move it out of collision by hand guiding), check Desk for errors, then retry"
+                ) from exc
+            if ok is False:
+                raise RobotError(
+                    f"recover_from_errors() on {self.config.host} did not succeed: check Desk for errors"
+                )
+            self._fault = ""
+            self._motion_active = False
+        log.info("recovered from errors on %s", self.config.host)
+
+    def home(self, joints: tuple[float, ...] | None = None, timeout_s: float = 30.0) -> None:
+        """Move (blocking) to ``joints`` (default ``config.home_joints``) and open the gripper."""
+        franky = _franky()
+        target = [float(v) for v in (joints or self.config.home_joints)]
+        with self._lock:
+            robot = self._require()
+            if self._estopped:
+                raise RobotError("e-stop is latched: reset_estop() before homing")
+            if self._fault:
+                raise RobotFault(f"robot is in a fault state ({self._fault}); call recover() before homing")
+            self._halt()
+            try:
+                robot.move(franky.JointMotion(target), asynchronous=True)
+                self._motion_active = True
+            except Exception as exc:
+                self._on_fault(exc)
+                raise RobotFault(f"homing failed: {describe_franky_error(exc)}") from exc
+        deadline = time.monotonic() + timeout_s
+        while True:  # join in slices so the watchdog does not count a long homing as stale
+            with self._lock:
+                self._last_command_time = self._clock()
+                try:
+                    done = robot.join_motion(timeout=0.05)
+                except Exception as exc:
+                    self._on_fault(exc)
+                    raise RobotFault(f"homing failed: {describe_franky_error(exc)}") from exc
+            if done:
+                break
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RobotError(f"homing did not finish within {timeout_s} s")
+            time.sleep(0.01)
+        with self._lock:
+            self._motion_active = False
+            self._gripper_want = "open"
+        if self._gripper is not None:
+            deadline = time.monotonic() + timeout_s
+            while self._gripper_state != "open" or not self._gripper_future.wait(0.05):
+                with self._lock:
+                    self._service_gripper()
+                if time.monotonic() > deadline:
+                    raise RobotError(f"the gripper did not open within {timeout_s} s")
+
+    # --- watchdog -------------------------------------------------------------------------
+
+    def _watchdog_loop(self) -> None:
+        period = min(0.02, self.config.watchdog_timeout_s / 5)
+        while not self._watchdog_stop.wait(period):
+            with self._lock:
+                if (
+                    self._robot is not None
+                    and self._motion_active
+                    and self._clock() - self._last_command_time > self.config.watchdog_timeout_s
+                ):
+                    self.watchdog_trips += 1
+                    log.warning(
+                        "watchdog: no command for %.2f s, stopping the arm", self.config.watchdog_timeout_s
+                    )
+                    self._halt()
+
+
+class FaultInjector:
+    """Raises real franky exceptions at the franky boundary, for faults franky-sim cannot produce.
+
+    Wrap the real objects through the driver's factories::
+
+        faults = FaultInjector()
+        robot = FrankyRobot(cfg, robot_factory=faults.robot_factory(), gripper_factory=faults.gripper_factory())
+        faults.inject("move", franky.ControlException("motion aborted by reflex! ['cartesian_reflex']"))
+
+    ``inject(method, exc, times=1)`` makes the next ``times`` calls of ``method`` (a method or
+    property of ``franky.Robot`` / ``franky.Gripper``) raise ``exc``. Like a real Franka after a
+    reflex, the wrapped robot then reports ``has_errors`` and refuses motions until
+    ``recover_from_errors()``. Every call is recorded in ``calls``.
+    """
+
+    def __init__(self) -> None:
+        self._pending: dict[str, list[BaseException]] = {}
+        self.errored = False
+        self.calls: list[str] = []
+        self._lock = threading.Lock()
+
+    def inject(self, method: str, exc: BaseException, times: int = 1) -> None:
+        with self._lock:
+            self._pending.setdefault(method, []).extend([exc] * times)
+
+    def _check(self, name: str) -> None:
+        with self._lock:
+            self.calls.append(name)
+            queue = self._pending.get(name)
+            exc = queue.pop(0) if queue else None
+        if exc is not None:
+            self.errored = True
+            raise exc
+        if self.errored and name == "move":
+            franky = _franky()
+            raise franky.ControlException(
+                "libfranka: Move command rejected: robot is in reflex mode; recover first"
+            )
+
+    def robot_factory(self, base: Callable[..., Any] | None = None) -> Callable[..., Any]:
+        def make(host: str, **kwargs: Any) -> _FaultyProxy:
+            return _FaultyProxy((base or _franky().Robot)(host, **kwargs), self, is_robot=True)
+
+        return make
+
+    def gripper_factory(self, base: Callable[[str], Any] | None = None) -> Callable[[str], Any]:
+        def make(host: str) -> _FaultyProxy:
+            return _FaultyProxy((base or _franky().Gripper)(host), self, is_robot=False)
+
+        return make
+
+
+class _FaultyProxy:
+    """Forwards to a real franky object; :class:`FaultInjector` decides which calls raise."""
+
+    def __init__(self, real: Any, injector: FaultInjector, is_robot: bool) -> None:
+        object.__setattr__(self, "_real", real)
+        object.__setattr__(self, "_inj", injector)
+        object.__setattr__(self, "_is_robot", is_robot)
+
+    def __getattr__(self, name: str) -> Any:
+        inj: FaultInjector = self._inj
+        if self._is_robot and name == "has_errors":
+            return inj.errored or self._real.has_errors
+        if self._is_robot and name == "recover_from_errors":
+
+            def recover() -> bool:
+                inj._check(name)
+                inj.errored = False
+                return self._real.recover_from_errors()
+
+            return recover
+        attr = getattr(self._real, name)
+        if not callable(attr):  # a property such as current_cartesian_state: fault on read
+            inj._check(name)
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            inj._check(name)
+            return attr(*args, **kwargs)
+
+        return call
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self._real, name, value)

@@ -1,0 +1,551 @@
+"""Simulated twin: franky-sim (MuJoCo) embedded in-process with a scene mirroring ``PutOnTarget-v1``.
+
+When there is no robot, :class:`TwinSim` stands in for one. It runs the franky-sim server on a
+loopback address, so :class:`~simbridge.deploy.robot.FrankyRobot` (and the ROS 2 franka node) talk
+to it through franky exactly as to a real Franka::
+
+    with TwinSim(seed=0) as twin:
+        with FrankyRobot(FrankyRobotConfig(host=twin.hostname, sim=True)) as robot:
+            layout = twin.reset(seed=3)              # new object/receptacle layout, colours, light
+            frame = twin.render("scene")             # uint8 HxWx3 RGB, rendered headless (EGL)
+            robot.send_action(action); twin.success()
+
+The scene mirrors the ManiSkill task (``simbridge.training.envs``, task frame: table centre at the
+origin, robot base at x = -0.615): here everything is in the robot **base** frame, so the table
+top is z = 0 and the table centre x = +0.615; the object / receptacle sizes, colour names, spawn
+region and the front "scene" camera pose are the task's. (deploy never imports training: the few
+constants are repeated below.) Scene conditions (colours, positions, light, tablecloth) come from
+:class:`TwinScene` and can change between episodes without rebuilding the model, which lets an
+evaluation protocol's conditions be applied to the twin.
+
+Threading: franky-sim steps MuJoCo at 1 kHz in its own thread. The twin never touches the live
+``MjData`` from another thread: edits (object poses, colours) are queued and applied by a
+post-step callback inside the simulation thread, and rendering works on a copy of the state
+taken there (``snapshot``), outside the 1 kHz loop.
+
+Several twins can run at once (other tests, other users): each binds the first free loopback
+address of ``hostname_candidates`` (ports 1337/1338 on that address) and frees it on close.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import threading
+import time
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from simbridge.data.config import config
+
+log = logging.getLogger(__name__)
+
+#: Robot base in the ManiSkill task frame; adding it converts task coordinates to base coordinates.
+TASK_TO_BASE_X = 0.615
+
+#: Named RGB colours; the names are what instructions say (same values as the ManiSkill task).
+COLOURS: dict[str, tuple[float, float, float]] = {
+    "red": (0.85, 0.12, 0.10),
+    "green": (0.15, 0.70, 0.20),
+    "blue": (0.12, 0.30, 0.85),
+    "yellow": (0.95, 0.85, 0.10),
+    "purple": (0.55, 0.20, 0.75),
+    "orange": (1.00, 0.50, 0.05),
+    "white": (0.92, 0.92, 0.92),
+    "gray": (0.45, 0.45, 0.48),
+    "pink": (0.95, 0.55, 0.70),
+    "cyan": (0.10, 0.80, 0.85),
+    "black": (0.08, 0.08, 0.08),
+    "brown": (0.50, 0.32, 0.18),
+    "beige": (0.85, 0.78, 0.62),
+    "sky": (0.62, 0.76, 0.88),
+    "mint": (0.66, 0.85, 0.70),
+    "sand": (0.76, 0.70, 0.55),
+    "crimson": (0.55, 0.05, 0.12),
+    "navy": (0.08, 0.10, 0.35),
+    "olive": (0.40, 0.42, 0.10),
+}
+#: Graspable objects: name -> (MuJoCo geom type, size). box: half sizes; cylinder: (radius, half height).
+OBJECT_SHAPES: dict[str, tuple[str, tuple[float, ...]]] = {
+    "cube": ("box", (0.02, 0.02, 0.02)),
+    "block": ("box", (0.018, 0.03, 0.018)),
+    "can": ("cylinder", (0.02, 0.025)),
+    "brick": ("box", (0.02, 0.035, 0.015)),
+}
+#: Flat receptacles: box half sizes or cylinder (radius, half height).
+RECEPTACLE_SHAPES: dict[str, tuple[str, tuple[float, ...]]] = {
+    "plate": ("cylinder", (0.065, 0.004)),
+    "tray": ("box", (0.06, 0.06, 0.006)),
+    "mat": ("box", (0.05, 0.08, 0.003)),
+    "coaster": ("cylinder", (0.05, 0.006)),
+}
+_TABLE_HALF = (0.45, 0.6, 0.46)  # top at z = 0, front edge 0.165 m ahead of the base
+_TABLECLOTH_HALF = (0.30, 0.42, 0.0008)
+_PARK_Y = 2.0  # unused items wait on the floor far to the side, out of view
+_MIN_SEPARATION = 0.13
+
+
+def _task_region_to_base(region: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
+    x0, x1, y0, y1 = region
+    return (x0 + TASK_TO_BASE_X, x1 + TASK_TO_BASE_X, y0, y1)
+
+
+@config
+class TwinScene:
+    """What an episode in the twin may look like. Fixed values (``*_xy``, ``light``) override sampling.
+
+    Palettes are colour / shape names from :data:`COLOURS`, :data:`OBJECT_SHAPES`,
+    :data:`RECEPTACLE_SHAPES`; the region is ``(x_min, x_max, y_min, y_max)`` in the base frame
+    (default: the task's training region).
+    """
+
+    object_shapes: tuple[str, ...] = ("cube", "can")
+    object_colours: tuple[str, ...] = ("red", "green", "blue", "yellow")
+    receptacle_shapes: tuple[str, ...] = ("plate", "tray")
+    receptacle_colours: tuple[str, ...] = ("white", "gray")
+    tablecloth_colours: tuple[str, ...] = ("beige",)
+    region: tuple[float, float, float, float] = _task_region_to_base((-0.12, 0.06, -0.14, 0.14))
+    num_distractors: int = 0
+    #: Light intensity range (1 = the task's nominal lighting); sampled per episode.
+    light_range: tuple[float, float] = (1.0, 1.0)
+    object_xy: tuple[float, float] | None = None
+    receptacle_xy: tuple[float, float] | None = None
+    instruction_template: str = "put the {obj} on the {rec}"
+    #: Front camera (base frame), as in the task: eye, look-at target, vertical field of view.
+    camera_eye: tuple[float, float, float] = (0.32 + TASK_TO_BASE_X, 0.0, 0.42)
+    camera_target: tuple[float, float, float] = (-0.08 + TASK_TO_BASE_X, 0.0, 0.0)
+    camera_fovy_deg: float = math.degrees(1.0)
+
+    def __post_init__(self) -> None:
+        for fld, names, allowed in (
+            ("object_shapes", self.object_shapes, OBJECT_SHAPES),
+            ("receptacle_shapes", self.receptacle_shapes, RECEPTACLE_SHAPES),
+            ("object_colours", self.object_colours, COLOURS),
+            ("receptacle_colours", self.receptacle_colours, COLOURS),
+            ("tablecloth_colours", self.tablecloth_colours, COLOURS),
+        ):
+            bad = [n for n in names if n not in allowed]
+            if not names or bad:
+                raise ValueError(f"{fld}: a non-empty list of {sorted(allowed)}, got unknown {bad}")
+        x0, x1, y0, y1 = self.region
+        if not (x0 < x1 and y0 < y1):
+            raise ValueError(f"region: (x_min, x_max, y_min, y_max) with min < max, got {self.region}")
+        if not (0 <= self.num_distractors < min(len(self.object_shapes), len(self.object_colours))):
+            raise ValueError("num_distractors: fewer than the number of object shapes and colours")
+        lo, hi = self.light_range
+        if not (0 < lo <= hi):
+            raise ValueError(f"light_range: 0 < low <= high, got {self.light_range}")
+
+
+@dataclass
+class TwinLayout:
+    """One episode's scene, as applied by :meth:`TwinSim.reset`."""
+
+    instruction: str
+    target_object: str  # body name, e.g. "obj_cube"
+    target_receptacle: str  # body name, e.g. "rec_plate"
+    objects: dict[str, dict[str, Any]] = field(default_factory=dict)  # body -> {colour, xy}
+    receptacles: dict[str, dict[str, Any]] = field(default_factory=dict)
+    tablecloth: str = "beige"
+    light: float = 1.0
+    seed: int | None = None
+
+
+def _look_at_xyaxes(eye: np.ndarray, target: np.ndarray) -> str:
+    """MuJoCo camera ``xyaxes`` for a camera at ``eye`` looking at ``target`` with z up."""
+    fwd = target - eye
+    fwd /= np.linalg.norm(fwd)
+    right = np.cross(fwd, [0.0, 0.0, 1.0])
+    right /= np.linalg.norm(right)
+    up = np.cross(right, fwd)
+    return " ".join(f"{v:.6f}" for v in (*right, *up))
+
+
+def _fmt(v) -> str:
+    return " ".join(f"{float(x):.6g}" for x in v)
+
+
+class TwinSim:
+    """franky-sim + MuJoCo scene of the tabletop task, served on a loopback address.
+
+    ``hostname_candidates``: addresses to try for the robot server (default 127.0.0.1 then
+    127.0.0.2 ... 127.0.0.63, so several twins can coexist). ``camera_size`` is (height, width).
+    """
+
+    def __init__(
+        self,
+        scene: TwinScene | None = None,
+        seed: int | None = 0,
+        camera_size: tuple[int, int] = (128, 128),
+        hostname_candidates: list[str] | None = None,
+        realtime: bool | float = True,
+        bind_timeout_s: float = 30.0,
+    ) -> None:
+        self.scene = scene or TwinScene()
+        self.seed = seed
+        self.camera_size = (int(camera_size[0]), int(camera_size[1]))
+        self.hostname_candidates = hostname_candidates or [f"127.0.0.{i}" for i in range(1, 64)]
+        self.realtime = realtime
+        self.bind_timeout_s = bind_timeout_s
+        self.layout: TwinLayout | None = None
+        self._sim: Any = None
+        self._server: Any = None
+        self._robot: Any = None
+        self._edits: list[Any] = []
+        self._edit_lock = threading.Lock()
+        self._snap_request = threading.Event()
+        self._snap_ready = threading.Event()
+        self._snap_qpos: np.ndarray | None = None
+        self._snap_time = 0.0
+        self._render_data: Any = None
+        self._renderers: dict[tuple[int, int, int], Any] = {}
+        self._ids: dict[str, int] = {}
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    @property
+    def hostname(self) -> str:
+        """The loopback address franky connects to (``FrankyRobotConfig(host=twin.hostname, sim=True)``)."""
+        if self._robot is None:
+            raise RuntimeError("the twin is not started: use `with TwinSim() as twin:` or call start()")
+        return self._robot.hostname
+
+    def __enter__(self) -> TwinSim:
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def start(self) -> None:
+        os.environ.setdefault("MUJOCO_GL", "egl")
+        from franky_sim import SimulationServer
+        from franky_sim.mujoco_simulator import MujocoSimulator
+
+        deadline = time.monotonic() + self.bind_timeout_s
+        while True:
+            sim = MujocoSimulator()
+            sim.init()
+            self._robot = sim.add_robot(
+                initial_q=(0.0, -math.pi / 4, 0.0, -3 * math.pi / 4, 0.0, math.pi / 2, math.pi / 4)
+            )
+            self._build_scene(sim)
+            server = SimulationServer(sim, hostname_candidates=list(self.hostname_candidates))
+            try:
+                server.init()  # binds 1337/1338 on the first free candidate address, then starts MuJoCo
+                break
+            except OSError as exc:  # every candidate is taken (other twins): wait for one to free up
+                self._cleanup_partial(server, sim)
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"no free loopback address for franky-sim among {self.hostname_candidates[:3]}...: {exc}. "
+                        f"Fix: stop other franky-sim servers (ports 1337/1338) or pass other hostname_candidates"
+                    ) from exc
+                time.sleep(0.5)
+        self._sim, self._server = sim, server
+        import mujoco
+
+        model = sim.model
+        self._render_data = mujoco.MjData(model)
+        self._index(model)
+        sim.register_post_step_callback(self._post_step)
+        self.reset(seed=self.seed, wait=False)
+        self._apply_edits(model, sim.data)
+        mujoco.mj_forward(model, sim.data)
+        server.run_async(self.realtime)
+        log.info("twin running on %s", self.hostname)
+
+    @staticmethod
+    def _cleanup_partial(server: Any, sim: Any) -> None:
+        try:
+            server.cleanup()
+        finally:
+            if sim.is_initialized and not sim.is_cleaned_up:
+                sim.cleanup()
+
+    def close(self) -> None:
+        """Stop the simulation thread and free the ports (idempotent)."""
+        for r in self._renderers.values():
+            with contextlib.suppress(Exception):  # a renderer made by a finished thread may not close
+                r.close()
+        self._renderers.clear()
+        if self._server is not None:
+            self._server.cleanup()
+            self._server = None
+        if self._sim is not None and not self._sim.is_cleaned_up:
+            self._sim.cleanup()
+        self._sim = None
+
+    # --- scene ----------------------------------------------------------------------------
+
+    def _build_scene(self, sim: Any) -> None:
+        scene, wb = sim.scene, sim.worldbody
+        quality = scene.find("visual/quality")
+        if quality is not None:  # cheaper offscreen rendering (software GL)
+            quality.set("shadowsize", "1024")
+            quality.set("offsamples", "0")
+        vis = scene.find("visual")
+        ET.SubElement(vis, "global", offwidth="640", offheight="480")
+        ground = wb.find("geom[@name='ground']")
+        if ground is not None:  # the robot stands on the table top (z = 0), the floor is below
+            ground.set("pos", f"0 0 {-2 * _TABLE_HALF[2]}")
+        table = ET.SubElement(wb, "body", name="table", pos=f"{TASK_TO_BASE_X} 0 {-_TABLE_HALF[2]}")
+        ET.SubElement(table, "geom", name="table", type="box", size=_fmt(_TABLE_HALF), rgba="0.55 0.42 0.3 1")
+        ET.SubElement(
+            wb,
+            "geom",
+            name="tablecloth",
+            type="box",
+            size=_fmt(_TABLECLOTH_HALF),
+            pos=f"{TASK_TO_BASE_X - 0.05} 0 {_TABLECLOTH_HALF[2]}",
+            rgba=_fmt((*COLOURS["beige"], 1)),
+            contype="0",
+            conaffinity="0",
+        )
+        for i, name in enumerate(OBJECT_SHAPES):
+            kind, size = OBJECT_SHAPES[name]
+            body = ET.SubElement(
+                wb, "body", name=f"obj_{name}", pos=f"0 {_PARK_Y + 0.2 * i} {size[-1] - 0.9}"
+            )
+            ET.SubElement(body, "freejoint", name=f"obj_{name}_joint")
+            ET.SubElement(
+                body,
+                "geom",
+                name=f"obj_{name}",
+                type=kind,
+                size=_fmt(size),
+                density="500",
+                friction="1.5 0.01 0.001",
+                rgba="0.8 0.8 0.8 1",
+                condim="4",
+            )
+        for i, name in enumerate(RECEPTACLE_SHAPES):
+            kind, size = RECEPTACLE_SHAPES[name]
+            body = ET.SubElement(wb, "body", name=f"rec_{name}", pos=f"0.3 {-_PARK_Y - 0.2 * i} -0.9")
+            ET.SubElement(body, "freejoint", name=f"rec_{name}_joint")
+            ET.SubElement(
+                body,
+                "geom",
+                name=f"rec_{name}",
+                type=kind,
+                size=_fmt(size),
+                pos=f"0 0 {size[-1]}",
+                density="800",
+                rgba="0.9 0.9 0.9 1",
+            )
+        eye, target = np.array(self.scene.camera_eye, float), np.array(self.scene.camera_target, float)
+        ET.SubElement(
+            wb,
+            "camera",
+            name="scene",
+            pos=_fmt(eye),
+            xyaxes=_look_at_xyaxes(eye, target),
+            fovy=f"{self.scene.camera_fovy_deg:.4f}",
+        )
+        hand = wb.find(".//body[@name='robot0_hand']")
+        if hand is not None:  # wrist camera: on the hand, looking along the fingers
+            ET.SubElement(hand, "camera", name="wrist", pos="0.06 0 0.02", xyaxes="0 1 0 1 0 0", fovy="75")
+
+    def _index(self, model: Any) -> None:
+        import mujoco
+
+        for name in [*(f"obj_{n}" for n in OBJECT_SHAPES), *(f"rec_{n}" for n in RECEPTACLE_SHAPES)]:
+            self._ids[f"body:{name}"] = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, name)
+            self._ids[f"geom:{name}"] = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_GEOM, name)
+            jid = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_JOINT, f"{name}_joint")
+            self._ids[f"qpos:{name}"] = int(model.jnt_qposadr[jid])
+            self._ids[f"dof:{name}"] = int(model.jnt_dofadr[jid])
+        self._ids["geom:tablecloth"] = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_GEOM, "tablecloth")
+        self._light_diffuse0 = model.light_diffuse.copy()
+        self._cameras = {
+            mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_CAMERA, i): i for i in range(model.ncam)
+        }
+
+    def sample_layout(self, seed: int | None) -> TwinLayout:
+        """Draw an episode layout from :attr:`scene` (deterministic for a given seed)."""
+        sc = self.scene
+        rng = np.random.default_rng(seed)
+        n_obj = 1 + sc.num_distractors
+        shapes = rng.choice(len(sc.object_shapes), size=n_obj, replace=False)
+        colours = rng.choice(len(sc.object_colours), size=n_obj, replace=False)
+        rec_shape = sc.receptacle_shapes[int(rng.integers(len(sc.receptacle_shapes)))]
+        rec_colour = sc.receptacle_colours[int(rng.integers(len(sc.receptacle_colours)))]
+        x0, x1, y0, y1 = sc.region
+        fixed = [p for p in (sc.receptacle_xy, sc.object_xy) if p is not None]
+        points: list[tuple[float, float]] = []
+        for i in range(n_obj + 1):  # receptacle first, then objects
+            given = sc.receptacle_xy if i == 0 else sc.object_xy if i == 1 else None
+            if given is not None:
+                points.append(tuple(given))
+                continue
+            best, best_d = None, -1.0
+            for _ in range(200):  # rejection sampling; keep the most separated draw if the region is tight
+                p = (float(rng.uniform(x0, x1)), float(rng.uniform(y0, y1)))
+                d = min((math.dist(p, q) for q in points + fixed), default=1.0)
+                if d >= _MIN_SEPARATION:
+                    best = p
+                    break
+                if d > best_d:
+                    best, best_d = p, d
+            points.append(best)
+        objects = {
+            f"obj_{sc.object_shapes[s]}": {"colour": sc.object_colours[c], "xy": points[1 + k]}
+            for k, (s, c) in enumerate(zip(shapes, colours, strict=True))
+        }
+        target_obj = f"obj_{sc.object_shapes[shapes[0]]}"
+        obj_name = f"{sc.object_colours[colours[0]]} {sc.object_shapes[shapes[0]]}"
+        rec_name = f"{rec_colour} {rec_shape}"
+        lo, hi = sc.light_range
+        return TwinLayout(
+            instruction=sc.instruction_template.format(obj=obj_name, rec=rec_name),
+            target_object=target_obj,
+            target_receptacle=f"rec_{rec_shape}",
+            objects=objects,
+            receptacles={f"rec_{rec_shape}": {"colour": rec_colour, "xy": points[0]}},
+            tablecloth=sc.tablecloth_colours[int(rng.integers(len(sc.tablecloth_colours)))],
+            light=float(rng.uniform(lo, hi)),
+            seed=seed,
+        )
+
+    def reset(self, seed: int | None = None, scene: TwinScene | None = None, wait: bool = True) -> TwinLayout:
+        """Lay out a new episode (objects, receptacle, colours, light); the arm is not moved.
+
+        Home the arm through the driver first (``FrankyRobot.home()``), as on the real robot.
+        ``scene`` replaces :attr:`scene` (an evaluation condition); returns the applied layout.
+        """
+        if scene is not None:
+            self.scene = scene
+        layout = self.sample_layout(seed)
+        self.layout = layout
+
+        def edit(model: Any, data: Any) -> None:
+            for name in OBJECT_SHAPES:
+                body = f"obj_{name}"
+                spec = layout.objects.get(body)
+                half_h = OBJECT_SHAPES[name][1][-1]
+                if spec is None:
+                    self._set_free_pose(
+                        data, body, (0.0, _PARK_Y + 0.2 * list(OBJECT_SHAPES).index(name), -0.9 + half_h)
+                    )
+                else:
+                    self._set_free_pose(data, body, (*spec["xy"], half_h + 0.001))
+                    model.geom_rgba[self._ids[f"geom:{body}"], :3] = COLOURS[spec["colour"]]
+            for name in RECEPTACLE_SHAPES:
+                body = f"rec_{name}"
+                spec = layout.receptacles.get(body)
+                if spec is None:
+                    self._set_free_pose(
+                        data, body, (0.3, -_PARK_Y - 0.2 * list(RECEPTACLE_SHAPES).index(name), -0.9)
+                    )
+                else:
+                    self._set_free_pose(data, body, (*spec["xy"], 0.0005))
+                    model.geom_rgba[self._ids[f"geom:{body}"], :3] = COLOURS[spec["colour"]]
+            model.geom_rgba[self._ids["geom:tablecloth"], :3] = COLOURS[layout.tablecloth]
+            model.light_diffuse[:] = np.clip(self._light_diffuse0 * layout.light, 0.0, 1.0)
+
+        self._queue_edit(edit, wait=wait)
+        return layout
+
+    def _set_free_pose(self, data: Any, body: str, xyz: tuple[float, ...]) -> None:
+        a, d = self._ids[f"qpos:{body}"], self._ids[f"dof:{body}"]
+        data.qpos[a : a + 7] = [*xyz, 1.0, 0.0, 0.0, 0.0]
+        data.qvel[d : d + 6] = 0.0
+
+    def move_object(self, body: str, xy: tuple[float, float]) -> None:
+        """Teleport an object to ``xy`` on the table (the 'object moved mid-episode' condition)."""
+        half_h = OBJECT_SHAPES[body.removeprefix("obj_")][1][-1]
+        self._queue_edit(lambda m, d: self._set_free_pose(d, body, (*xy, half_h + 0.001)))
+
+    def _queue_edit(self, fn: Any, wait: bool = True) -> None:
+        with self._edit_lock:
+            self._edits.append(fn)
+        if wait and self._server is not None and self._server.running:
+            self.snapshot()  # returns after the next step, i.e. after the edit was applied
+
+    def _apply_edits(self, model: Any, data: Any) -> None:
+        with self._edit_lock:
+            edits, self._edits = self._edits, []
+        for fn in edits:
+            fn(model, data)
+
+    def _post_step(self, sim: Any) -> None:
+        """Runs in the simulation thread after every 1 ms step: apply edits, serve snapshots."""
+        if self._edits:
+            self._apply_edits(sim.model, sim.data)
+        if self._snap_request.is_set():
+            self._snap_qpos = sim.data.qpos.copy()
+            self._snap_time = float(sim.data.time)
+            self._snap_request.clear()
+            self._snap_ready.set()
+
+    # --- observation ----------------------------------------------------------------------
+
+    def snapshot(self, timeout_s: float = 2.0) -> np.ndarray:
+        """A consistent copy of the simulator's ``qpos``, taken between two physics steps."""
+        if self._sim is None:
+            raise RuntimeError("the twin is not started")
+        if self._server is None or not self._server.running:
+            return self._sim.data.qpos.copy()
+        self._snap_ready.clear()
+        self._snap_request.set()
+        if not self._snap_ready.wait(timeout_s):
+            raise RuntimeError(f"the simulation thread did not answer within {timeout_s} s (is it running?)")
+        return self._snap_qpos
+
+    def object_poses(self) -> dict[str, np.ndarray]:
+        """Pose (xyz + quaternion wxyz, base frame) of every object and receptacle."""
+        qpos = self.snapshot()
+        out = {}
+        for name in [*(f"obj_{n}" for n in OBJECT_SHAPES), *(f"rec_{n}" for n in RECEPTACLE_SHAPES)]:
+            a = self._ids[f"qpos:{name}"]
+            out[name] = qpos[a : a + 7].copy()
+        return out
+
+    def success(self, poses: dict[str, np.ndarray] | None = None) -> bool:
+        """The target object rests on the target receptacle (centre inside its rim, bottom on its top)."""
+        if self.layout is None:
+            return False
+        poses = poses or self.object_poses()
+        obj, rec = self.layout.target_object, self.layout.target_receptacle
+        p_obj, p_rec = poses[obj][:3], poses[rec][:3]
+        _, osize = OBJECT_SHAPES[obj.removeprefix("obj_")]
+        rkind, rsize = RECEPTACLE_SHAPES[rec.removeprefix("rec_")]
+        dx, dy = p_obj[0] - p_rec[0], p_obj[1] - p_rec[1]
+        margin = 0.005
+        if rkind == "box":  # receptacles are kept upright (yaw only matters little for the small trays)
+            inside = abs(dx) <= rsize[0] - margin and abs(dy) <= rsize[1] - margin
+        else:
+            inside = math.hypot(dx, dy) <= rsize[0] - margin
+        rec_top = p_rec[2] + 2 * rsize[-1]
+        obj_bottom = p_obj[2] - osize[-1]
+        resting = -0.006 <= obj_bottom - rec_top <= 0.01
+        return bool(inside and resting)
+
+    def render(self, camera: str = "scene", size: tuple[int, int] | None = None) -> np.ndarray:
+        """Render ``camera`` ("scene" or "wrist") headless; uint8 ``(H, W, 3)`` RGB."""
+        import mujoco
+
+        if camera not in self._cameras:
+            raise ValueError(f"unknown camera {camera!r}; the twin has {sorted(self._cameras)}")
+        h, w = size or self.camera_size
+        model = self._sim.model
+        data = self._render_data
+        data.qpos[:] = self.snapshot()
+        mujoco.mj_kinematics(model, data)
+        mujoco.mj_camlight(model, data)
+        key = (threading.get_ident(), h, w)  # GL contexts belong to the thread that made them
+        renderer = self._renderers.get(key)
+        if renderer is None:
+            renderer = self._renderers[key] = mujoco.Renderer(model, height=h, width=w)
+        renderer.update_scene(data, camera=self._cameras[camera])
+        return renderer.render().copy()
+
+    @property
+    def sim_time(self) -> float:
+        """Simulated seconds at the last snapshot."""
+        return self._snap_time
