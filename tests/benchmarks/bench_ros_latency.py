@@ -5,8 +5,9 @@ headless rendering of the scene camera), franka node (FrankyRobot + safety filte
 (ONNX bundle, action chunks). For every action the franka node executed we take
 
 * latency = (time the executed command was seen on /simbridge/executed_action) - (timestamp of
-  the oldest camera frame the action was computed from): the image's age when the arm got its
-  command (frame waiting for the next control tick + policy inference + DDS hops + franky send);
+  the oldest camera frame the action was computed from, from the policy node's trace): the
+  image's age when the arm got its command (frame waiting for the next control tick + policy
+  inference + DDS hops + franky send); also command -> executed (transport + send only);
 * control period = interval between consecutive executed commands (target 100 ms) -> jitter;
 * policy inference time (BundlePolicy.predict, measured around the call);
 * CPU use of the process (all nodes, all threads) as a fraction of one core and of the machine.
@@ -93,8 +94,7 @@ def main() -> int:
     bundle = args.bundle or micro_bundle(tmp)
     context = Context()
     rclpy.init(context=context)
-    samples: list[tuple[float, float]] = []  # (receive wall time, frame stamp)
-    infer: list[float] = []
+    samples: list[tuple[float, float]] = []  # (receive wall time, command stamp)
     with TwinSim(seed=0) as twin:
         twin_node = TwinNode(twin, context=context, parameter_overrides=[Parameter("camera_rate_hz", value=10.0)])
         franka = FrankaNode(context=context, parameter_overrides=[
@@ -102,15 +102,6 @@ def main() -> int:
         policy = PolicyNode(context=context, parameter_overrides=[
             Parameter("bundle", value=str(bundle)), Parameter("instruction", value="put the red cube on the plate"),
             Parameter("control_rate_hz", value=10.0)])
-        predict = policy.policy.predict
-
-        def timed_predict(obs):
-            t0 = time.perf_counter()
-            out = predict(obs)
-            infer.append(time.perf_counter() - t0)
-            return out
-
-        policy.policy.predict = timed_predict
         probe = rclpy.create_node("bench_probe", context=context)
         probe.create_subscription(JointState, EXECUTED_ACTION_TOPIC,
                                   lambda m: samples.append((time.time(), from_stamp(m.header.stamp))), 50)
@@ -127,7 +118,6 @@ def main() -> int:
         if not samples:
             raise SystemExit(f"no executed action within 60 s; policy status: {policy.status_text} {policy.refusal}")
         samples.clear()
-        infer.clear()
         cpu0, wall0 = time.process_time(), time.monotonic()
         time.sleep(args.seconds)
         cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
@@ -143,7 +133,10 @@ def main() -> int:
         executor.shutdown()
     context.try_shutdown()
 
-    latency = [recv - stamp for recv, stamp in taken]
+    trace = {cmd: (obs, inference) for cmd, obs, inference in policy.trace}
+    latency = [recv - trace[cmd][0] for recv, cmd in taken if cmd in trace]
+    transport = [recv - cmd for recv, cmd in taken]
+    infer = [inference for cmd, (_, inference) in trace.items() if inference > 0 and cmd >= taken[0][1]]
     periods = np.diff([recv for recv, _ in taken])
     result = {
         "benchmark": "ros_latency",
@@ -152,6 +145,7 @@ def main() -> int:
         "control_rate_hz": 10.0,
         "seconds": round(wall, 1),
         "frame_to_command_latency": percentiles(latency),
+        "command_to_executed_latency": percentiles(transport),
         "control_period": {**percentiles(list(periods)),
                            "jitter_std_ms": round(float(np.std(periods) * 1000), 2),
                            "jitter_p99_abs_ms": round(float(np.percentile(np.abs(periods - 0.1), 99) * 1000), 2)},

@@ -5,8 +5,8 @@ work with the ROS 2 wheels from PyPI and with any apt-installed distribution.
 
 Actions travel as ``sensor_msgs/JointState`` on ``/simbridge/action``: ``name`` holds the
 contract's ``ACTION_NAMES`` (plus an optional ``"intervention"`` entry, 1.0 when a human produced
-the action), ``position`` the values, ``header.stamp`` the time of the observation the action was
-computed from (so stale commands can be dropped) and ``header.frame_id`` the **command source**
+the action), ``position`` the values, ``header.stamp`` the time the action was computed (so commands
+that arrive late are dropped) and ``header.frame_id`` the **command source**
 (``"policy:<bundle-id>"``, ``"teleop:keyboard"``...). The franka node locks onto one source per
 episode and ignores every other one: this is how "one commander at a time" is enforced.
 """
@@ -134,7 +134,7 @@ def camera_info_msg(
 class ActionCommand:
     action: np.ndarray  # (7,) float32
     source: str
-    stamp: float  # time of the observation it was computed from
+    stamp: float  # when the command was computed (wall clock)
     intervention: bool = False
 
 

@@ -3,8 +3,11 @@
 Subscribes to the contract's camera topics, the joint states and the end-effector pose; every
 control period it assembles a contract :class:`~simbridge.data.spec.Observation`, asks the
 policy for an action chunk when the chunk executor needs one (receding horizon or temporal
-ensembling, :mod:`simbridge.deploy.chunking`), and publishes one action, stamped with the time
-of the oldest image it saw, under the source ``policy:<bundle-id>``.
+ensembling, :mod:`simbridge.deploy.chunking`), and publishes one action under the source
+``policy:<bundle-id>``, stamped with the time it was computed (the franka node's safety filter
+drops commands that arrive late). Observations older than ``max_observation_age_s`` (a stalled
+camera) produce no action at all, so the watchdog stops the arm. ``trace`` keeps, per recent
+command, the observation time and inference time (latency diagnostics and the benchmark).
 
 Before the first action it checks the bundle against the running cameras: every camera of the
 contract must have a publisher and deliver images of the contract's size. A mismatch is
@@ -18,6 +21,7 @@ verified again); ``~/reset`` (std_srvs/Trigger) starts a new episode (policy + c
 from __future__ import annotations
 
 import time
+from collections import deque
 from typing import Any
 
 import numpy as np
@@ -74,7 +78,7 @@ class PolicyNode(Node):
         self.declare_parameter("chunk_mode", "receding")  # receding | ensemble
         self.declare_parameter("execute_steps", 0)  # receding horizon: steps run per prediction (0: all)
         self.declare_parameter("ensemble_decay", 0.01)  # temporal ensembling weight exp(-decay * age)
-        self.declare_parameter("max_observation_age_s", 0.5)
+        self.declare_parameter("max_observation_age_s", 0.3)
         self.declare_parameter("camera_timeout_s", 10.0)
         self.declare_parameter("publish_actions", True)  # false: only /simbridge/policy_action (teleop mux)
         self.declare_parameter("source", "policy")
@@ -89,6 +93,7 @@ class PolicyNode(Node):
         self._started = time.monotonic()
         self.steps = 0
         self.predictions = 0
+        self.trace: deque[tuple[float, float, float]] = deque(maxlen=1000)  # (command, observation, inference s)
 
         self.pub_action = self.create_publisher(JointState, ACTION_TOPIC, 10)
         self.pub_policy_action = self.create_publisher(JointState, POLICY_ACTION_TOPIC, 10)
@@ -182,13 +187,18 @@ class PolicyNode(Node):
         obs = self._observation()
         if obs is None:
             return
+        inference = 0.0
         if self.chunker.needs_prediction():
+            t0 = time.perf_counter()
             chunk = np.asarray(self.policy.predict(obs), dtype=np.float32)
+            inference = time.perf_counter() - t0
             self.chunker.push(chunk)
             self.predictions += 1
         action = self.chunker.next_action()
         self.steps += 1
-        msg = action_to_msg(action, self.source, obs.timestamp)
+        stamp = time.time()
+        self.trace.append((stamp, obs.timestamp, inference))
+        msg = action_to_msg(action, self.source, stamp)
         self.pub_policy_action.publish(msg)
         if self.get_parameter("publish_actions").value:
             self.pub_action.publish(msg)
