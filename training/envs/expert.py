@@ -87,6 +87,7 @@ class ScriptedExpert:
         self._retries = 0
         self._grasp_xy: np.ndarray | None = None
         self._yaw_target: float | None = None
+        self._last_pos: np.ndarray | None = None
 
     # --- privileged state (robot base frame) ------------------------------------------
     def _state(self) -> dict:
@@ -115,7 +116,7 @@ class ScriptedExpert:
         gripper = GRIPPER_OPEN
         obj, goal = s["obj"], s["goal"]
         above_obj = obj + np.array([0.0, 0.0, self.approach_height])
-        grasp_z = max(obj[2] - 0.005, 0.012)
+        grasp_z = max(obj[2] - 0.003, 0.02)  # fingertips reach ~1.5 cm below the TCP: stay off the table
 
         moved = self._grasp_xy is not None and np.linalg.norm(obj[:2] - self._grasp_xy) > 0.02
         if self.phase in ("approach", "descend") and moved:  # the object was moved: start over
@@ -127,15 +128,13 @@ class ScriptedExpert:
                 target = np.array([pos[0], pos[1], above_obj[2]])  # rise before moving sideways
             else:
                 target = above_obj
-            if (
-                np.linalg.norm(target - above_obj) < 1e-9
-                and self._reached(pos, target, 0.012)
-                and self._aligned(quat)
-            ):
+            over = np.linalg.norm(pos[:2] - obj[:2]) < 0.008 and abs(pos[2] - above_obj[2]) < 0.02
+            if np.linalg.norm(target - above_obj) < 1e-9 and over and self._aligned(quat):
                 self.phase = "descend"
         if self.phase == "descend":
             target = np.array([obj[0], obj[1], grasp_z])
-            if self._reached(pos, target, 0.006):
+            stalled = self._last_pos is not None and np.linalg.norm(pos - self._last_pos) < 0.001
+            if self._reached(pos, target, 0.006) or (stalled and self._reached(pos, target, 0.015)):
                 self.phase, self._wait = "grasp", 0
         if self.phase == "grasp":
             target, gripper = np.array([obj[0], obj[1], grasp_z]), GRIPPER_CLOSED
@@ -173,6 +172,7 @@ class ScriptedExpert:
             target = np.array([pos[0], pos[1], self.lift_height])
         if self.phase == "approach" and "target" not in locals():
             target = above_obj
+        self._last_pos = pos.copy()
         return self._action(pos, quat, target, gripper)[None, :]
 
     def _retry(self) -> None:

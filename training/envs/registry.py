@@ -8,7 +8,6 @@ Add a task with :func:`register_task`.
 from __future__ import annotations
 
 import importlib.util
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -76,8 +75,6 @@ def require_maniskill() -> None:
     """Raise :class:`EnvUnavailable` unless ManiSkill is installed and SAPIEN finds a Vulkan device."""
     if importlib.util.find_spec("mani_skill") is None or importlib.util.find_spec("sapien") is None:
         raise EnvUnavailable(f"ManiSkill3 is not installed: {MANISKILL_FIX}")
-    if os.environ.get("SIMBRIDGE_FAKE_NO_VULKAN"):  # lets tests exercise the message without breaking Vulkan
-        raise EnvUnavailable(f"no Vulkan device found (SIMBRIDGE_FAKE_NO_VULKAN is set). {VULKAN_FIX}")
     try:
         import sapien
 

@@ -158,7 +158,7 @@ _SPLIT_LIST: list[Split] = [
         "vision_texture",
         "vision",
         "unseen tablecloth textures (checker / stripes)",
-        tablecloth_texture="checker",
+        tablecloth_texture="mixed",
     ),
     TRAIN.variant(
         "vision_dynamic", "vision", "tablecloth colour changes every step (strong)", dynamic_texture=0.35

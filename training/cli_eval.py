@@ -1,0 +1,150 @@
+"""``simbridge eval``: run a policy on the generalization splits and write a results table.
+
+    simbridge eval --policy expert --suite all --episodes 20
+    simbridge eval --policy runs/ppo/<stamp>/checkpoints/iter_000100 --suite ood --episodes 20 --video
+    simbridge eval --policy exports/latest --suite vision --episodes 10 --out runs/eval/bundle
+    simbridge eval --config launch/configs/eval_all.yaml episodes=5
+    simbridge eval --list                      # splits and suites
+
+``--policy`` is ``expert``, a checkpoint directory or a bundle directory. ``--suite`` is a suite
+(all, ood, train, vision, semantics, execution), a split name, or a comma-separated list of
+splits. Results go to ``--out`` (default ``runs/eval/<policy>/<stamp>``): ``episodes.jsonl``,
+``summary.json``, ``summary.png`` and, with ``--video``, ``videos/*.mp4``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from simbridge.data.config import ConfigError, config, load_config
+
+
+@config
+class EvalConfig:
+    policy: str = "expert"
+    suite: str = "all"
+    episodes: int = 10
+    seed: int = 0
+    video: bool = False
+    video_episodes: int = 2
+    task: str = "PutOnTarget-v1"
+    obs_mode: str = "rgb"
+    camera_size: tuple[int, int] = (128, 128)
+    wrist_camera: bool = False
+    max_episode_steps: int = 80
+    out: str = ""
+
+    def __post_init__(self) -> None:
+        if self.episodes < 1:
+            raise ValueError("episodes: at least 1 per split")
+        if self.obs_mode not in ("rgb", "state"):
+            raise ValueError("obs_mode: 'rgb' or 'state'")
+        if self.max_episode_steps < 1:
+            raise ValueError("max_episode_steps: at least 1")
+
+
+_FLAGS = (
+    "policy",
+    "suite",
+    "episodes",
+    "seed",
+    "video",
+    "video_episodes",
+    "task",
+    "obs_mode",
+    "max_episode_steps",
+    "out",
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--policy", help="'expert', a checkpoint dir or a bundle dir (default: expert)")
+    parser.add_argument(
+        "--suite", help="all | ood | train | vision | semantics | execution | <split>[,<split>...]"
+    )
+    parser.add_argument("--episodes", type=int, help="episodes per split (seeds seed..seed+N-1; default 10)")
+    parser.add_argument("--seed", type=int, help="first episode seed (default 0)")
+    parser.add_argument(
+        "--video", action="store_true", default=None, help="save mp4s of the first episodes per split"
+    )
+    parser.add_argument(
+        "--video-episodes", dest="video_episodes", type=int, help="videos per split (default 2)"
+    )
+    parser.add_argument("--task", help="task name (default PutOnTarget-v1; LIBERO: libero_spatial, ...)")
+    parser.add_argument(
+        "--obs-mode",
+        dest="obs_mode",
+        choices=["rgb", "state"],
+        help="state: no rendering (only for the expert)",
+    )
+    parser.add_argument(
+        "--max-steps", dest="max_episode_steps", type=int, help="episode step limit (default 80)"
+    )
+    parser.add_argument("--out", help="output directory (default runs/eval/<policy>/<stamp>)")
+    parser.add_argument("--config", help="an eval YAML (launch/configs/eval_*.yaml); flags override it")
+    parser.add_argument("--list", action="store_true", help="list splits and suites and exit")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    parser.add_argument("overrides", nargs="*", help="config overrides key=value (e.g. episodes=5)")
+
+
+def _list() -> int:
+    from simbridge.training.envs import SPLITS, SUITES, list_tasks
+
+    print("tasks:  " + ", ".join(list_tasks()))
+    print("suites: " + "; ".join(f"{k} ({len(v)} splits)" for k, v in SUITES.items()))
+    print("splits:")
+    for s in SPLITS.values():
+        print(f"  {s.name:32s} {s.category:10s} {s.description}")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.list:
+        return _list()
+    overrides = list(args.overrides) + [
+        f"{k}={getattr(args, k)}" for k in _FLAGS if getattr(args, k, None) is not None
+    ]
+    cfg = (
+        load_config(EvalConfig, args.config, overrides=overrides)
+        if args.config
+        else load_config(EvalConfig, overrides=overrides)
+    )
+    from simbridge.training.envs import EnvUnavailable, resolve_suite
+    from simbridge.training.evaluation import evaluate, format_table, load_policy_source
+
+    try:
+        resolve_suite(cfg.suite)
+    except KeyError as exc:
+        raise ConfigError(f"suite: {exc.args[0]}") from None
+    try:
+        source = load_policy_source(cfg.policy)
+    except (FileNotFoundError, KeyError) as exc:
+        print(f"simbridge eval: {exc.args[0] if exc.args else exc}", file=sys.stderr)
+        return 1
+    kind = source.kind or "policy"
+    out = Path(cfg.out) if cfg.out else Path("runs") / "eval" / kind / time.strftime("%Y%m%d-%H%M%S")
+    try:
+        summary = evaluate(
+            source,
+            suite=cfg.suite,
+            episodes=cfg.episodes,
+            seed=cfg.seed,
+            run_dir=out,
+            video=cfg.video,
+            task=cfg.task,
+            obs_mode=cfg.obs_mode,
+            camera_size=tuple(cfg.camera_size),
+            wrist_camera=cfg.wrist_camera,
+            max_episode_steps=cfg.max_episode_steps,
+            video_episodes=cfg.video_episodes,
+            progress=args.progress,
+        )
+    except EnvUnavailable as exc:
+        print(f"simbridge eval: simulator unavailable: {exc}", file=sys.stderr)
+        return 1
+    print(format_table(summary))
+    print(f"results: {out}/summary.json, {out}/episodes.jsonl, {out}/summary.png")
+    return 0

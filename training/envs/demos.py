@@ -1,0 +1,106 @@
+"""Expert demonstrations written as episodes of the zarr episode store.
+
+    from simbridge.training.envs.demos import write_expert_demos
+    stats = write_expert_demos("runs/demos/train.zarr", episodes=75, split="train", seed=0)
+
+Each episode is rolled out with the scripted expert (:mod:`.expert`) and committed with its
+:class:`~simbridge.data.spec.EpisodeMeta` (instruction, split, seed, success labelled by the
+simulator). Failed rollouts are dropped unless ``keep_failures=True`` (then labelled
+``success=False``), so SFT never learns from a failure by accident.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from simbridge.data.spec import EpisodeMeta
+from simbridge.data.store import EpisodeWriter
+
+
+def write_expert_demos(
+    store_path: str | Path,
+    episodes: int,
+    *,
+    split: str = "train",
+    seed: int = 0,
+    env: Any = None,
+    obs_mode: str = "rgb",
+    camera_size: tuple[int, int] = (128, 128),
+    wrist_camera: bool = False,
+    max_episode_steps: int = 80,
+    keep_failures: bool = False,
+    expert_noise_std: float = 0.0,
+    progress: bool = True,
+) -> dict:
+    """Roll out the expert on seeds ``seed, seed+1, ...`` until ``episodes`` are written.
+
+    With ``keep_failures=False`` failed seeds are skipped (and counted); at most ``2 * episodes``
+    seeds are tried. Returns ``{"written", "attempted", "successes", "store", "seeds"}``.
+    """
+    from simbridge.training.envs import make_env, make_expert
+
+    own_env = env is None
+    if own_env:
+        env = make_env(
+            split=split,
+            seed=seed,
+            obs_mode=obs_mode,
+            camera_size=camera_size,
+            wrist_camera=wrist_camera,
+            max_episode_steps=max_episode_steps,
+        )
+    expert = make_expert(env, noise_std=expert_noise_std, seed=seed)
+    written, attempted, successes, seeds = 0, 0, 0, []
+    try:
+        with (
+            EpisodeWriter(
+                store_path, env.contract.observation.cameras, robot=f"maniskill:{env.task}"
+            ) as writer,
+            tqdm(total=episodes, desc=f"expert demos [{env.split.name}]", disable=not progress) as bar,
+        ):
+            ep_seed = seed
+            while written < episodes and attempted < 2 * episodes:
+                obs, info = env.reset(seed=ep_seed, options={"split": split})
+                expert.reset()
+                attempted += 1
+                done = False
+                while not done:
+                    action = expert.predict(obs)[0]
+                    writer.add_step(obs, action, policy_action=action)
+                    obs, _, terminated, truncated, info = env.step(action)
+                    done = terminated or truncated
+                success = bool(info["success"])
+                successes += success
+                if success or keep_failures:
+                    meta = EpisodeMeta(
+                        instruction=env.instruction,
+                        task=env.task,
+                        success=success,
+                        success_labeled_by="env",
+                        policy_id="expert",
+                        robot=f"maniskill:{env.task}",
+                        split=env.split.name,
+                        seed=ep_seed,
+                        extra={"steps": int(info["elapsed_steps"]), "category": env.split.category},
+                    )
+                    writer.end_episode(meta)
+                    written += 1
+                    seeds.append(ep_seed)
+                    bar.update(1)
+                else:
+                    writer.discard_episode()
+                bar.set_postfix(success=f"{successes}/{attempted}")
+                ep_seed += 1
+    finally:
+        if own_env:
+            env.close()
+    return {
+        "written": written,
+        "attempted": attempted,
+        "successes": successes,
+        "store": str(store_path),
+        "seeds": seeds,
+    }

@@ -1,0 +1,382 @@
+"""Evaluation harness: run a policy on named splits with fixed seeds, write results people read.
+
+    from simbridge.training.evaluation import evaluate, load_policy_source
+    source = load_policy_source("expert")              # or a checkpoint dir / a bundle dir
+    summary = evaluate(source, suite="all", episodes=20, seed=0, run_dir="runs/eval/expert")
+
+For every split of the suite, episode ``i`` uses seed ``seed + i``, so two policies evaluated
+with the same arguments see exactly the same scenes. A policy returns a chunk of K actions per
+call; all K are executed open-loop before the policy is asked again (stopping when the episode
+ends). Outputs in ``run_dir``:
+
+* ``episodes.jsonl`` — one line per episode: policy, split, category, seed, episode, success,
+  steps, instruction (and task, wall time);
+* ``summary.json``  — per split, per category and overall success with Wilson 95% intervals;
+* ``summary.png``   — bar chart of the per-split success rates with their intervals;
+* ``videos/``       — with ``video=True``, mp4s of the first ``video_episodes`` episodes per split.
+
+Policies come from a registry (:data:`POLICY_LOADERS`): ``expert`` (the scripted expert),
+``checkpoint`` (a torch checkpoint, :class:`simbridge.training.checkpoint.CheckpointPolicy`) and
+``bundle`` (an ONNX bundle, :class:`simbridge.deploy.runtime.BundlePolicy`), each imported lazily.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from simbridge.data.spec import Observation, Policy, PolicyContract
+
+
+def wilson_interval(successes: int, trials: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """Wilson score 95% interval of a success rate (``(nan, nan)`` for no trials)."""
+    if trials == 0:
+        return (float("nan"), float("nan"))
+    p = successes / trials
+    denom = 1 + z * z / trials
+    centre = (p + z * z / (2 * trials)) / denom
+    half = z / denom * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials))
+    return (
+        max(0.0, centre - half) if successes else 0.0,
+        min(1.0, centre + half) if successes < trials else 1.0,
+    )
+
+
+# --- policy sources ------------------------------------------------------------------------
+
+
+@dataclass
+class PolicySource:
+    """Where a policy comes from: a name for the results, its contract (if fixed) and a factory.
+
+    ``make(env)`` returns the policy for an environment (the expert needs the env; loaded
+    policies ignore it). ``contract`` fixes the cameras the environment must render.
+    """
+
+    name: str
+    make: Callable[[Any], Policy]
+    contract: PolicyContract | None = None
+    kind: str = ""
+
+
+def _expert_source(spec: str, **_: Any) -> PolicySource:
+    from simbridge.training.envs import make_expert
+
+    return PolicySource(name="expert", make=make_expert, contract=None, kind="expert")
+
+
+def _checkpoint_source(spec: str, **kwargs: Any) -> PolicySource:
+    from simbridge.training.checkpoint import CheckpointPolicy
+
+    policy = CheckpointPolicy(spec, deterministic=kwargs.get("deterministic", True))
+    return PolicySource(
+        name=f"checkpoint:{policy.policy_id}",
+        make=lambda env: policy,
+        contract=policy.contract,
+        kind="checkpoint",
+    )
+
+
+def _bundle_source(spec: str, **_: Any) -> PolicySource:
+    from simbridge.deploy.runtime import BundlePolicy, resolve_bundle
+
+    policy = BundlePolicy(resolve_bundle(spec))
+    return PolicySource(
+        name=f"bundle:{policy.bundle_id}", make=lambda env: policy, contract=policy.contract, kind="bundle"
+    )
+
+
+#: ``kind -> loader(spec, **options) -> PolicySource``; add entries for new policy formats.
+POLICY_LOADERS: dict[str, Callable[..., PolicySource]] = {
+    "expert": _expert_source,
+    "checkpoint": _checkpoint_source,
+    "bundle": _bundle_source,
+}
+
+
+def detect_policy_kind(spec: str) -> str:
+    """``expert``, ``bundle`` (a dir with ``manifest.json`` or a ``latest`` pointer) or ``checkpoint``."""
+    if spec in POLICY_LOADERS:
+        return spec
+    path = Path(spec)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"policy {spec!r} is neither one of {sorted(POLICY_LOADERS)} nor an existing checkpoint or bundle "
+            "directory; pass 'expert', a checkpoint dir (runs/<name>/<stamp>/checkpoints/iter_000100) or a "
+            "bundle dir (with manifest.json)"
+        )
+    if (path / "manifest.json").exists() or (path / "latest").exists():
+        return "bundle"
+    return "checkpoint"
+
+
+def load_policy_source(spec: str, kind: str | None = None, **options: Any) -> PolicySource:
+    """A :class:`PolicySource` for ``spec`` ('expert', a checkpoint dir or a bundle dir)."""
+    kind = kind or detect_policy_kind(spec)
+    if kind not in POLICY_LOADERS:
+        raise KeyError(f"unknown policy kind {kind!r}; valid kinds: {', '.join(POLICY_LOADERS)}")
+    return POLICY_LOADERS[kind](spec, **options)
+
+
+# --- running episodes --------------------------------------------------------------------
+
+
+def run_episode(env: Any, policy: Policy, seed: int, frames: list | None = None) -> dict:
+    """One episode; chunks are executed open-loop (all K actions, then re-plan)."""
+    obs, info = env.reset(seed=seed)
+    policy.reset()
+    done, steps, success = False, 0, False
+    t0 = time.perf_counter()
+    if frames is not None:
+        frames.append(_frame(obs))
+    while not done:
+        chunk = np.asarray(policy.predict(obs), np.float32).reshape(-1, 7)
+        for action in chunk:
+            obs, _, terminated, truncated, info = env.step(action)
+            steps += 1
+            if frames is not None:
+                frames.append(_frame(obs))
+            success = bool(info["success"])
+            done = terminated or truncated
+            if done:
+                break
+    return {
+        "success": success,
+        "steps": steps,
+        "instruction": info["instruction"],
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+
+
+def _frame(obs: Observation) -> np.ndarray:
+    imgs = [obs.images[k] for k in sorted(obs.images)]
+    h = max(i.shape[0] for i in imgs)
+    imgs = [np.pad(i, ((0, h - i.shape[0]), (0, 0), (0, 0))) for i in imgs]
+    return np.concatenate(imgs, axis=1)
+
+
+def write_video(path: Path, frames: Sequence[np.ndarray], fps: float = 10.0) -> Path:
+    """Write RGB frames to an mp4 (OpenCV, mp4v codec)."""
+    import cv2
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    h, w = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+    if not writer.isOpened():
+        raise RuntimeError(f"OpenCV cannot write {path} (mp4v codec unavailable)")
+    try:
+        for f in frames:
+            writer.write(np.ascontiguousarray(f[..., ::-1]))
+    finally:
+        writer.release()
+    return path
+
+
+def _summarize(records: list[dict], policy_name: str, meta: dict) -> dict:
+    def block(rows: list[dict]) -> dict:
+        n, k = len(rows), sum(r["success"] for r in rows)
+        lo, hi = wilson_interval(k, n)
+        return {
+            "episodes": n,
+            "successes": k,
+            "success_rate": k / n if n else float("nan"),
+            "ci95_low": lo,
+            "ci95_high": hi,
+            "mean_steps": float(np.mean([r["steps"] for r in rows])) if rows else float("nan"),
+        }
+
+    splits: dict[str, dict] = {}
+    for name in dict.fromkeys(r["split"] for r in records):
+        rows = [r for r in records if r["split"] == name]
+        splits[name] = {"category": rows[0]["category"], **block(rows)}
+    categories = {
+        cat: block([r for r in records if r["category"] == cat])
+        for cat in dict.fromkeys(r["category"] for r in records)
+    }
+    return {
+        "policy": policy_name,
+        **meta,
+        "splits": splits,
+        "categories": categories,
+        "overall": block(records),
+    }
+
+
+def plot_summary(summary: dict, path: Path) -> Path:
+    """Bar chart of per-split success with Wilson 95% intervals, coloured by category."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(summary["splits"])
+    s = summary["splits"]
+    rates = np.array([s[n]["success_rate"] for n in names])
+    err = np.array(
+        [
+            [s[n]["success_rate"] - s[n]["ci95_low"] for n in names],
+            [s[n]["ci95_high"] - s[n]["success_rate"] for n in names],
+        ]
+    )
+    colours = {"train": "#4c72b0", "vision": "#55a868", "semantics": "#c44e52", "execution": "#8172b2"}
+    fig, ax = plt.subplots(figsize=(max(5, 0.6 * len(names) + 2), 4))
+    ax.bar(
+        range(len(names)),
+        rates,
+        yerr=err,
+        capsize=3,
+        color=[colours.get(s[n]["category"], "gray") for n in names],
+    )
+    ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=8)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("success rate (Wilson 95% CI)")
+    ax.set_title(f"{summary['policy']} on {summary['task']} ({summary['episodes_per_split']} episodes/split)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def format_table(summary: dict) -> str:
+    """The summary as a plain-text table (also printed by ``simbridge eval``)."""
+    lines = [f"{'split':32s} {'category':10s} {'success':>8s}  {'95% CI':>15s}  {'n':>4s}"]
+    for name, r in summary["splits"].items():
+        lines.append(
+            f"{name:32s} {r['category']:10s} {100 * r['success_rate']:7.1f}%  "
+            f"[{100 * r['ci95_low']:5.1f}, {100 * r['ci95_high']:5.1f}]  {r['episodes']:4d}"
+        )
+    for name, r in summary["categories"].items():
+        lines.append(
+            f"{'(all ' + name + ')':32s} {'':10s} {100 * r['success_rate']:7.1f}%  "
+            f"[{100 * r['ci95_low']:5.1f}, {100 * r['ci95_high']:5.1f}]  {r['episodes']:4d}"
+        )
+    return "\n".join(lines)
+
+
+def evaluate(
+    policy_factory: PolicySource | Callable[[Any], Policy],
+    suite: str | None = "all",
+    episodes: int = 10,
+    seed: int = 0,
+    run_dir: str | Path | None = None,
+    video: bool = False,
+    *,
+    splits: Sequence[str] | None = None,
+    task: str = "PutOnTarget-v1",
+    env: Any = None,
+    obs_mode: str = "rgb",
+    camera_size: tuple[int, int] = (128, 128),
+    wrist_camera: bool = False,
+    max_episode_steps: int = 80,
+    video_episodes: int = 2,
+    policy_name: str | None = None,
+    progress: bool = True,
+) -> dict:
+    """Evaluate a policy on every split of ``suite`` (or the explicit ``splits``); see module docstring.
+
+    ``policy_factory`` is a :class:`PolicySource` or a callable ``env -> Policy``. Pass ``env`` to
+    reuse an existing ``make_env`` environment (its split is switched per split). When the policy
+    has a fixed contract, the environment renders the cameras it expects.
+    """
+    from simbridge.training.envs import TASKS, get_split, make_env, resolve_suite
+
+    source = (
+        policy_factory
+        if isinstance(policy_factory, PolicySource)
+        else PolicySource(
+            name=policy_name or getattr(policy_factory, "__name__", "policy"), make=policy_factory
+        )
+    )
+    name = policy_name or source.name
+    if episodes < 1:
+        raise ValueError(f"episodes: at least 1 per split, got {episodes}")
+    split_names = tuple(splits) if splits is not None else resolve_suite(suite or "all")
+    uses_splits = TASKS[task].uses_splits if task in TASKS else True
+    if not uses_splits:
+        split_names = ("train",)
+    split_objs = [get_split(s) if uses_splits else None for s in split_names]
+    if source.contract is not None:  # render what the policy was trained on
+        cams = source.contract.observation.cameras
+        camera_size = (cams[0].height, cams[0].width)
+        wrist_camera = any(c.name == "wrist" for c in cams)
+        if video or obs_mode == "state":
+            obs_mode = "rgb"
+    if video:
+        obs_mode = "rgb"
+    out = Path(run_dir) if run_dir is not None else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    own_env = env is None
+    if own_env:
+        env = make_env(
+            task,
+            split=split_names[0],
+            seed=seed,
+            obs_mode=obs_mode,
+            camera_size=camera_size,
+            wrist_camera=wrist_camera,
+            max_episode_steps=max_episode_steps,
+        )
+    policy = source.make(env)
+    records: list[dict] = []
+    episodes_file = open(out / "episodes.jsonl", "w") if out is not None else None  # noqa: SIM115 - closed below
+    bar = tqdm(total=episodes * len(split_names), desc=f"eval {name}", disable=not progress, unit="ep")
+    try:
+        for split_name, split in zip(split_names, split_objs, strict=True):
+            if split is not None:
+                env.set_split(split)
+            successes = 0
+            for i in range(episodes):
+                frames: list | None = [] if (video and i < video_episodes) else None
+                result = run_episode(env, policy, seed + i, frames)
+                record = {
+                    "policy": name,
+                    "task": task,
+                    "split": split_name,
+                    "category": split.category if split is not None else "train",
+                    "seed": seed + i,
+                    "episode": i,
+                    **result,
+                }
+                records.append(record)
+                successes += record["success"]
+                if episodes_file is not None:
+                    episodes_file.write(json.dumps(record) + "\n")
+                    episodes_file.flush()
+                if frames and out is not None:
+                    write_video(
+                        out / "videos" / f"{split_name}_ep{i:03d}_seed{seed + i}.mp4",
+                        frames,
+                        fps=env.contract.action.control_rate_hz,
+                    )
+                bar.update(1)
+                bar.set_postfix(split=split_name, success=f"{successes}/{i + 1}")
+    finally:
+        bar.close()
+        if episodes_file is not None:
+            episodes_file.close()
+        if own_env:
+            env.close()
+    summary = _summarize(
+        records,
+        name,
+        {
+            "task": task,
+            "episodes_per_split": episodes,
+            "seed": seed,
+            "obs_mode": obs_mode,
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        },
+    )
+    if out is not None:
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        plot_summary(summary, out / "summary.png")
+    return summary
