@@ -35,7 +35,9 @@ def test_unknown_verb_exits_2_with_suggestion():
 
 
 def test_unbuilt_verb_says_so_and_exits_nonzero(monkeypatch, capsys):
-    monkeypatch.setitem(cli.VERBS, "teleport", cli.Verb("simbridge.data.no_such_module", "beam the robot", 99))
+    monkeypatch.setitem(
+        cli.VERBS, "teleport", cli.Verb("simbridge.data.no_such_module", "beam the robot", 99)
+    )
     assert cli.main(["teleport"]) == cli.EXIT_UNAVAILABLE
     assert "not built yet" in capsys.readouterr().err
 

@@ -48,8 +48,21 @@ def _write_run(path, policy, rows):
     path.mkdir(parents=True)
     with open(path / "episodes.jsonl", "w") as f:
         for i, (split, category, success) in enumerate(rows):
-            f.write(json.dumps({"policy": policy, "split": split, "category": category, "seed": i,
-                                "episode": i, "success": success, "steps": 40, "instruction": "x"}) + "\n")
+            f.write(
+                json.dumps(
+                    {
+                        "policy": policy,
+                        "split": split,
+                        "category": category,
+                        "seed": i,
+                        "episode": i,
+                        "success": success,
+                        "steps": 40,
+                        "instruction": "x",
+                    }
+                )
+                + "\n"
+            )
 
 
 @pytest.fixture()
@@ -87,8 +100,9 @@ def test_report_rates_diffs_and_files(two_runs):
 
 
 def test_labels_and_baseline_choice(two_runs):
-    report = write_report([f"rl={two_runs / 'ppo_run'}", f"bc={two_runs / 'sft_run'}"], two_runs / "r2",
-                          baseline="bc")
+    report = write_report(
+        [f"rl={two_runs / 'ppo_run'}", f"bc={two_runs / 'sft_run'}"], two_runs / "r2", baseline="bc"
+    )
     assert report.policies == ["bc", "rl"]
     with pytest.raises(ReportError, match="baseline"):
         build_report(read_source(two_runs / "ppo_run")[0], baseline="nope")
@@ -108,10 +122,23 @@ def test_bad_sources_are_named(tmp_path):
 
 def test_report_cli(two_runs):
     out = subprocess.run(
-        [sys.executable, "-m", "simbridge.data.cli", "report", str(two_runs / "sft_run"), str(two_runs / "ppo_run"),
-         "-o", str(two_runs / "cli_report")], capture_output=True, text=True, timeout=120)
+        [
+            sys.executable,
+            "-m",
+            "simbridge.data.cli",
+            "report",
+            str(two_runs / "sft_run"),
+            str(two_runs / "ppo_run"),
+            "-o",
+            str(two_runs / "cli_report"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     assert "unseen_positions" in out.stdout and (two_runs / "cli_report" / "report.png").exists()
-    bad = subprocess.run([sys.executable, "-m", "simbridge.data.cli", "report"], capture_output=True, text=True,
-                         timeout=120)
+    bad = subprocess.run(
+        [sys.executable, "-m", "simbridge.data.cli", "report"], capture_output=True, text=True, timeout=120
+    )
     assert bad.returncode == 2 and "required" in bad.stderr
