@@ -391,7 +391,9 @@ class FrankyRobot(Robot):
             self._gripper_future = self._gripper.move_async(lim.gripper_max_width_m, speed)
         else:  # grasp with bounded force; wide epsilons accept any object width
             force = min(cfg.gripper_force_n, lim.gripper_max_force_n)
-            self._gripper_future = self._gripper.grasp_async(lim.gripper_min_width_m, speed, force, 0.08, 0.08)
+            self._gripper_future = self._gripper.grasp_async(
+                lim.gripper_min_width_m, speed, force, 0.08, 0.08
+            )
         self._gripper_state = self._gripper_want
 
     def _release_gripper(self, timeout_s: float = 5.0) -> None:
