@@ -126,7 +126,7 @@ def main() -> int:
         spinner.join()
         for n in nodes:
             executor.remove_node(n)
-        for n in (twin_node, franka, policy):
+        for n in (twin_node, franka):
             n.close()
         for n in nodes:
             n.destroy_node()
