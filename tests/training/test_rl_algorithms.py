@@ -169,3 +169,20 @@ def test_resource_plans_per_placement_mode():
     with pytest.raises(ResourceShortfall, match="1 GPU needed"):
         check_resources(gpu, {"CPU": 8.0}, "hybrid")
     check_resources(hybrid, {"CPU": 3.0}, "hybrid")  # exactly enough: no error
+
+
+def test_cli_resolves_launch_configs_for_both_algorithms(capsys):
+    from simbridge.data.cli import main
+
+    repo = __import__("pathlib").Path(__file__).resolve().parents[2]
+    for algo, config in (("ppo", "ppo_maniskill.yaml"), ("grpo", "grpo_maniskill.yaml"), ("grpo", "grpo_toy.yaml")):
+        rc = main(["train", algo, "--config", str(repo / "launch/configs" / config), "--print-config",
+                   "runner.iterations=3"])
+        out = capsys.readouterr().out
+        assert rc == 0
+        cfg = __import__("yaml").safe_load(out)
+        assert cfg["algorithm"]["name"] == algo and cfg["runner"]["iterations"] == 3
+        if config.startswith("grpo"):
+            assert cfg["algorithm"]["clip_high"] in (None, 0.28) and cfg["reward"]["dense_coef"] == 0.0
+    rc = main(["train", "ppo", "--config", str(repo / "launch/configs/ppo_toy.yaml"), "env.pipeline_stage_num=3"])
+    assert rc == 2 and "pipeline_stage_num" in capsys.readouterr().err

@@ -171,7 +171,7 @@ def create_worker_groups(cfg: RLConfig, contract: PolicyContract, episodic: bool
             max_restarts=cfg.cluster.env_max_restarts,
             max_task_retries=0,  # a crashed step is not replayed: its episode is dropped
             scheduling_strategy=strategy(plan.env_bundles[i]),
-        ).remote(cfg, i, episodic, contract.chunk_size, plan.shares["env"])
+        ).remote(cfg, i, episodic, plan.shares["env"])
         for i in range(cfg.env.num_workers)
     ]
     rollout = (

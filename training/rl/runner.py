@@ -149,7 +149,7 @@ def _loop(cfg: RLConfig, groups: Any, run: RunDir, contract: Any, algorithm_cls:
 
     collector = RolloutCollector(
         cfg, groups.env_workers, groups.rollout, algorithm_cls.episodic, algorithm_cls.uses_critic,
-        chunk_size=contract.chunk_size,
+        chunk_size=ray.get(groups.rollout.chunk_size.remote()),
     )
     update_threads = groups.plan.total_cpus if cfg.cluster.placement == "hybrid" else None
     bar = tqdm(range(start, cfg.runner.iterations), initial=start, total=cfg.runner.iterations,

@@ -70,12 +70,11 @@ def pad_text_inputs(policy: Any, batch: dict[str, torch.Tensor]) -> dict[str, to
 class EnvWorker:
     """Environments ``[index * E, (index + 1) * E)`` of the run, stepped stage by stage."""
 
-    def __init__(self, cfg: RLConfig, index: int, episodic: bool, chunk_size: int = 1, cpus: float = 1.0):
+    def __init__(self, cfg: RLConfig, index: int, episodic: bool, cpus: float = 1.0):
         _set_threads(cpus)
         self.cfg = cfg
         self.index = index
         self.episodic = episodic  # True (GRPO): freeze finished envs until the next reset
-        self.chunk_size = chunk_size
         env_cfg = cfg.env
         self.per_stage = env_cfg.envs_per_worker // env_cfg.pipeline_stage_num
         self.env_ids = [index * env_cfg.envs_per_worker + j for j in range(env_cfg.envs_per_worker)]
@@ -133,7 +132,7 @@ class EnvWorker:
         for k, j in enumerate(self._stage(stage)):
             if not self.active[j]:
                 continue  # frozen after its episode (GRPO): nothing to do until the next reset
-            for action in chunk[k][: self.chunk_size]:
+            for action in chunk[k]:  # the policy's whole action chunk (K actions), stopping at episode end
                 obs, reward, terminated, truncated, info = self.envs[j].step(action)
                 steps += 1
                 r = self.cfg.reward.success * float(reward) + self.cfg.reward.dense_coef * float(
@@ -193,6 +192,10 @@ class RolloutWorker:
         self.cfg = cfg
         self.policy = build_rl_policy(cfg.policy, contract, seed=cfg.runner.seed)
         self.version = -1
+
+    def chunk_size(self) -> int:
+        """Actions per policy call (K): the env workers execute the whole chunk."""
+        return int(self.policy.contract.chunk_size)
 
     def set_weights(self, weights: tuple[int, dict[str, torch.Tensor]]) -> int:
         """Load ``(version, state_dict)`` from :meth:`ActorWorker.get_weights`; returns the version."""

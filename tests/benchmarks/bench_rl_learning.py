@@ -1,0 +1,125 @@
+"""Benchmark: SFT warm start -> PPO (and GRPO) on ManiSkill3 PutOnTarget-v1, before vs after.
+
+Pipeline, all with fixed seeds:
+
+1. expert demonstrations (``write_expert_demos``, train split, rgb 128 px);
+2. SFT of the tiny OpenVLA-OFT policy on them (``simbridge.training.sft.train_sft``);
+3. evaluation of the SFT checkpoint on the training distribution (``train``) and on the
+   execution split (``execution_position``): success rate with Wilson 95% intervals;
+4. PPO from the SFT checkpoint (``launch/configs/ppo_maniskill.yaml``), evaluation again;
+5. GRPO from the same SFT checkpoint (``launch/configs/grpo_maniskill.yaml``), evaluation again.
+
+It reports the success rates before / after, the change in points, and the wall-clock minutes
+of every phase on this machine (target: >= +15 points on ``train`` within 60 min of PPO).
+
+    .venv/bin/python tests/benchmarks/bench_rl_learning.py [--demos 40] [--sft-steps 800]
+        [--ppo-iterations 40] [--grpo-iterations 20] [--eval-episodes 20] [--sft-checkpoint DIR]
+
+Prints JSON and writes tests/benchmarks/results/rl_learning.json (updated after every phase).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
+REPO = Path(__file__).resolve().parents[2]
+SPLITS = ["train", "execution_position"]
+
+
+def evaluate_checkpoint(checkpoint: Path, out: Path, episodes: int, seed: int) -> dict:
+    from simbridge.training.evaluation import evaluate, load_policy_source
+
+    summary = evaluate(load_policy_source(str(checkpoint)), splits=SPLITS, episodes=episodes, seed=seed,
+                       run_dir=out, progress=False)
+    return {name: {k: s[k] for k in ("success_rate", "ci95_low", "ci95_high", "episodes")}
+            for name, s in summary["splits"].items()}
+
+
+def run_rl(config: str, sft_ckpt: Path, iterations: int, root: Path, extra: list[str]) -> Path:
+    from simbridge.data.config import load_config
+    from simbridge.training.checkpoint import latest_checkpoint
+    from simbridge.training.rl.config import RLConfig
+    from simbridge.training.rl.runner import train
+
+    cfg = load_config(RLConfig, REPO / "launch/configs" / config, overrides=[
+        f"policy.init_checkpoint={sft_ckpt}", f"runner.iterations={iterations}", f"runner.root={root}",
+        f"runner.checkpoint_every={max(1, iterations // 4)}", *extra,
+    ])
+    run_dir = train(cfg)
+    return latest_checkpoint(run_dir)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--demos", type=int, default=40)
+    parser.add_argument("--sft-steps", type=int, default=800)
+    parser.add_argument("--sft-checkpoint", type=Path, help="skip demos + SFT, start from this checkpoint")
+    parser.add_argument("--ppo-iterations", type=int, default=40)
+    parser.add_argument("--grpo-iterations", type=int, default=20)
+    parser.add_argument("--eval-episodes", type=int, default=20)
+    parser.add_argument("--eval-seed", type=int, default=10_000)
+    parser.add_argument("--root", type=Path, default=REPO / "runs" / "bench_rl_learning")
+    parser.add_argument("--rl-override", action="append", default=[], help="extra key=value for both RL runs")
+    args = parser.parse_args()
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    args.root.mkdir(parents=True, exist_ok=True)
+    result: dict = {"benchmark": "rl_learning", "task": "PutOnTarget-v1", "policy": "openvla-oft tiny",
+                    "splits": SPLITS, "eval_episodes_per_split": args.eval_episodes, "minutes": {}}
+
+    def save() -> None:
+        (RESULTS / "rl_learning.json").write_text(json.dumps(result, indent=2, default=str))
+
+    def timed(name: str, fn, *a, **kw):
+        t0 = time.time()
+        out = fn(*a, **kw)
+        result["minutes"][name] = round((time.time() - t0) / 60, 2)
+        print(f"{name}: {result['minutes'][name]} min", flush=True)
+        save()
+        return out
+
+    sft_ckpt = args.sft_checkpoint
+    if sft_ckpt is None:
+        from simbridge.data.config import load_config
+        from simbridge.training.checkpoint import latest_checkpoint
+        from simbridge.training.envs.demos import write_expert_demos
+        from simbridge.training.sft import SFTConfig, train_sft
+
+        store = args.root / "demos.zarr"
+        if not store.exists():
+            result["demos"] = timed("demos", write_expert_demos, store, args.demos, split="train", seed=0,
+                                    progress=False)
+        sft_cfg = load_config(SFTConfig, data={
+            "name": "sft", "run_root": str(args.root), "data": {"store": str(store)},
+            "model": {"chunk_size": 4}, "optim": {"steps": args.sft_steps}, "eval": {"enabled": False},
+            "progress": False, "checkpoint_every": args.sft_steps,
+        })
+        sft_ckpt = latest_checkpoint(timed("sft", train_sft, sft_cfg))
+    result["sft_checkpoint"] = str(sft_ckpt)
+    result["before"] = timed("eval_sft", evaluate_checkpoint, sft_ckpt, args.root / "eval_sft",
+                             args.eval_episodes, args.eval_seed)
+    for algo, config, iters in (("ppo", "ppo_maniskill.yaml", args.ppo_iterations),
+                                ("grpo", "grpo_maniskill.yaml", args.grpo_iterations)):
+        if iters <= 0:
+            continue
+        ckpt = timed(f"{algo}_train", run_rl, config, sft_ckpt, iters, args.root, args.rl_override)
+        after = timed(f"eval_{algo}", evaluate_checkpoint, ckpt, args.root / f"eval_{algo}",
+                      args.eval_episodes, args.eval_seed)
+        result[f"after_{algo}"] = after
+        result[f"delta_points_{algo}"] = {
+            s: round(100 * (after[s]["success_rate"] - result["before"][s]["success_rate"]), 1) for s in SPLITS
+        }
+        result[f"{algo}_checkpoint"] = str(ckpt)
+        save()
+    result["target"] = ">= +15 points on train within 60 min of PPO on this machine"
+    save()
+    print(json.dumps(result, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()
