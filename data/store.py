@@ -193,7 +193,11 @@ class EpisodeWriter:
         try:
             if (self.path / "zarr.json").exists():
                 self._lock()
-                self._open_existing()
+                if self._creation_was_interrupted():
+                    self._clear_except_lock()
+                    self._create(compression_level)
+                else:
+                    self._open_existing()
             else:
                 if self.path.exists() and any(self.path.iterdir()):
                     raise StoreError(
@@ -229,8 +233,27 @@ class EpisodeWriter:
             ) from None
         self._lock_fd = fd
 
+    def _creation_was_interrupted(self) -> bool:
+        """A writer died while creating the store: our attributes, no commit record, no rows anywhere."""
+        try:
+            attrs = zarr.open_group(str(self.path), mode="r").attrs.asdict()
+        except Exception:
+            return False
+        if attrs.get("simbridge", {}).get("format") != FORMAT or "commit" in attrs:
+            return False
+        arrays = [p for p in (self.path / "data").glob("*/zarr.json")] + list(
+            (self.path / "meta").glob("*/zarr.json")
+        )
+        return all(zarr.open_array(str(p.parent), mode="r").shape[0] == 0 for p in arrays)
+
+    def _clear_except_lock(self) -> None:
+        import shutil
+
+        for child in self.path.iterdir():
+            if child.name != LOCK_FILE:
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+
     def _create(self, level: int) -> None:
-        self.group = zarr.open_group(str(self.path), mode="w")
         info = {
             "format": FORMAT,
             "schema_version": STORE_SCHEMA_VERSION,
@@ -239,7 +262,8 @@ class EpisodeWriter:
             "software_version": self.software_version,
             "created": time.time(),
         }
-        self.group.update_attributes({"simbridge": info})
+        # "a", not "w": "w" would clear the directory, our lock file included.
+        self.group = zarr.open_group(str(self.path), mode="a", attributes={"simbridge": info})
         cfg = _WRITE_CFG
         blosc = BloscCodec(cname="zstd", clevel=level, shuffle="shuffle")
         for key, (shape, dtype) in self._specs.items():

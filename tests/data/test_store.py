@@ -305,3 +305,25 @@ def test_reader_reads_consistent_episodes_while_a_writer_writes(tmp_path):
     assert seen == sorted(seen) and reads >= 3 and len(set(seen)) >= 3
     assert _check_committed(path) == 15
     assert EpisodeStore(path).cameras == PROC_CAMERAS
+
+
+def _drop_commit(path: Path) -> None:
+    doc = json.loads((path / "zarr.json").read_text())
+    del doc["attributes"]["commit"]
+    (path / "zarr.json").write_text(json.dumps(doc))
+
+
+def test_interrupted_creation_is_redone_but_a_lost_commit_with_data_is_refused(tmp_path):
+    fresh = tmp_path / "fresh.zarr"
+    EpisodeWriter(fresh, CAMS, software_version="t").close()
+    assert (fresh / ".writer.lock").exists()  # creating the group kept the lock file
+    _drop_commit(fresh)  # as if the writer died before its first commit
+    with pytest.raises(StoreError, match="commit record is missing"):
+        EpisodeStore(fresh)
+    write_episodes(fresh, [3])  # a new writer recreates the empty store
+    assert len(EpisodeStore(fresh)) == 1
+
+    _drop_commit(fresh)  # now rows exist: never wipe them
+    with pytest.raises(StoreError, match="commit record is missing"):
+        EpisodeWriter(fresh, CAMS, software_version="t")
+    assert zarr.open_array(str(fresh / "data/action"), mode="r").shape[0] == 3
