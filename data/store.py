@@ -625,8 +625,13 @@ class EpisodeStore:
         meta.success_labeled_by = by
         meta.extra = {**meta.extra, "labeled_at": time.time()}
         # One chunk per episode: this rewrites only episode i's file, atomically, never racing a writer.
-        arr = zarr.open_array(str(self.path / "meta/episodes"), mode="r+").with_config(_WRITE_CFG)
-        arr[i] = meta_to_json(meta)
+        try:
+            arr = zarr.open_array(str(self.path / "meta/episodes"), mode="r+").with_config(_WRITE_CFG)
+            arr[i] = meta_to_json(meta)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot label episode {i} in {self.path}: {exc}; check write permission"
+            ) from exc
         return meta
 
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
@@ -727,16 +732,29 @@ def validate_store(path: str | os.PathLike, deep: bool = True) -> ValidationRepo
     if ends is not None and episodes:
         if np.any(np.diff(ends) <= 0) or ends[0] <= 0:
             report.errors.append("meta/episode_ends is not strictly increasing")
-        if ends[-1] != steps:
+        elif ends[-1] != steps:
             report.errors.append(
                 f"meta/episode_ends ends at {ends[-1]} but the commit record says {steps} steps"
             )
+        else:
+            _check_timestamps(group, ends, report)
     leftovers = sorted(str(p.relative_to(path)) for p in path.rglob("*.partial"))
     if leftovers:
         report.warnings.append(
             f"{len(leftovers)} leftover temporary file(s) from an interrupted write, e.g. {leftovers[0]}"
         )
     return report
+
+
+def _check_timestamps(group: zarr.Group, ends: np.ndarray, report: ValidationReport) -> None:
+    try:
+        ts = np.asarray(group["data/timestamp"][: int(ends[-1])])
+    except Exception:
+        return  # already reported as a missing key or a corrupt chunk
+    starts = np.concatenate([[0], ends[:-1]])
+    bad = [i for i, (a, b) in enumerate(zip(starts, ends, strict=True)) if np.any(np.diff(ts[a:b]) < 0)]
+    if bad:
+        report.warnings.append(f"timestamps go backwards within episode(s) {bad[:10]} (clock jumps?)")
 
 
 def _check_chunks(path: Path, name: str, arr: zarr.Array, rows: int, report: ValidationReport) -> None:
