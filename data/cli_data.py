@@ -36,6 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p = sub.add_parser("info", help="summary of a store (episodes, steps, success, interventions, splits)")
     p.add_argument("store")
     p.add_argument("--episodes", action="store_true", help="also list every episode")
+    p.add_argument(
+        "--plot", default=None, metavar="PNG", help="also plot lengths, success per split, interventions"
+    )
 
     p = sub.add_parser("validate", help="check layout, lengths, metadata and chunk checksums (read-only)")
     p.add_argument("store")
@@ -144,7 +147,42 @@ def cmd_info(args) -> int:
                 m.instruction,
             )
         console.print(table)
+    if args.plot and len(store):
+        plot_store_summary(store, metas, lengths, Path(args.plot))
+        console.print(f"plot: {args.plot}")
     return 0
+
+
+def plot_store_summary(store: EpisodeStore, metas, lengths: np.ndarray, out: Path) -> None:
+    """Episode lengths, labelled success rate per split, and operator steps per episode, as one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    axes[0].hist(lengths, bins=min(30, max(5, len(lengths) // 2)), color="#4477aa")
+    axes[0].set(title="episode length", xlabel="steps", ylabel="episodes")
+    splits = sorted({m.split or "-" for m in metas})
+    rates, counts = [], []
+    for sp in splits:
+        labels = [m.success for m in metas if (m.split or "-") == sp and m.success is not None]
+        rates.append(np.mean(labels) if labels else 0.0)
+        counts.append(len(labels))
+    bars = axes[1].bar(splits, rates, color="#228833")
+    for bar, n in zip(bars, counts, strict=True):
+        axes[1].annotate(
+            f"n={n}", (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom"
+        )
+    axes[1].set(title="success rate (labelled)", ylim=(0, 1.1))
+    operator = [int(store.read("intervention", store.episode_slice(i)).sum()) for i in range(len(store))]
+    axes[2].bar(range(len(store)), operator, color="#ee6677")
+    axes[2].set(title="operator steps per episode", xlabel="episode", ylabel="steps")
+    fig.suptitle(f"{store.path.name}: {len(store)} episodes, {store.num_steps} steps")
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
 
 
 def cmd_validate(args) -> int:

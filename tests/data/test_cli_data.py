@@ -17,9 +17,11 @@ from episode_factory import CAMS, make_store
 
 def test_info_summarises_and_lists_episodes(tmp_path, capsys):
     store = make_store(tmp_path / "a.zarr")
-    assert main(["data", "info", str(store), "--episodes"]) == 0
+    png = tmp_path / "summary.png"
+    assert main(["data", "info", str(store), "--episodes", "--plot", str(png)]) == 0
     out = capsys.readouterr().out
     assert "4 / 26" in out and "2/3 = 67%" in out and "scene 64x64" in out and "task 1" in out
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
 
 
 def test_validate_ok_and_failing_store_untouched(tmp_path, capsys):
