@@ -31,7 +31,9 @@ from simbridge.data.store import (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="command", required=True, metavar="<command>")
+    # Not required at parse time: an unknown flag is then reported as such, a missing command in run().
+    sub = parser.add_subparsers(dest="command", metavar="<command>")
+    parser.set_defaults(_print_help=parser.print_help)
 
     p = sub.add_parser("info", help="summary of a store (episodes, steps, success, interventions, splits)")
     p.add_argument("store")
@@ -89,6 +91,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.command is None:
+        args._print_help(sys.stderr)
+        print(f"simbridge data: choose a command: {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
     try:
         return COMMANDS[args.command](args)
     except (StoreError, IndexError, FileExistsError) as exc:
