@@ -186,3 +186,13 @@ def bundle_dir(tmp_path_factory) -> Path:
 
     update_latest(root / "export", "iter_000001")
     return root / "export"
+
+
+@pytest.fixture(scope="session")
+def loaded_machine_limits(tmp_path_factory) -> str:
+    """Safety limits for tests on a shared, overloaded CI machine: the defaults, except that commands
+    may be up to 1 s old (the default 0.25 s makes motion tests flaky when 8 jobs share 2 cores).
+    Staleness rejection itself is tested with 2 s old commands."""
+    path = tmp_path_factory.mktemp("limits") / "safety.yaml"
+    path.write_text("max_command_age_s: 1.0\n")
+    return str(path)

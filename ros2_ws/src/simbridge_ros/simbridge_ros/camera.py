@@ -49,13 +49,12 @@ def load_intrinsics(path: str) -> tuple[list[float], list[float]]:
 
 
 def make_camera(node: Node) -> Any:
-    from simbridge.deploy.cameras import OpenCVCamera
+    """``simbridge.deploy.cameras.make_camera``: ``realsense[:serial]``, a device index/path, a URL or a video file."""
+    from simbridge.deploy.cameras import make_camera as make
 
     p = node.get_parameter
-    source: Any = p("source").value
-    if isinstance(source, str) and source.isdigit():
-        source = int(source)
-    return OpenCVCamera(source, width=int(p("width").value), height=int(p("height").value), fps=float(p("fps").value))
+    return make(p("source").value, width=int(p("width").value), height=int(p("height").value),
+                fps=float(p("fps").value), name=p("name").value)
 
 
 class CameraNode(Node):
@@ -78,8 +77,7 @@ class CameraNode(Node):
         self.pub_info = self.create_publisher(CameraInfo, camera_info_topic(self.cam_name), RELIABLE)
         self.pub_diag = self.create_publisher(String, camera_diagnostics_topic(self.cam_name), 10)
         self.frames = 0
-        self.drops = 0
-        self.reconnects = 0
+        self.reconnects = 0  # node-level reopen after the camera gave up (CameraError)
         self.state = "connecting"
         self.last_error = ""
         self._window: list[float] = []
@@ -91,7 +89,6 @@ class CameraNode(Node):
     def _capture_loop(self) -> None:
         backoff = 0.05
         max_backoff = float(self.get_parameter("reconnect_max_backoff_s").value)
-        period = 1.0 / float(self.get_parameter("fps").value)
         connected = False
         while not self._stop.is_set():
             if not connected:
@@ -107,8 +104,7 @@ class CameraNode(Node):
                     continue
             try:
                 frame, stamp = self.camera.read()
-            except Exception as err:  # CameraError: dropped device, timeout, end of a video file
-                self.drops += 1
+            except Exception as err:  # CameraError: the camera's own reconnect attempts failed
                 self.reconnects += 1
                 self.state, self.last_error = "reconnecting", f"{type(err).__name__}: {err}"
                 self.get_logger().warning(f"camera {self.cam_name} dropped ({err}); reconnecting")
@@ -116,8 +112,6 @@ class CameraNode(Node):
                 connected = False
                 continue
             self._publish(frame, stamp)
-            if self._window and stamp - self._window[-1] > 1.5 * period:
-                self.drops += round((stamp - self._window[-1]) / period) - 1
             self._window = [*self._window[-59:], stamp]
 
     def _publish(self, frame: np.ndarray, stamp: float) -> None:
@@ -131,11 +125,17 @@ class CameraNode(Node):
         w = self._window
         return (len(w) - 1) / (w[-1] - w[0]) if len(w) > 2 and w[-1] > w[0] else 0.0
 
+    def diagnostics(self) -> dict:
+        """Frames published by this node plus the camera's own counters (drops, in-driver reconnects)."""
+        cam_drops = int(getattr(self.camera, "drops", 0))
+        cam_reconnects = int(getattr(self.camera, "reconnects", 0))
+        return {
+            "camera": self.cam_name, "state": self.state, "fps": round(self.fps(), 2), "frames": self.frames,
+            "drops": cam_drops, "reconnects": self.reconnects + cam_reconnects, "last_error": self.last_error,
+        }
+
     def _publish_diagnostics(self) -> None:
-        self.pub_diag.publish(json_msg(
-            camera=self.cam_name, state=self.state, fps=round(self.fps(), 2), frames=self.frames,
-            drops=self.drops, reconnects=self.reconnects, last_error=self.last_error,
-        ))
+        self.pub_diag.publish(json_msg(**self.diagnostics()))
 
     def _safe_disconnect(self) -> None:
         try:
