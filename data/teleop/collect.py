@@ -143,7 +143,7 @@ class Collector:
                     takeovers += int(intervening)
                     if intervening:
                         # Start the operator from the gripper state the policy left.
-                        self.mapper.reset(gripper=float(policy_action[6]))
+                        self.mapper.gripper = float(np.clip(policy_action[6], -1.0, 1.0))
             raw = self.mapper(state) if intervening else policy_action
             result = self.safety.filter(raw, obs.ee_pose, obs.joint_positions)
             if result.rejected:
