@@ -40,6 +40,7 @@ import zarr
 from zarr.codecs import BloscCodec, Crc32cCodec
 
 from simbridge.data.spec import (
+    SCHEMA_VERSION,
     STEP_KEYS,
     CameraSpec,
     ContractError,
@@ -56,7 +57,6 @@ except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
 FORMAT = "simbridge.episode_store"
-STORE_SCHEMA_VERSION = 1
 LOWDIM_CHUNK_ROWS = 1024
 LOCK_FILE = ".writer.lock"
 #: Write every chunk, even all-fill-value ones: a missing chunk file below the commit then means data loss.
@@ -256,7 +256,7 @@ class EpisodeWriter:
     def _create(self, level: int) -> None:
         info = {
             "format": FORMAT,
-            "schema_version": STORE_SCHEMA_VERSION,
+            "schema_version": SCHEMA_VERSION,
             "cameras": _cameras_to_json(self.cameras),
             "robot": self.robot,
             "software_version": self.software_version,
@@ -578,7 +578,15 @@ class EpisodeStore:
             raise StoreError(f"{self.path}: metadata of episode {i} is corrupt ({exc})") from exc
 
     def metas(self) -> list[EpisodeMeta]:
-        return [self.meta(i) for i in range(len(self))]
+        """Metadata of every committed episode (one bulk read)."""
+        texts = self._read(self._meta_arr, "meta/episodes", slice(0, self._episodes)) if len(self) else []
+        out = []
+        for i, text in enumerate(texts):
+            try:
+                out.append(meta_from_json(str(text)))
+            except (ValueError, TypeError) as exc:
+                raise StoreError(f"{self.path}: metadata of episode {i} is corrupt ({exc})") from exc
+        return out
 
     def episode(self, i: int, keys: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """All step arrays of episode ``i`` (STEP_KEYS + image_<camera>), or only ``keys``."""
