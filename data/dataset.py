@@ -87,8 +87,7 @@ class EpisodeDataset(Dataset):
 
         self.episodes: list[_Episode] = []
         for si, store in enumerate(opened):
-            for i in range(len(store)):
-                meta = store.meta(i)
+            for i, meta in enumerate(store.metas()):
                 if successful_only and meta.success is not True:
                     continue
                 if splits is not None and meta.split not in splits:
