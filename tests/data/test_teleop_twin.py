@@ -21,15 +21,13 @@ def res_start_z(writer: EpisodeWriter) -> float:
 
 
 def test_teleop_on_the_twin_fails_closed_on_disconnect(tmp_path):
-    twin_mod = pytest.importorskip(
-        "simbridge.deploy.twin", reason="needs franky-sim (pip install simbridge[robot])"
-    )
     from simbridge.deploy.robot import FrankyRobot, FrankyRobotConfig
+    from simbridge.deploy.twin import TwinSim
 
     contract = PolicyContract(observation=ObservationSpec(cameras=(CameraSpec("scene", 64, 64),)))
     up = DeviceState(twist=[0, 0, 1.0, 0, 0, 0])
     with (
-        twin_mod.TwinSim(seed=0) as twin,
+        TwinSim(seed=0) as twin,
         FrankyRobot(FrankyRobotConfig(host=twin.hostname, sim=True, relative_dynamics_factor=0.5)) as robot,
         EpisodeWriter(tmp_path / "twin.zarr", contract.observation, software_version="test") as writer,
     ):
