@@ -21,7 +21,7 @@ from simbridge.training.checkpoint import (
 )
 from simbridge.training.models import ActionStats, build_policy
 
-torch.set_num_threads(2)
+torch.set_num_threads(1)
 
 
 def make_obs(i: int) -> Observation:

@@ -18,7 +18,7 @@ from simbridge.training.models import (
     discretize,
 )
 
-torch.set_num_threads(2)
+torch.set_num_threads(1)
 FAMILIES = sorted(POLICIES)
 
 
@@ -181,7 +181,7 @@ def test_lora_option_trains_adapters_only_and_round_trips(stats, tmp_path):
     policy.save_pretrained(tmp_path)
     loaded = VLAPolicy.from_pretrained(tmp_path)
     torch.testing.assert_close(
-        loaded.act(batch, deterministic=True).logprobs, out.logprobs, atol=1e-6, rtol=0
+        loaded.act(batch, deterministic=True).logprobs, out.logprobs, atol=1e-5, rtol=0
     )
     before = loaded.evaluate(batch, out.tokens).logprobs
     assert loaded.merge_lora() > 0

@@ -38,6 +38,8 @@ class VLAConfig(PreTrainedConfig):
     image_size: int = 64
     #: Which hidden state of the vision encoder feeds the projector (-2: Prismatic's penultimate layer).
     vision_feature_layer: int = -1
+    #: Merge m x m neighbouring patches into one LM token (pixel-unshuffle): m^2 fewer image tokens.
+    token_merge: int = 1
     #: Hidden sizes of the projector MLP after the vision features (last one = LM hidden size).
     projector_dims: list[int] | None = None
     num_cameras: int = 1
@@ -140,9 +142,11 @@ def _lm(kind: str, hidden: int, layers: int, heads: int, kv_heads: int, inter: i
 
 #: Model size presets: overrides of :class:`VLAConfig` fields (sub-configs as dicts).
 PRESETS: dict[str, dict[str, Any]] = {
-    # ~3.5M parameters: SigLIP 64 px / patch 8 (64 tokens per camera), 2 layers x 128; Llama 4 x 256.
+    # ~3.8M parameters: SigLIP 64 px / patch 8, 2 layers x 128, 2x2 merged -> 16 LM tokens per camera;
+    # Llama 4 layers x 256.
     "tiny": {
         "image_size": 64,
+        "token_merge": 2,
         "siglip_config": _siglip(128, 2, 4, 64, 8),
         "text_config": _lm("llama", 256, 4, 4, 4, 512),
         "text_vocab_size": 512,

@@ -25,6 +25,7 @@ mask, so padding never shifts the action positions.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,7 +113,11 @@ class VLAPolicy(PreTrainedModel):
                 "fused vision encoders must produce the same number of patches (image/patch size)"
             )
         self.num_patches = patches.pop()
-        vision_dim = sum(c.hidden_size for c in encoders)
+        merge = config.token_merge
+        grid = math.isqrt(self.num_patches)
+        if grid * grid != self.num_patches or grid % merge:
+            raise ValueError(f"token_merge {merge} must divide the {grid}x{grid} patch grid")
+        vision_dim = sum(c.hidden_size for c in encoders) * merge * merge
         hidden = config.hidden_size
         self.projector = _mlp([vision_dim, *config.projector_dims])
         self.camera_embed = nn.Embedding(config.num_cameras, hidden)
@@ -232,7 +237,7 @@ class VLAPolicy(PreTrainedModel):
                 pixel_values=_normalize(x, _IMAGENET_MEAN, _IMAGENET_STD), output_hidden_states=True
             )
             feats.append(out.hidden_states[layer][:, 1:])  # drop the CLS token
-        tokens = self.projector(torch.cat(feats, dim=-1))
+        tokens = self.projector(_merge_patches(torch.cat(feats, dim=-1), self.config.token_merge))
         p = tokens.shape[1]
         tokens = tokens.view(b, n, p, -1) + self.camera_embed.weight[None, :, None, :]
         return tokens.reshape(b, n * p, -1)
@@ -399,6 +404,16 @@ def check_policy_dir(path: Path) -> None:
         )
 
 
+def _merge_patches(x: torch.Tensor, m: int) -> torch.Tensor:
+    """(B, g*g, D) patch grid -> (B, (g/m)^2, m*m*D): each m x m block becomes one token."""
+    if m == 1:
+        return x
+    b, p, d = x.shape
+    g = math.isqrt(p)
+    x = x.view(b, g // m, m, g // m, m, d).permute(0, 1, 3, 2, 4, 5)
+    return x.reshape(b, (g // m) ** 2, m * m * d)
+
+
 def _normalize(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
     m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     s = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
@@ -414,6 +429,9 @@ class OpenVLAPolicy(VLAPolicy):
     """OpenVLA: action tokens decoded autoregressively (KV cache), 7·K of them."""
 
     family = "openvla"
+    #: Recompute the sampled tokens' log-probs teacher-forced (one more forward pass; exact match
+    #: with evaluate()). False keeps the decoding-time log-probs (within ~1e-5 of evaluate()).
+    exact_logprobs: bool = True
 
     def forward(self, pixel_values, input_ids, attention_mask, proprio=None, tokens=None) -> ForwardOutput:
         batch = {"pixel_values": pixel_values, "input_ids": input_ids, "attention_mask": attention_mask}
@@ -455,7 +473,14 @@ class OpenVLAPolicy(VLAPolicy):
             )
             cache = out.past_key_values
             h = out.last_hidden_state[:, -1]
-        return self._finish(torch.stack(raws, 1), torch.stack(logps, 1), values, None)
+        raw = torch.stack(raws, 1)
+        if not self.exact_logprobs:
+            return self._finish(raw, torch.stack(logps, 1), values, None)
+        # One teacher-forced pass over the sampled tokens: the log-probs / values then come from
+        # exactly the computation evaluate() does (KV-cached decoding differs by float rounding,
+        # ~1e-6 per token), so the first PPO ratio is exactly 1.
+        ev = self.evaluate(batch, raw - self.action_token_begin, temperature=temperature)
+        return self._finish(raw, ev.token_logprobs, ev.values, None)
 
 
 class OpenVLAOFTPolicy(VLAPolicy):

@@ -22,8 +22,9 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 TOKENIZER_FILE = "instruction_tokenizer.json"
 PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
 SPECIAL_TOKENS = (PAD, BOS, EOS, UNK)
-#: The OpenVLA prompt around the instruction.
-PROMPT_TEMPLATE = "what action should the robot take to {instruction}?"
+#: Prompt around the instruction. OpenVLA wraps it in "What action should the robot take to ...?";
+#: a from-scratch policy gains nothing from the fixed words, and every token costs compute.
+PROMPT_TEMPLATE = "{instruction}"
 
 # Phrasings and nouns of tabletop manipulation tasks (ManiSkill / RL4VLA / LIBERO style).
 _VERBS = ("put", "place", "move", "set", "pick up", "lift", "push", "stack", "open", "close", "grasp", "drop")
@@ -40,9 +41,7 @@ _PLACES = (
 
 def template_corpus() -> list[str]:
     """Instruction sentences the default tokenizer is trained on."""
-    out = [f"{v} the {o} {p}" for v, o, p in itertools.product(_VERBS, _OBJECTS, _PLACES)]
-    out += [PROMPT_TEMPLATE.format(instruction=s) for s in out[:: len(_PLACES)]]
-    return out
+    return [f"{v} the {o} {p}" for v, o, p in itertools.product(_VERBS, _OBJECTS, _PLACES)]
 
 
 class InstructionTokenizer:

@@ -1,0 +1,176 @@
+"""SFT: overfitting a small batch, an end-to-end run on a real episode store, resume, CLI errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from simbridge.data.config import ConfigError, load_config
+from simbridge.data.runs import read_metrics
+from simbridge.data.spec import CameraSpec, EpisodeMeta, Observation
+from simbridge.data.store import EpisodeWriter
+from simbridge.training.checkpoint import list_checkpoints, load_checkpoint
+from simbridge.training.sft import (
+    AugmentConfig,
+    SFTConfig,
+    augment_images,
+    build_for_demos,
+    load_demos,
+    make_batch,
+    sft_loss,
+    split_episodes,
+    train_sft,
+)
+
+torch.set_num_threads(1)
+INSTRUCTIONS = ["put the red cube on the plate", "put the green cube in the bowl"]
+
+
+def write_demo_store(path, episodes: int = 6, steps: int = 10, size: int = 64, fail_last: bool = True):
+    """Synthetic demos: a coloured square whose position tells where to move; gripper closes midway."""
+    with EpisodeWriter(path, (CameraSpec("scene", size, size),), chunk_steps=8, robot="synthetic") as w:
+        for e in range(episodes):
+            rng = np.random.default_rng(e)
+            goal = rng.uniform(-1, 1, 2)
+            for t in range(steps):
+                img = np.zeros((size, size, 3), np.uint8)
+                cx, cy = (size // 2 + goal * size // 3 * (1 - t / steps)).astype(int)
+                img[max(cy - 4, 0) : cy + 4, max(cx - 4, 0) : cx + 4, e % 2] = 255
+                action = np.array([0.03 * goal[0], 0.03 * goal[1], -0.01, 0, 0, 0.05 * (e % 3 - 1),
+                                   1.0 if t < steps // 2 else -1.0], np.float32)  # fmt: skip
+                obs = Observation(
+                    images={"scene": img},
+                    ee_pose=np.array([0.4 + 0.01 * t, 0, 0.2, 1, 0, 0, 0], np.float32),
+                    gripper_width=0.08 if t < steps // 2 else 0.02,
+                    joint_positions=np.zeros(7, np.float32),
+                    instruction=INSTRUCTIONS[e % 2],
+                    timestamp=0.1 * t,
+                )
+                w.add_step(obs, action)
+            success = not (fail_last and e == episodes - 1)
+            w.end_episode(
+                EpisodeMeta(instruction=INSTRUCTIONS[e % 2], success=success, seed=e, policy_id="expert")
+            )
+    return path
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    return write_demo_store(tmp_path_factory.mktemp("demos") / "demos.zarr")
+
+
+def test_load_demos_filters_and_chunks(store):
+    demos = load_demos(store, image_size=32, only_successful=True)
+    assert len(demos.instructions) == 5 and len(demos) == 50  # the failed episode is left out
+    assert demos.images.shape == (50, 1, 32, 32, 3) and demos.images.dtype == np.uint8
+    chunk = demos.chunk(np.array([0, 9]), 4)
+    np.testing.assert_array_equal(chunk[0], demos.actions[0:4])
+    np.testing.assert_array_equal(chunk[1], np.repeat(demos.actions[9:10], 4, axis=0))  # padded at the end
+    sub = demos.subset(np.array([1, 3]))
+    assert len(sub) == 20 and sub.episode_end.tolist() == [10] * 10 + [20] * 10
+    assert len(load_demos(store, 32, only_successful=False).instructions) == 6
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_demos(store.parent / "missing.zarr", 32)
+    with pytest.raises(ConfigError, match="wrist"):
+        load_demos(store, 32, cameras=["wrist"])
+
+
+def test_split_episodes_is_disjoint_and_covers_all():
+    train, val = split_episodes(10, 0.2, seed=0)
+    assert len(val) == 2 and set(train) | set(val) == set(range(10)) and not set(train) & set(val)
+    assert len(split_episodes(3, 0.1, 0)[1]) == 1  # at least one validation episode
+
+
+@pytest.mark.parametrize("family,regression", [("openvla-oft", True), ("openvla", False)])
+def test_tiny_model_overfits_a_small_batch(store, family, regression):
+    cfg = load_config(
+        SFTConfig, overrides=[f"model.family={family}", f"model.use_regression_head={regression}"]
+    )
+    demos = load_demos(store, image_size=64)
+    torch.manual_seed(0)
+    policy = build_for_demos(cfg, demos)
+    policy.train()
+    rows = np.arange(0, len(demos), 6)[:8]
+    batch, target = make_batch(policy, demos, rows)
+    optim = torch.optim.AdamW(policy.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(60):
+        loss, metrics = sft_loss(policy, batch, target)
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+        losses.append(metrics["ce"])
+    assert losses[-1] < losses[0] / 10, losses[::10]
+    assert metrics["token_accuracy"] > 0.75, metrics
+    policy.eval()
+    # Decoding (autoregressive with KV cache, or parallel) reproduces the demonstrated action bins.
+    out = policy.act(batch, deterministic=True)
+    tokens = torch.floor((target + 1) * 128).clamp(0, 255).long()
+    assert (out.tokens == tokens).float().mean() > 0.7, (out.tokens == tokens).float().mean()
+
+
+def test_augmentation_changes_images_but_keeps_range():
+    x = torch.rand(4, 2, 3, 32, 32)
+    gen = torch.Generator().manual_seed(0)
+    y = augment_images(x, AugmentConfig(), gen)
+    assert y.shape == x.shape and y.min() >= 0 and y.max() <= 1 and not torch.allclose(x, y)
+    assert torch.equal(augment_images(x, AugmentConfig(enabled=False), gen), x)
+
+
+def test_train_sft_end_to_end_and_resume(store, tmp_path):
+    overrides = [f"data.store={store}", f"run_root={tmp_path}", "optim.steps=12", "optim.batch_size=8",
+                 "optim.warmup_steps=2", "log_every=2", "val_every=6", "checkpoint_every=6", "eval.enabled=false",
+                 "progress=false", "data.val_fraction=0.2", "threads=1"]  # fmt: skip
+    run = train_sft(load_config(SFTConfig, overrides=overrides))
+    ckpts = list_checkpoints(run)
+    assert [c.name for c in ckpts] == ["iter_000006", "iter_000012"]
+    announce = [
+        json.loads(line) for line in (run / "checkpoints" / "announce.jsonl").read_text().splitlines()
+    ]
+    assert [a["iteration"] for a in announce] == [6, 12]
+    metrics = read_metrics(run)
+    assert any("val/loss" in m for m in metrics) and any("train/ce" in m for m in metrics)
+    assert (
+        (run / "loss.png").stat().st_size > 0
+        and (run / "config.yaml").is_file()
+        and list((run / "tb").iterdir())
+    )
+    summary = json.loads((run / "sft_summary.json").read_text())
+    assert summary["num_train_episodes"] == 4 and summary["num_val_episodes"] == 1 and summary["steps"] == 12
+    policy = load_checkpoint(ckpts[-1])
+    assert policy.action_stats.num_samples == 40  # stats from the training episodes only
+    # Resume: continues from step 12 to 18 in the same run directory.
+    resumed = train_sft(load_config(SFTConfig, overrides=[*overrides, "optim.steps=18", f"resume={run}"]))
+    assert resumed == run
+    assert [c.name for c in list_checkpoints(run)][-1] == "iter_000018"
+    steps = [m["step"] for m in read_metrics(run) if "train/loss" in m]
+    assert steps == sorted(steps) and steps[-1] == 18 and 14 in steps
+
+
+def test_sft_config_errors():
+    with pytest.raises(ConfigError, match="preset"):
+        load_config(SFTConfig, overrides=["model.preset=huge"])
+    with pytest.raises(ConfigError, match="regression"):
+        load_config(SFTConfig, overrides=["model.family=openvla", "model.use_regression_head=true"])
+    with pytest.raises(ConfigError, match="resume"):
+        train_sft(load_config(SFTConfig, overrides=["resume=/nonexistent/run"]))
+
+
+def test_cli_bad_arguments_exit_2(tmp_path, capsys):
+    from simbridge.data.cli import main
+
+    def cli(*args) -> int:
+        try:
+            return main(["train", *args])
+        except SystemExit as exc:  # argparse exits 2 on bad arguments
+            return int(exc.code)
+
+    assert cli("sft", "--no-such-flag") == 2 and "unrecognized arguments" in capsys.readouterr().err
+    assert cli("nope") == 2 and "invalid choice" in capsys.readouterr().err
+    assert cli("sft", "optim.lr=-1") == 2 and "optim.lr" in capsys.readouterr().err
+    assert cli("sft", f"data.store={tmp_path / 'missing.zarr'}", "eval.enabled=false") == 2
+    assert "missing.zarr" in capsys.readouterr().err
+    assert cli("sft", "--print-config", "optim.steps=7") == 0 and "steps: 7" in capsys.readouterr().out
