@@ -24,7 +24,7 @@ def make_store(
     """Episode e: action[t] = [e, t, 0.001 t, 0, 0, 0, +-1]; images: smooth gradients varying with t."""
     rng = np.random.default_rng(seed)
     yy, xx = np.meshgrid(np.linspace(0, 1, 64), np.linspace(0, 1, 64), indexing="ij")
-    with EpisodeWriter(path, cameras, chunk_steps=4, robot="unit-test", software_version="test") as w:
+    with EpisodeWriter(path, cameras, chunk_steps=16, robot="unit-test", software_version="test") as w:
         for e, n in enumerate(lengths):
             for t in range(n):
                 images = {}
