@@ -71,6 +71,8 @@ class SFTDataConfig:
     max_episodes: int = 0  # 0 = all
     #: Cameras to train on ([] = all cameras of the store).
     cameras: list[str] = field(default_factory=list)
+    #: Only episodes recorded in these splits (EpisodeMeta.split; [] = all).
+    splits: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.val_fraction < 1.0:
@@ -175,59 +177,61 @@ def _resize(frames: np.ndarray, size: int) -> np.ndarray:
 
 
 def load_demos(
-    store_path: str | Path,
+    store_path: str | Path | list[str],
     image_size: int,
     cameras: list[str] | None = None,
     only_successful: bool = True,
     max_episodes: int = 0,
+    splits: list[str] | None = None,
 ) -> Demos:
-    """Read the episodes of an episode store into memory for training."""
-    from simbridge.data.store import EpisodeStore
+    """Read the selected episodes of one or more episode stores into memory for training.
 
-    path = Path(store_path)
-    if not str(store_path) or not path.exists():
+    Selection goes through :class:`simbridge.data.dataset.EpisodeDataset` (successful-only and
+    split filters); images are read per episode and resized once to the model's resolution.
+    """
+    from simbridge.data.dataset import EpisodeDataset
+    from simbridge.data.store import EpisodeStore, StoreError
+
+    paths = [Path(p) for p in ([store_path] if isinstance(store_path, (str, Path)) else store_path)]
+    for path in paths:
+        if not str(path) or str(path) == "." or not path.exists():
+            raise ConfigError(
+                f"data.store {str(path)!r} does not exist; record demos first "
+                "(python -m simbridge.training.envs.demos or simbridge collect) and pass data.store=<path.zarr>"
+            )
+    try:
+        ds = EpisodeDataset(paths, chunk_size=1, cameras=cameras or None, successful_only=only_successful,
+                            splits=splits or None)  # fmt: skip
+    except StoreError as exc:
+        raise ConfigError(f"data.store: {exc}") from None
+    episodes = ds.episodes[:max_episodes] if max_episodes else ds.episodes
+    if not episodes:
         raise ConfigError(
-            f"data.store {str(store_path)!r} does not exist; record demos first "
-            "(e.g. the expert demo writer of simbridge.training.envs) and pass data.store=<path.zarr>"
+            f"{paths} hold no usable episodes (only_successful={only_successful}, splits={splits})"
         )
-    store = EpisodeStore(path)
-    names = list(cameras) if cameras else [c.name for c in store.cameras]
-    known = {c.name: c for c in store.cameras}
-    unknown = [n for n in names if n not in known]
-    if unknown:
-        raise ConfigError(f"data.cameras {unknown} are not in the store; it has {sorted(known)}")
-    chosen = [i for i in range(len(store)) if not only_successful or store.meta(i).success is not False]
-    if max_episodes:
-        chosen = chosen[:max_episodes]
-    if not chosen:
-        raise ConfigError(
-            f"{path} holds no usable episodes (only_successful={only_successful}, {len(store)} episodes)"
-        )
-    images, proprio, actions, episode, ends, instructions = [], [], [], [], [], []
+    stores = [EpisodeStore(p) for p in ds.paths]
+    specs = {c.name: c for c in stores[0].cameras}
+    names = list(ds.cameras)
+    actions_all, proprio_all = ds.actions(), ds.proprio()
+    images, episode, ends, instructions = [], [], [], []
     total = 0
-    for j, i in enumerate(chosen):
-        ep = store.episode(i)
-        n = len(ep["action"])
-        if n == 0:
-            continue
-        cams = [_resize(ep[image_key(c)], image_size) for c in names]
+    for j, ep in enumerate(episodes):
+        n = ep.rows.stop - ep.rows.start
+        store = stores[ep.store]
+        cams = [_resize(store.read(image_key(c), ep.rows, episode=ep.index), image_size) for c in names]
         images.append(np.stack(cams, axis=1))
-        proprio.append(
-            np.concatenate([ep["ee_pose"], ep["gripper_width"][:, None]], axis=1).astype(np.float32)
-        )
-        actions.append(ep["action"].astype(np.float32))
         episode.append(np.full(n, j))
         total += n
         ends.append(np.full(n, total))
-        instructions.append(store.meta(i).instruction)
+        instructions.append(ep.meta.instruction)
     return Demos(
         images=np.concatenate(images),
-        proprio=np.concatenate(proprio),
-        actions=np.concatenate(actions),
+        proprio=proprio_all[:total].astype(np.float32),
+        actions=actions_all[:total].astype(np.float32),
         episode=np.concatenate(episode),
         episode_end=np.concatenate(ends),
         instructions=instructions,
-        cameras=tuple(CameraSpec(n, known[n].height, known[n].width) for n in names),
+        cameras=tuple(CameraSpec(n, specs[n].height, specs[n].width) for n in names),
     )
 
 
@@ -388,7 +392,7 @@ def train_sft(cfg: SFTConfig, demos: Demos | None = None) -> Path:
     if demos is None:
         image_size = int(PRESETS[cfg.model.preset].get("image_size", 64))
         demos = load_demos(cfg.data.store, image_size, cfg.data.cameras or None, cfg.data.only_successful,
-                           cfg.data.max_episodes)  # fmt: skip
+                           cfg.data.max_episodes, cfg.data.splits or None)  # fmt: skip
     train_eps, val_eps = split_episodes(len(demos.instructions), cfg.data.val_fraction, cfg.seed)
     train, val = demos.subset(train_eps), (demos.subset(val_eps) if len(val_eps) else None)
 
