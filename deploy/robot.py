@@ -30,6 +30,7 @@ franky is imported lazily: this module imports without franky installed.
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 import threading
@@ -237,6 +238,7 @@ class FrankyRobot(Robot):
             robot.set_collision_behavior(list(cfg.torque_thresholds), list(cfg.force_thresholds))
             robot.recover_from_errors()
         except Exception as exc:
+            robot = None  # release the connection now, not when the traceback is collected
             raise RobotError(
                 f"connected to {cfg.host} but configuring it failed: {describe_franky_error(exc)}"
             ) from exc
@@ -273,8 +275,15 @@ class FrankyRobot(Robot):
                 self._halt()
             finally:
                 # franky closes the connection when its objects are released.
+                for obj in (self._robot, self._gripper):
+                    if isinstance(obj, _FaultyProxy):
+                        obj._release()
                 self._robot = None
                 self._release_gripper()
+        # franky disconnects when its objects are destroyed. The driver keeps them only in
+        # attributes (never in locals a traceback could hold), and cycles are collected now:
+        # franky-sim serves one client at a time, and a lingering connection blocks the next one.
+        gc.collect()
 
     # --- state ----------------------------------------------------------------------------
 
@@ -287,10 +296,11 @@ class FrankyRobot(Robot):
 
     def get_observation(self) -> dict[str, Any]:
         with self._lock:
-            robot = self._require()
+            self._require()
             try:
-                pose = robot.current_cartesian_state.pose.end_effector_pose
-                q = np.asarray(robot.current_joint_positions, dtype=np.float64).reshape(7)
+                state = self._robot.state  # one consistent sample: pose and joints from the same instant
+                pose = state.O_T_EE
+                q = np.asarray(state.q, dtype=np.float64).reshape(7)
                 width = float(self._gripper.width) if self._gripper is not None else float("nan")
             except Exception as exc:
                 self._on_fault(exc)
@@ -336,7 +346,7 @@ class FrankyRobot(Robot):
         """
         franky = _franky()
         with self._lock:
-            robot = self._require()
+            self._require()
             self._last_command_time = self._clock()
             if self._fault:
                 raise RobotFault(
@@ -357,8 +367,10 @@ class FrankyRobot(Robot):
             affine = franky.Affine(target[:3], quat_wxyz_to_xyzw(target[3:]))
             try:
                 # Surface errors of the previous asynchronous motion (reflexes happen there).
-                robot.poll_motion()
-                robot.move(franky.CartesianMotion(affine, franky.ReferenceType.Absolute), asynchronous=True)
+                self._robot.poll_motion()
+                self._robot.move(
+                    franky.CartesianMotion(affine, franky.ReferenceType.Absolute), asynchronous=True
+                )
                 self._motion_active = True
                 self._command_gripper(float(result.action[6]))
             except Exception as exc:
@@ -453,9 +465,9 @@ class FrankyRobot(Robot):
     def recover(self) -> None:
         """Clear a reflex / error (franky ``recover_from_errors``). The e-stop stays latched if set."""
         with self._lock:
-            robot = self._require()
+            self._require()
             try:
-                ok = robot.recover_from_errors()
+                ok = self._robot.recover_from_errors()
             except Exception as exc:
                 raise RobotError(
                     f"recovering {self.config.host} failed: {describe_franky_error(exc)}. Fix: free the arm "
@@ -474,14 +486,14 @@ class FrankyRobot(Robot):
         franky = _franky()
         target = [float(v) for v in (joints or self.config.home_joints)]
         with self._lock:
-            robot = self._require()
+            self._require()
             if self._estopped:
                 raise RobotError("e-stop is latched: reset_estop() before homing")
             if self._fault:
                 raise RobotFault(f"robot is in a fault state ({self._fault}); call recover() before homing")
             self._halt()
             try:
-                robot.move(franky.JointMotion(target), asynchronous=True)
+                self._robot.move(franky.JointMotion(target), asynchronous=True)
                 self._motion_active = True
             except Exception as exc:
                 self._on_fault(exc)
@@ -491,7 +503,7 @@ class FrankyRobot(Robot):
             with self._lock:
                 self._last_command_time = self._clock()
                 try:
-                    done = robot.join_motion(timeout=0.05)
+                    done = self._require().join_motion(timeout=0.05)
                 except Exception as exc:
                     self._on_fault(exc)
                     raise RobotFault(f"homing failed: {describe_franky_error(exc)}") from exc
@@ -602,16 +614,19 @@ class _FaultyProxy:
                 return self._real.recover_from_errors()
 
             return recover
-        attr = getattr(self._real, name)
-        if not callable(attr):  # a property such as current_cartesian_state: fault on read
+        if not callable(getattr(self._real, name)):  # a property such as `state`: fault on read
             inj._check(name)
-            return attr
+            return getattr(self._real, name)
 
         def call(*args: Any, **kwargs: Any) -> Any:
             inj._check(name)
-            return attr(*args, **kwargs)
+            return getattr(self._real, name)(*args, **kwargs)
 
         return call
 
     def __setattr__(self, name: str, value: Any) -> None:
         setattr(self._real, name, value)
+
+    def _release(self) -> None:
+        """Drop the real franky object (closing its connection) even if exceptions still refer to us."""
+        object.__setattr__(self, "_real", None)

@@ -545,7 +545,23 @@ class TwinSim:
         renderer.update_scene(data, camera=self._cameras[camera])
         return renderer.render().copy()
 
-    @property
-    def sim_time(self) -> float:
-        """Simulated seconds at the last snapshot."""
-        return self._snap_time
+    # --- simulated time -------------------------------------------------------------------
+
+    def clock(self) -> float:
+        """Simulated seconds since start. Pass as ``FrankyRobot(..., clock=twin.clock)`` so the
+        watchdog and stale-command checks run on simulated time (the simulator may run slower
+        than real time on a loaded machine)."""
+        if self._sim is None or self._sim.data is None:
+            raise RuntimeError("the twin is not started")
+        return float(self._sim.data.time)
+
+    def wait(self, seconds: float, timeout_s: float = 60.0) -> None:
+        """Block until ``seconds`` of simulated time have passed (pace a control loop on the twin)."""
+        target = self.clock() + seconds
+        deadline = time.monotonic() + timeout_s
+        while self.clock() < target:
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"simulated time did not advance {seconds} s within {timeout_s} s (is the twin running?)"
+                )
+            time.sleep(0.002)
