@@ -31,15 +31,17 @@ if str(ROS_PACKAGE_SRC) not in sys.path:
 pytestmark = pytest.mark.ros
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str, poll: float = 0.01) -> Any:
-    """Return predicate()'s first truthy value, or fail naming ``what`` after ``timeout`` seconds."""
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str, poll: float = 0.01,
+               detail: Callable[[], Any] | None = None) -> Any:
+    """Return predicate()'s first truthy value, or fail naming ``what`` (and ``detail()``) after ``timeout`` s."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value is not None if isinstance(value, np.ndarray) else bool(value):
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.1f} s waiting for {what}")
+            extra = f"; {detail()}" if detail is not None else ""
+            raise AssertionError(f"timed out after {timeout:.1f} s waiting for {what}{extra}")
         time.sleep(poll)
 
 

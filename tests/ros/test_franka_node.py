@@ -30,9 +30,11 @@ from .conftest import Probe, wait_until
 pytestmark = [pytest.mark.ros, pytest.mark.robot, pytest.mark.integration]
 
 PERIOD = 0.1
-#: "The arm moved": franky-sim follows a 10 Hz stream of small deltas slowly (about 1-5 mm per 2 cm
-#: step on a loaded machine), while an arm at rest drifts < 0.1 mm.
-MOVED = 0.004
+#: "The arm moved" / "the arm stayed": on an overloaded machine franky-sim's 1 kHz loop runs far
+#: slower than real time, so a 2 cm step may move the arm by only ~0.5 mm of wall-clock motion; an
+#: arm at rest drifts < 0.05 mm.
+MOVED = 0.002
+STILL = 0.0005
 
 
 @pytest.fixture
@@ -76,13 +78,22 @@ def stream(probe: Probe, source: str, action, n: int, stamp_offset: float = 0.0)
     return last
 
 
+def moved_detail(probe: Probe, since: np.ndarray):
+    def detail() -> str:
+        executed = [msg_to_action(m).source for _, m in probe.history.get(EXECUTED_ACTION_TOPIC, [])]
+        return (f"moved {np.round((pose(probe)[:3] - since[:3]) * 1000, 1)} mm, {len(executed)} executed "
+                f"(last from {executed[-1:]}), franka status {probe.status(FRANKA_STATUS_TOPIC)}")
+
+    return detail
+
+
 def settle(probe: Probe, seconds: float = 0.4) -> np.ndarray:
     """Pose after the arm has come to rest (waits until two poses ``seconds`` apart agree)."""
     def rested():
         a = pose(probe)
         time.sleep(seconds)
         b = pose(probe)
-        return b if np.linalg.norm(b[:3] - a[:3]) < 5e-4 else None
+        return b if np.linalg.norm(b[:3] - a[:3]) < 1e-4 else None
 
     return wait_until(rested, 10, "the arm to come to rest")
 
@@ -95,7 +106,7 @@ def test_actions_pass_the_safety_filter_and_move_the_arm(graph, twin, limits) ->
     for action in [[0.02, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]] * 6 + [big] * 2:
         stream(probe, "policy:test", action, 1)
         time.sleep(PERIOD)  # the control rate
-    wait_until(lambda: pose(probe)[0] > p0[0] + MOVED, 8, "the arm to move +x")
+    wait_until(lambda: pose(probe)[0] > p0[0] + MOVED, 8, "the arm to move +x", detail=moved_detail(probe, p0))
     wait_until(lambda: len(probe.history.get(EXECUTED_ACTION_TOPIC, [])) == 8, 3, "8 executed actions")
     executed = [msg_to_action(m) for _, m in probe.history[EXECUTED_ACTION_TOPIC]]
     assert len(executed) == 8 and all(c.source == "policy:test" for c in executed)
@@ -114,18 +125,19 @@ def test_estop_latches_until_reset(graph, twin, limits) -> None:
     p0 = settle(probe)
     streamer = threading.Thread(target=stream, args=(probe, "policy:a", [-0.01, 0, 0, 0, 0, 0, 1.0], 25))
     streamer.start()
-    wait_until(lambda: pose(probe)[0] < p0[0] - MOVED, 8, "motion before the e-stop")
+    wait_until(lambda: pose(probe)[0] < p0[0] - MOVED, 8, "motion before the e-stop", detail=moved_detail(probe, p0))
     assert probe.call(SetBool, "/franka/estop", SetBool.Request(data=True)).success
     stopped = settle(probe, 0.3)
     streamer.join()  # commands keep coming while latched: they must all be dropped
     after = settle(probe, 0.3)
-    assert np.linalg.norm(after[:3] - stopped[:3]) < 2e-3
+    assert np.linalg.norm(after[:3] - stopped[:3]) < STILL
     wait_until(lambda: probe.status(FRANKA_STATUS_TOPIC).get("estop_drops", 0) > 5, 3, "dropped commands in status")
     assert probe.status(FRANKA_STATUS_TOPIC)["estop"] is True
     # Released: the next commander moves the arm again.
     assert probe.call(SetBool, "/franka/estop", SetBool.Request(data=False)).success
-    stream(probe, "policy:b", [0.0, 0.0, 0.02, 0, 0, 0, 1.0], 8)
-    wait_until(lambda: pose(probe)[2] > after[2] + MOVED, 8, "motion after releasing the e-stop")
+    stream(probe, "policy:b", [0.0, 0.0, 0.02, 0, 0, 0, 1.0], 12)
+    wait_until(lambda: pose(probe)[2] > after[2] + MOVED, 10, "motion after releasing the e-stop",
+               detail=moved_detail(probe, after))
 
 
 def test_watchdog_stops_the_arm_when_commands_go_stale(graph, twin, limits) -> None:
@@ -137,7 +149,7 @@ def test_watchdog_stops_the_arm_when_commands_go_stale(graph, twin, limits) -> N
     assert time.monotonic() - last_command >= 0.5 - 0.05  # not before watchdog_timeout_s
     assert "watchdog" in probe.status(FRANKA_STATUS_TOPIC)["last_reason"]
     rest = settle(probe, 0.3)
-    assert np.linalg.norm(settle(probe, 0.3)[:3] - rest[:3]) < 1e-3
+    assert np.linalg.norm(settle(probe, 0.3)[:3] - rest[:3]) < STILL
 
 
 def test_second_commander_is_ignored_until_release(graph, twin, limits) -> None:
@@ -149,13 +161,14 @@ def test_second_commander_is_ignored_until_release(graph, twin, limits) -> None:
     stream(probe, "teleop:intruder", [0.0, -0.03, 0.0, 0, 0, 0, 1.0], 8)
     wait_until(lambda: probe.status(FRANKA_STATUS_TOPIC).get("ignored_sources", {}).get("teleop:intruder") == 8, 3,
                "8 ignored commands in the status")
-    assert np.linalg.norm(settle(probe)[:3] - p0[:3]) < 2e-3
+    assert np.linalg.norm(settle(probe)[:3] - p0[:3]) < STILL
     executed = {msg_to_action(m).source for _, m in probe.history.get(EXECUTED_ACTION_TOPIC, [])}
     assert "teleop:intruder" not in executed
     # After ~/release_commander the other source may take the arm.
     assert probe.call(Trigger, "/franka/release_commander", Trigger.Request()).success
-    stream(probe, "teleop:intruder", [0.0, -0.02, 0.0, 0, 0, 0, 1.0], 8)
-    wait_until(lambda: pose(probe)[1] < p0[1] - MOVED, 8, "the new commander to move the arm")
+    stream(probe, "teleop:intruder", [0.0, -0.02, 0.0, 0, 0, 0, 1.0], 12)
+    wait_until(lambda: pose(probe)[1] < p0[1] - MOVED, 10, "the new commander to move the arm",
+               detail=moved_detail(probe, p0))
 
 
 def test_stale_and_malformed_commands_are_rejected(graph, twin, limits) -> None:
@@ -167,7 +180,7 @@ def test_stale_and_malformed_commands_are_rejected(graph, twin, limits) -> None:
     bad.header.frame_id = "policy:late"
     probe.publisher(JointState, ACTION_TOPIC).publish(bad)
     wait_until(lambda: probe.status(FRANKA_STATUS_TOPIC).get("rejected", 0) >= 5, 3, "5 rejections")
-    assert np.linalg.norm(settle(probe)[:3] - p0[:3]) < 2e-3
+    assert np.linalg.norm(settle(probe)[:3] - p0[:3]) < STILL
     assert not probe.history.get(EXECUTED_ACTION_TOPIC)
 
 
@@ -195,8 +208,8 @@ def test_reflex_fault_refuses_commands_until_recover(graph, twin, limits) -> Non
         assert probe.call(Trigger, "/franka/recover", Trigger.Request()).success
         wait_until(lambda: not probe.status(FRANKA_STATUS_TOPIC).get("fault"), 3, "the fault to clear")
         p0 = settle(probe)
-        stream(probe, "policy:f", [0.0, 0.0, 0.02, 0, 0, 0, 1.0], 8)
-        wait_until(lambda: pose(probe)[2] > p0[2] + MOVED, 8, "motion after recover")
+        stream(probe, "policy:f", [0.0, 0.0, 0.02, 0, 0, 0, 1.0], 12)
+        wait_until(lambda: pose(probe)[2] > p0[2] + MOVED, 10, "motion after recover", detail=moved_detail(probe, p0))
     finally:
         for node in [n for n in graph.nodes if isinstance(n, FrankaNode)]:
             graph.remove(node)

@@ -12,13 +12,14 @@ the franky-sim twin) and puts four guards in front of it:
 * **latched e-stop** (``~/estop``, std_srvs/SetBool): ``true`` stops the arm and drops every
   command until ``false``; ``~/recover`` (std_srvs/Trigger) clears robot errors after a reflex.
 
-Actions are executed at most once per control period (a command arriving early waits for its
-slot). Joint states and the end-effector pose are published at ``state_rate_hz``.
+Actions are executed in order, at most one per control period (a command arriving early waits for
+its slot in a two-deep queue; older ones are dropped). Joint states and the end-effector pose are published at ``state_rate_hz``.
 """
 
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -86,7 +87,9 @@ class FrankaNode(Node):
         self.estopped = False
         self.fault = ""  # robot error text until ~/recover succeeds
         self.commander: str | None = None
-        self.pending: ActionCommand | None = None
+        # Commands wait here for their control slot. Two deep: a burst of two (DDS / scheduler jitter)
+        # executes one period apart instead of losing one; anything older is dropped (newest wins).
+        self.pending: deque[ActionCommand] = deque(maxlen=2)
         self.last_command_time = 0.0  # monotonic, 0 = never
         self.last_exec_time = 0.0
         self.watchdog_tripped = False
@@ -139,25 +142,25 @@ class FrankaNode(Node):
             return
         self.last_command_time = time.monotonic()
         self.watchdog_tripped = False
-        self.pending = cmd
+        self.pending.append(cmd)
         if time.monotonic() - self.last_exec_time >= 0.9 * self.period:
             self._execute_pending()
 
     def _on_control_tick(self) -> None:
         now = time.monotonic()
-        if self.pending is not None and now - self.last_exec_time >= 0.9 * self.period:
+        if self.pending and now - self.last_exec_time >= 0.9 * self.period:
             self._execute_pending()
         stale = self.last_command_time > 0 and now - self.last_command_time > self.watchdog_timeout
         if stale and not self.watchdog_tripped and self.commander is not None:
             self.watchdog_tripped = True
             self.counts["watchdog_stops"] += 1
-            self.pending = None
+            self.pending.clear()
             self._stop(f"watchdog: no command from {self.commander!r} for {now - self.last_command_time:.2f} s")
 
     def _execute_pending(self) -> None:
-        cmd, self.pending = self.pending, None
-        if cmd is None or self.estopped:
+        if not self.pending or self.estopped:
             return
+        cmd = self.pending.popleft()
         if self.fault:
             self._reject(f"robot in error ({self.fault}); call ~/recover")
             return
@@ -194,7 +197,7 @@ class FrankaNode(Node):
 
     def _on_robot_error(self, err: Exception) -> None:
         self.fault = f"{type(err).__name__}: {err}"
-        self.pending = None
+        self.pending.clear()
         self.get_logger().error(f"robot error, commands refused until ~/recover: {self.fault}")
         self._publish_status()
 
@@ -202,7 +205,7 @@ class FrankaNode(Node):
     def _on_estop(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
         if request.data:
             self.estopped = True
-            self.pending = None
+            self.pending.clear()
             estop = getattr(self.robot, "estop", None)
             if estop is not None:
                 estop("ros ~/estop")  # the driver latches too: even a direct send_action is refused
@@ -232,7 +235,8 @@ class FrankaNode(Node):
         return response
 
     def _on_release(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
-        previous, self.commander, self.pending = self.commander, None, None
+        previous, self.commander = self.commander, None
+        self.pending.clear()
         self.last_command_time = 0.0
         self.watchdog_tripped = False
         self.ignored_sources.clear()
@@ -259,7 +263,8 @@ class FrankaNode(Node):
             self._on_robot_error(err)
             response.success, response.message = False, self.fault
             return response
-        self.commander, self.pending, self.last_command_time = None, None, 0.0
+        self.commander, self.last_command_time = None, 0.0
+        self.pending.clear()
         self._publish_state()
         response.success, response.message = True, "at home"
         return response
