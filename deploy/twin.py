@@ -456,10 +456,13 @@ class TwinSim:
         data.qpos[a : a + 7] = [*xyz, 1.0, 0.0, 0.0, 0.0]
         data.qvel[d : d + 6] = 0.0
 
-    def move_object(self, body: str, xy: tuple[float, float]) -> None:
-        """Teleport an object to ``xy`` on the table (the 'object moved mid-episode' condition)."""
+    def move_object(self, body: str, xy: tuple[float, float], lift: float = 0.0) -> None:
+        """Teleport an object to ``xy``, its bottom ``lift`` m above the table (e.g. onto a receptacle).
+
+        This is also the "object moved mid-episode" condition of the evaluation protocol.
+        """
         half_h = OBJECT_SHAPES[body.removeprefix("obj_")][1][-1]
-        self._queue_edit(lambda m, d: self._set_free_pose(d, body, (*xy, half_h + 0.001)))
+        self._queue_edit(lambda m, d: self._set_free_pose(d, body, (*xy, lift + half_h + 0.001)))
 
     def _queue_edit(self, fn: Any, wait: bool = True) -> None:
         with self._edit_lock:
