@@ -6,7 +6,8 @@ Writes episodes of 150 steps through EpisodeWriter (buffered appends, a commit p
 and reports sustained steps/s, its ratio to 30 Hz (target >= 4x), bytes per step on disk,
 the same for unbuffered appends (chunk_steps=1) for comparison, and random single-frame read
 latency (what the training Dataset does). Images are camera-like: a lit gradient scene with
-moving objects and sensor noise (sigma 2), and, as a worst case, pure noise.
+moving objects and sensor noise (sigma 2); also noise-free (like simulator renders) and pure
+noise (the worst case).
 Prints JSON and writes tests/benchmarks/results/store.json.
 """
 
@@ -29,7 +30,7 @@ REALTIME_HZ = 30.0
 EPISODE_STEPS = 150
 
 
-def camera_frames(n: int, kind: str, seed: int) -> np.ndarray:
+def camera_frames(n: int, kind: str, seed: int, noise_sigma: float = 2.0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     if kind == "noise":
         return rng.integers(0, 256, (n, 224, 224, 3), dtype=np.uint8)
@@ -41,7 +42,8 @@ def camera_frames(n: int, kind: str, seed: int) -> np.ndarray:
         cx, cy = 60 + 40 * np.sin(t / 20), 120 + 30 * np.cos(t / 15)
         img[int(cy) - 20 : int(cy) + 20, int(cx) - 15 : int(cx) + 15] = (200, 40, 40)  # the object
         img[150:200, 120 + t % 40 : 170 + t % 40] = (40, 160, 60)  # the target
-        img += rng.normal(0, 2.0, img.shape)  # sensor noise
+        if noise_sigma:
+            img += rng.normal(0, noise_sigma, img.shape)  # sensor noise
         frames[t] = np.clip(img, 0, 255).astype(np.uint8)
     return frames
 
@@ -95,7 +97,7 @@ def read_latency_ms(path: Path, samples: int = 200) -> float:
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--steps", type=int, default=900)
+    p.add_argument("--steps", type=int, default=600)
     args = p.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-store-"))
     results: dict = {"cameras": "2 x 224x224 RGB", "realtime_hz": REALTIME_HZ, "target_ratio": 4.0}
@@ -103,6 +105,10 @@ def main() -> None:
         camera_like = {c.name: camera_frames(120, "camera", seed=i) for i, c in enumerate(CAMS)}
         results["buffered_camera_like"] = write_run(tmp / "a.zarr", args.steps, camera_like, chunk_steps=64)
         results["random_frame_read_ms_2cams"] = read_latency_ms(tmp / "a.zarr")
+        rendered = {c.name: camera_frames(120, "camera", seed=i, noise_sigma=0) for i, c in enumerate(CAMS)}
+        results["buffered_sim_rendered"] = write_run(
+            tmp / "e.zarr", args.steps // 2, rendered, chunk_steps=64
+        )
         noise = {c.name: camera_frames(60, "noise", seed=i) for i, c in enumerate(CAMS)}
         results["buffered_noise_worst_case"] = write_run(
             tmp / "b.zarr", args.steps // 2, noise, chunk_steps=64
