@@ -439,3 +439,44 @@ def test_gamepad_sticks_buttons_and_unplug():
         dev.read()
     with pytest.raises(DeviceError, match="no gamepad"):
         GamepadDevice(pygame_module=FakePygame(count=0)).connect()
+
+
+class FakePynputKey:
+    """pynput's KeyCode (``.char``) / Key (``.name``) as the listener passes them to callbacks."""
+
+    def __init__(self, char=None, name=None):
+        self.char, self.name = char, name
+
+
+class FakeListener:
+    running = True
+
+    def stop(self):
+        self.running = False
+
+
+def test_pynput_keyboard_sees_presses_and_releases():
+    dev = KeyboardDevice(backend="pynput")
+    try:
+        import pynput.keyboard  # noqa: F401  (needs a display; without one connect() must say so)
+
+        has_display = True
+    except Exception:
+        has_display = False
+    if not has_display:
+        with pytest.raises(DeviceError, match="backend='terminal'"):
+            dev.connect()
+    # Drive the listener callbacks the way pynput's thread does.
+    dev._listener, dev.connected = FakeListener(), True
+    dev._on_press(FakePynputKey(char="W"))
+    dev._on_press(FakePynputKey(char="w"))  # key repeat: one press event only
+    dev._on_press(FakePynputKey(name="space"))
+    s = dev.read()
+    assert s.twist[0] == 1 and s.gripper == -1.0
+    dev._on_release(FakePynputKey(char="w"))
+    dev._on_press(FakePynputKey(name="esc"))
+    s = dev.read()
+    assert not s.twist.any() and s.buttons == {"quit"}
+    dev._listener.running = False
+    with pytest.raises(DeviceDisconnected, match="listener stopped"):
+        dev.read()
