@@ -178,13 +178,13 @@ def create_worker_groups(cfg: RLConfig, contract: PolicyContract, episodic: bool
         ray.remote(RolloutWorker)
         .options(num_cpus=plan.shares["rollout"], num_gpus=plan.gpu_shares["rollout"],
                  scheduling_strategy=strategy(plan.rollout_bundle))
-        .remote(cfg, contract, plan.shares["rollout"])
+        .remote(cfg, contract, plan.shares["rollout"], plan.gpu_shares["rollout"])
     )
     actor = (
         ray.remote(ActorWorker)
         .options(num_cpus=plan.shares["actor"], num_gpus=plan.gpu_shares["actor"],
                  scheduling_strategy=strategy(plan.actor_bundle))
-        .remote(cfg, contract, plan.shares["actor"])
+        .remote(cfg, contract, plan.shares["actor"], plan.gpu_shares["actor"])
     )
     groups = WorkerGroups(env_workers, rollout, actor, pg, plan)
     try:

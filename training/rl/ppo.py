@@ -95,13 +95,18 @@ class PPO:
 
     # 3. Update: epochs x shuffled minibatches, gradient clipping ---------------------------
     def update(
-        self, policy: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: RolloutBatch, seed: int = 0
+        self,
+        policy: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        batch: RolloutBatch,
+        seed: int = 0,
+        device: torch.device | str = "cpu",
     ) -> dict[str, float]:
         flat, metrics = self.compute_advantages(batch)
         num = len(flat["logprobs"])
         if num == 0:
             return {**metrics, "skipped_update": 1.0}
-        tensors = {k: torch.as_tensor(v) for k, v in flat.items()}
+        tensors = {k: torch.as_tensor(v, device=device) for k, v in flat.items()}
         rng = np.random.default_rng(seed)
         sums: dict[str, float] = defaultdict(float)
         count = 0
@@ -109,7 +114,7 @@ class PPO:
         for _epoch in range(self.actor.update_epochs):
             order = rng.permutation(num)
             for start in range(0, num, self.actor.minibatch_size):
-                idx = torch.as_tensor(order[start : start + self.actor.minibatch_size])
+                idx = torch.as_tensor(order[start : start + self.actor.minibatch_size], device=device)
                 mb = {k: v[idx] for k, v in tensors.items()}
                 obs = {k[4:]: v for k, v in mb.items() if k.startswith("obs.")}
                 ev = policy.evaluate(obs, mb["tokens"])

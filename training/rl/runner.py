@@ -22,8 +22,11 @@ Start on an existing (multi-node) Ray cluster::
     launch/train_ppo.sh launch/configs/ppo_maniskill.yaml cluster.address=auto \
         cluster.placement=disaggregated env.num_workers=8
 
-The run checks the configuration against ``ray.cluster_resources()`` before starting any
-worker; use ``cluster.strategy=SPREAD`` to spread env workers over nodes. Resume a run with
+Every node needs the same SimBridge checkout / virtualenv (the workers import
+``simbridge.training``); the run directory is written by the driver and the checkpoints by
+the actor worker, so ``runner.root`` must be on storage both see (or run the driver on the
+actor's node). The run checks the configuration against ``ray.cluster_resources()`` before
+starting any worker; use ``cluster.strategy=SPREAD`` to spread env workers over nodes. Resume a run with
 ``runner.resume=<run-dir>`` (it continues from the latest checkpoint's iteration).
 """
 

@@ -42,6 +42,11 @@ def episode_seed(base: int, env_id: int, num_envs: int, episode: int) -> int:
     return base + env_id + num_envs * episode
 
 
+def _device(gpus: float) -> torch.device:
+    """The GPU Ray assigned to this worker (``gpus_per_worker`` > 0), else the CPU."""
+    return torch.device("cuda" if gpus > 0 and torch.cuda.is_available() else "cpu")
+
+
 def _set_threads(cpus: float) -> None:
     torch.set_num_threads(max(1, round(cpus)))
 
@@ -187,10 +192,11 @@ class EnvWorker:
 class RolloutWorker:
     """Inference with the latest synced weights; sampling is seeded per call for reproducibility."""
 
-    def __init__(self, cfg: RLConfig, contract: PolicyContract, cpus: float = 1.0):
+    def __init__(self, cfg: RLConfig, contract: PolicyContract, cpus: float = 1.0, gpus: float = 0.0):
         _set_threads(cpus)
         self.cfg = cfg
-        self.policy = build_rl_policy(cfg.policy, contract, seed=cfg.runner.seed)
+        self.device = _device(gpus)
+        self.policy = build_rl_policy(cfg.policy, contract, seed=cfg.runner.seed).to(self.device)
         self.version = -1
 
     def chunk_size(self) -> int:
@@ -220,14 +226,14 @@ class RolloutWorker:
         torch.manual_seed(call_seed)
         out = self.policy.act(batch, deterministic=False, temperature=self.cfg.policy.temperature)
         record = {
-            "obs": {k: v.numpy() for k, v in batch.items()},
-            "tokens": out.tokens.numpy(),
-            "logprobs": out.logprobs.float().numpy(),
-            "values": out.values.float().numpy(),
+            "obs": {k: v.cpu().numpy() for k, v in batch.items()},
+            "tokens": out.tokens.cpu().numpy(),
+            "logprobs": out.logprobs.float().cpu().numpy(),
+            "values": out.values.float().cpu().numpy(),
             "version": self.version,
             "inference_time": time.perf_counter() - t0,
         }
-        return out.actions.float().numpy(), record
+        return out.actions.float().cpu().numpy(), record
 
 
 # --- actor worker -------------------------------------------------------------------------------
@@ -236,11 +242,12 @@ class RolloutWorker:
 class ActorWorker:
     """The trainable policy, its optimizer and the algorithm's update."""
 
-    def __init__(self, cfg: RLConfig, contract: PolicyContract, cpus: float = 1.0):
+    def __init__(self, cfg: RLConfig, contract: PolicyContract, cpus: float = 1.0, gpus: float = 0.0):
         self.cpus = cpus
         _set_threads(cpus)
         self.cfg = cfg
-        self.policy = build_rl_policy(cfg.policy, contract, seed=cfg.runner.seed)
+        self.device = _device(gpus)
+        self.policy = build_rl_policy(cfg.policy, contract, seed=cfg.runner.seed).to(self.device)
         self.algorithm = build_algorithm(cfg.algorithm, cfg.actor)
         self.optimizer = self._make_optimizer()
         self.version = 0
@@ -257,14 +264,15 @@ class ActorWorker:
         return torch.optim.Adam(groups, eps=1e-5)
 
     def get_weights(self) -> tuple[int, dict[str, torch.Tensor]]:
-        return self.version, {k: v.detach().clone() for k, v in self.policy.state_dict().items()}
+        return self.version, {k: v.detach().cpu().clone() for k, v in self.policy.state_dict().items()}
 
     def update(self, batch: RolloutBatch, threads: float | None = None) -> dict[str, float]:
         """One algorithm update on ``batch``; bumps the weights version."""
         if threads:  # hybrid placement: the actor takes every device of the run for the update
             _set_threads(threads)
         t0 = time.perf_counter()
-        metrics = self.algorithm.update(self.policy, self.optimizer, batch, seed=self.cfg.runner.seed + self.updates)
+        metrics = self.algorithm.update(self.policy, self.optimizer, batch, seed=self.cfg.runner.seed + self.updates,
+                                        device=self.device)
         self.updates += 1
         self.version += 1
         _set_threads(self.cpus)
