@@ -132,6 +132,8 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         device = make_device(cfg.device, **cfg.device_options)
+    except DeviceError as exc:
+        raise ConfigError(f"device: {exc}") from exc
     except TypeError as exc:
         raise ConfigError(f"device_options: {exc}") from exc
     try:

@@ -480,3 +480,16 @@ def test_pynput_keyboard_sees_presses_and_releases():
     dev._listener.running = False
     with pytest.raises(DeviceDisconnected, match="listener stopped"):
         dev.read()
+
+
+def test_collect_cli_rejects_bad_configuration_before_starting(tmp_path, capsys):
+    from simbridge.data.cli import main
+
+    out = str(tmp_path / "x.zarr")
+    assert main(["collect", "--device", "joystick", "--out", out]) == 2
+    assert "unknown device 'joystick'" in capsys.readouterr().err
+    assert main(["collect", "--device", "scripted", "--mode", "intervene", "--out", out]) == 2
+    assert "needs --policy" in capsys.readouterr().err
+    assert main(["collect", "--device", "scripted", "--out", out, "--set", "mapping.deadzone=2"]) == 2
+    assert "deadzone" in capsys.readouterr().err
+    assert not (tmp_path / "x.zarr").exists()
