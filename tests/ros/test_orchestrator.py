@@ -24,7 +24,8 @@ def test_twin_protocol_runs_labels_from_object_poses_and_records_every_episode(g
                                                                                 loaded_machine_limits) -> None:
     protocol = ProtocolConfig(
         name="twin_test", policies={"sft": str(bundle_dir), "rl": str(bundle_dir / "latest")},
-        conditions=[ConditionConfig(name="train", category="train")], episodes_per_condition=1,
+        conditions=[ConditionConfig(name="distractors", category="semantics", twin={"num_distractors": 1})],
+        episodes_per_condition=1,
         episode_time_s=1.5, label="twin", seed=0,
     )
     store = tmp_path / "episodes.zarr"
@@ -54,4 +55,7 @@ def test_twin_protocol_runs_labels_from_object_poses_and_records_every_episode(g
         meta = episodes.meta(i)
         assert meta.policy_id == row["policy"] and meta.extra["blind_id"] == row["blind_id"]
         assert meta.success == row["success"] and meta.success_labeled_by == "env"
-        assert meta.split == "train" and len(episodes.episode(i)["action"]) == row["steps"]
+        assert meta.split == "distractors" and len(episodes.episode(i)["action"]) == row["steps"]
+        assert meta.instruction == row["instruction"] and meta.instruction.startswith("put the")
+    # The condition reached the twin's scene (a distractor next to the target object).
+    assert twin.scene.num_distractors == 1 and len(twin.layout.objects) >= 2

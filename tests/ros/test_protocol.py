@@ -56,3 +56,13 @@ def test_bad_protocol_is_rejected_naming_the_field(tmp_path: Path) -> None:
     bad.write_text("name: x\npolicies: {}\nconditions: [{name: c}]\n")
     with pytest.raises(ConfigError, match="policies"):
         load_protocol(bad)
+
+
+def test_twin_conditions_are_valid_twin_scenes() -> None:
+    """Every condition of the twin protocol builds a TwinScene (as the twin node does at reset)."""
+    from simbridge.data.config import load_config
+    from simbridge.deploy.twin import TwinScene
+
+    protocol = load_protocol(PROTOCOLS / "twin_smoke.yaml")
+    scenes = [load_config(TwinScene, data=c.twin) for c in protocol.conditions]
+    assert len({repr(s) for s in scenes}) == len(scenes)  # each condition changes something

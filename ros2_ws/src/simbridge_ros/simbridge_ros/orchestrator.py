@@ -2,8 +2,10 @@
 
 For every trial of the randomized, blinded schedule (:mod:`simbridge_ros.protocol`):
 
-1. reset: the arm goes home (``/franka/home``), the twin's objects are reset (``/twin/reset``,
-   twin only) and the operator is shown the condition's setup (prompt mode waits for Enter);
+1. reset: the arm goes home (``/franka/home``); in the twin the condition's scene changes
+   (``twin:`` fields of the condition: light, tablecloth, distractors, ...) are applied and the
+   objects laid out anew (``/twin/reset``, whose layout also gives the instruction); on the robot
+   the operator is shown the condition's setup (prompt mode waits for Enter);
 2. the policy node gets the trial's bundle and instruction (parameters), the logger gets the
    episode metadata; the franka node's commander lock is released; recording starts;
 3. the policy runs until ``episode_time_s`` passes, the twin reports success (twin mode), or the
@@ -85,6 +87,7 @@ class OrchestratorNode(Node):
             "home": self.create_client(Trigger, "/franka/home", callback_group=group),
             "release": self.create_client(Trigger, "/franka/release_commander", callback_group=group),
             "twin_reset": self.create_client(Trigger, "/twin/reset", callback_group=group),
+            "twin_params": self.create_client(SetParameters, "/twin/set_parameters", callback_group=group),
             "policy_reset": self.create_client(Trigger, "/policy/reset", callback_group=group),
             "policy_params": self.create_client(SetParameters, "/policy/set_parameters", callback_group=group),
             "logger_params": self.create_client(SetParameters, "/logger/set_parameters", callback_group=group),
@@ -161,14 +164,17 @@ class OrchestratorNode(Node):
         twin = self.label_mode == "twin"
         self._trigger("release")
         self._trigger("home", required=False)
-        if twin:
-            self._trigger("twin_reset")
+        instruction = trial.instruction
+        if twin:  # the condition becomes the twin's scene; the layout says what to ask for
+            self._set_params("twin_params", scene_overrides_json=json.dumps(trial.condition.twin))
+            layout = json.loads(self._trigger("twin_reset").message)
+            instruction = trial.condition.instruction or layout.get("instruction") or trial.instruction
         elif trial.condition.setup and self.label_mode == "prompt":
             self.prompt(f"[{trial.condition.name}] {trial.condition.setup}\nPress Enter when ready (policy {trial.blind_id}) ")
-        self._set_params("policy_params", enabled=False, bundle=trial.bundle, instruction=trial.instruction)
+        self._set_params("policy_params", enabled=False, bundle=trial.bundle, instruction=instruction)
         self._trigger("policy_reset")
         self._set_params(
-            "logger_params", instruction=trial.instruction, policy_id=trial.policy, condition=trial.condition.name,
+            "logger_params", instruction=instruction, policy_id=trial.policy, condition=trial.condition.name,
             seed=trial.seed, task=self.protocol.name,
             extra_json=json.dumps({"blind_id": trial.blind_id, "bundle": trial.bundle,
                                    "category": trial.condition.category, "protocol": self.protocol.name}),
@@ -195,7 +201,7 @@ class OrchestratorNode(Node):
         return {
             "policy": trial.policy, "blind_id": trial.blind_id, "split": trial.condition.name,
             "category": trial.condition.category, "seed": trial.seed, "episode": trial.index,
-            "success": success, "steps": info["steps"], "instruction": trial.instruction,
+            "success": success, "steps": info["steps"], "instruction": instruction,
             "duration_s": round(duration, 2), "store_episode": info["episode"],
         }
 

@@ -13,7 +13,7 @@ import random
 import string
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from simbridge.data.config import config, load_config
 
@@ -25,6 +25,9 @@ class ConditionConfig:
     instruction: str = ""  # empty: the protocol's default instruction
     setup: str = ""  # what the operator changes before each episode of this condition
     episodes: int = 0  # 0: the protocol's episodes_per_condition
+    #: In the twin: TwinScene fields that realise this condition (light_range, tablecloth_colours,
+    #: num_distractors, object_colours, region, ...); ignored on the real robot.
+    twin: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.name.replace("_", "").replace("-", "").isalnum():

@@ -53,6 +53,9 @@ class TwinNode(Node):
         self.declare_parameter("height", 128)
         self.declare_parameter("cameras", ["scene"])
         self.declare_parameter("camera_rate_hz", 10.0)
+        # JSON object of TwinScene fields applied at the next ~/reset (an evaluation condition), e.g.
+        # {"light_range": [0.4, 0.6], "num_distractors": 2}; "{}" = the base scene.
+        self.declare_parameter("scene_overrides_json", "{}")
         self._owns_twin = twin is None
         self.twin = twin if twin is not None else make_twin(self)
         self.cameras = list(self.get_parameter("cameras").value)
@@ -103,7 +106,7 @@ class TwinNode(Node):
     def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         self.episode_seed += 1
         try:
-            layout = self.twin.reset(seed=self.episode_seed)
+            layout = self.twin.reset(seed=self.episode_seed, scene=self._scene())
         except Exception as err:
             response.success, response.message = False, f"twin reset failed: {type(err).__name__}: {err}"
             return response
@@ -111,6 +114,15 @@ class TwinNode(Node):
         response.success = True
         response.message = json.dumps({"seed": self.episode_seed, "instruction": instruction})
         return response
+
+    def _scene(self) -> Any:
+        """The base TwinScene (``scene_file``) with ``scene_overrides_json`` applied, validated."""
+        from simbridge.data.config import load_config
+        from simbridge.deploy.twin import TwinScene
+
+        overrides = json.loads(self.get_parameter("scene_overrides_json").value or "{}")
+        files = [self.get_parameter("scene_file").value] if self.get_parameter("scene_file").value else None
+        return load_config(TwinScene, files, data=overrides)
 
     def close(self) -> None:
         self._stop.set()
