@@ -192,7 +192,7 @@ def plot_store_summary(store: EpisodeStore, metas, lengths: np.ndarray, out: Pat
 
 
 def cmd_validate(args) -> int:
-    report = validate_store(args.store, deep=not args.quick)
+    report = validate_store(args.store, deep=not args.quick, progress=True)
     print(f"{report.path}: {report.episodes} committed episodes, {report.steps} steps")
     for w in report.warnings:
         print(f"  warning: {w}")
@@ -276,7 +276,7 @@ def cmd_to_video(args) -> int:
 
 
 def cmd_merge(args) -> int:
-    n = merge_stores(args.sources, args.out)
+    n = merge_stores(args.sources, args.out, progress=True)
     print(
         f"merged {n} episodes from {len(args.sources)} store(s) into {args.out} (now {len(EpisodeStore(args.out))})"
     )

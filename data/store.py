@@ -670,7 +670,7 @@ class ValidationReport:
         return not self.errors
 
 
-def validate_store(path: str | os.PathLike, deep: bool = True) -> ValidationReport:
+def validate_store(path: str | os.PathLike, deep: bool = True, progress: bool = False) -> ValidationReport:
     """Check layout, lengths, metadata and (``deep``) every chunk's checksum. Never modifies the store."""
     path = Path(path)
     report = ValidationReport(path)
@@ -687,7 +687,12 @@ def validate_store(path: str | os.PathLike, deep: bool = True) -> ValidationRepo
     episodes, steps = int(commit["episodes"]), int(commit["steps"])
     report.episodes, report.steps = episodes, steps
     longest = steps
-    for key, (shape, dtype) in step_array_specs(cameras).items():
+    specs = step_array_specs(cameras).items()
+    if progress and deep:
+        from tqdm import tqdm
+
+        specs = tqdm(specs, desc="validate (reading every chunk)", unit="array")
+    for key, (shape, dtype) in specs:
         name = f"data/{key}"
         try:
             arr = _open_array(group, name, path)
@@ -807,7 +812,7 @@ def copy_episodes(
     return out
 
 
-def merge_stores(sources: Sequence[str | os.PathLike], out: str | os.PathLike) -> int:
+def merge_stores(sources: Sequence[str | os.PathLike], out: str | os.PathLike, progress: bool = False) -> int:
     """Append every committed episode of ``sources`` to ``out`` (created if missing); returns the count."""
     stores = [EpisodeStore(p) for p in sources]
     if not stores:
@@ -819,13 +824,19 @@ def merge_stores(sources: Sequence[str | os.PathLike], out: str | os.PathLike) -
                 f"{_cameras_to_json(stores[0].cameras)}; only stores with the same cameras can be merged"
             )
     count = 0
-    with EpisodeWriter(out, stores[0].cameras, robot=str(stores[0].info.get("robot", ""))) as w:
+    from tqdm import tqdm
+
+    with (
+        EpisodeWriter(out, stores[0].cameras, robot=str(stores[0].info.get("robot", ""))) as w,
+        tqdm(total=sum(map(len, stores)), desc="merge", unit="episode", disable=not progress) as bar,
+    ):
         for s in stores:
             for i in range(len(s)):
                 meta = s.meta(i)
                 meta.extra = {**meta.extra, "merged_from": f"{s.path}#{i}"}
                 w.add_episode(s.episode(i), meta)
                 count += 1
+                bar.update(1)
     return count
 
 
