@@ -14,7 +14,7 @@ import pytest
 from simbridge.data.config import ConfigError, load_config
 from simbridge.deploy.robot import FaultInjector, FrankyRobot, FrankyRobotConfig, RobotError, RobotFault
 from simbridge.deploy.safety import forward_kinematics
-from simbridge.deploy.twin import TwinSim
+from simbridge.deploy.twin import TwinScene, TwinSim
 
 pytestmark = [pytest.mark.robot, pytest.mark.integration]
 
@@ -199,3 +199,45 @@ def test_config_validation():
         load_config(FrankyRobotConfig, overrides=["relative_dynamics_factor=2"])
     with pytest.raises(ConfigError, match="torque_thresholds"):
         load_config(FrankyRobotConfig, data={"torque_thresholds": [10.0] * 6})
+
+
+def up(dz: float) -> np.ndarray:
+    return np.array([0.0, 0.0, dz])
+
+
+def test_scripted_pick_and_place_through_the_whole_stack_succeeds(twin):
+    """An expert's deltas -> safety filter -> franky -> franky-sim: the cube ends on the tray."""
+    scene = TwinScene(
+        object_shapes=("cube",),
+        receptacle_shapes=("tray",),
+        object_xy=(0.45, -0.07),
+        receptacle_xy=(0.45, 0.07),
+    )
+    with make_robot(twin) as robot:
+        robot.home()
+        layout = twin.reset(seed=1, scene=scene)
+        twin.wait(0.2)
+        assert not twin.success()
+        cube = twin.object_poses()[layout.target_object][:3]
+        tray = np.array([*layout.receptacles[layout.target_receptacle]["xy"], 0.012])
+        waypoints = [  # (TCP goal, gripper, minimum steps there: time for the fingers)
+            (cube + up(0.06), 1.0, 0),
+            (cube, 1.0, 0),
+            (cube, -1.0, 8),
+            (tray + up(0.06), -1.0, 0),
+            (tray + up(0.035), -1.0, 0),
+            (tray + up(0.035), 1.0, 6),
+            (tray + up(0.08), 1.0, 0),
+        ]
+        for goal, gripper, min_steps in waypoints:
+            for k in range(40):
+                error = goal - robot.get_observation()["ee_pose"][:3]
+                robot.send_action(np.r_[np.clip(error, -0.05, 0.05), 0.0, 0.0, 0.0, gripper])
+                TWIN.wait(PERIOD)
+                if np.linalg.norm(error) < 0.008 and k >= min_steps:
+                    break
+            else:
+                pytest.fail(f"did not reach {goal} (gripper {gripper}): {robot.status()}")
+        TWIN.wait(0.3)
+        assert twin.success(), twin.object_poses()[layout.target_object]
+        assert robot.status()["safety_rejected"] == 0
