@@ -131,6 +131,9 @@ def main() -> None:
         "collocated_sequential": col,
         "hybrid_pipelined": hyb,
         "speedup_hybrid_over_collocated": hyb["env_steps_per_s_median"] / col["env_steps_per_s_median"],
+        # ratio within each round (both modes back to back): robust to slow drifts in machine load
+        "speedup_per_round": [round(h["env_steps_per_s"] / c["env_steps_per_s"], 3)
+                              for h, c in zip(samples["hybrid"], samples["collocated"], strict=True)],
         # overlapping two phases on two cores hides at most the shorter one
         "ideal_speedup_from_overlap": (env_b + inf_b) / max(env_b, inf_b) if max(env_b, inf_b) > 0 else None,
         "target": ">= 1.6x (RLinf: 1.61-1.88x)",

@@ -7,6 +7,8 @@ same interfaces as the ManiSkill envs and the VLA policies and cost milliseconds
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import ray
@@ -137,3 +139,21 @@ def test_crashed_env_worker_is_restarted_and_its_episodes_dropped(tmp_path):
     # dropped episodes are not counted: any finished episode started after the restart
     assert all(e["length"] <= 6 for e in stats.episodes)
     assert stats2.crashes == 0 and batch2.valid.all()
+
+
+def test_grpo_runs_one_episode_per_env_per_iteration_in_same_state_groups(tmp_path):
+    cfg = toy_config(tmp_path, algorithm={"name": "grpo", "group_size": 4}, reward={"dense_coef": 0.0},
+                     env={"max_episode_steps": 12}, runner={"iterations": 2, "checkpoint_every": 100})
+    run_dir = train(cfg)
+    records = read_metrics(run_dir)
+    assert [r["step"] for r in records] == [1, 2]
+    episodes = [json.loads(line) for line in (run_dir / "rollout_episodes.jsonl").read_text().splitlines()]
+    for it in (1, 2):
+        seeds = {e["env"]: e["seed"] for e in episodes if e["iteration"] == it}
+        assert sorted(seeds) == list(range(8))
+        assert len({seeds[i] for i in range(4)}) == 1 and len({seeds[i] for i in range(4, 8)}) == 1
+        assert seeds[0] != seeds[4]  # groups start from different states
+    for r in records:
+        assert r["episodes"] == 8  # every env ran exactly one (whole) episode
+        assert 0.0 <= r["groups_kept_fraction"] <= 1.0
+        assert r["env_steps"] <= 8 * 12

@@ -171,6 +171,8 @@ def _loop(cfg: RLConfig, groups: Any, run: RunDir, contract: Any, algorithm_cls:
             log.warning("iteration %d: %d env worker crash(es), %d episode(s) dropped", it + 1, stats.crashes,
                         stats.dropped_episodes)
         run.log(it + 1, **metrics)
+        with open(run.path / "rollout_episodes.jsonl", "a") as f:  # every finished training episode
+            f.writelines(json.dumps({"iteration": it + 1, **e}) + "\n" for e in stats.episodes)
         bar.set_postfix(success=f"{metrics.get('success_rate', float('nan')):.2f}",
                         ret=f"{metrics.get('episode_return', float('nan')):.2f}",
                         sps=f"{metrics['env_steps_per_s']:.0f}")
