@@ -117,7 +117,7 @@ def test_crashed_env_worker_is_restarted_and_its_episodes_dropped(tmp_path):
     marker = tmp_path / "crashed"
     cfg = toy_config(
         tmp_path,
-        env={"envs_per_worker": 2, "pipeline_stage_num": 1, "max_episode_steps": 10,
+        env={"envs_per_worker": 2, "pipeline_stage_num": 2, "max_episode_steps": 10,
              "kwargs": {"crash_after_steps": 4, "crash_marker": str(marker)}},
         runner={"rollout_steps": 10},
     )
@@ -132,8 +132,9 @@ def test_crashed_env_worker_is_restarted_and_its_episodes_dropped(tmp_path):
     finally:
         groups.shutdown()
     assert marker.read_text() == str(pid_before) and pid_after != pid_before  # a real process death + restart
+    # one process death, counted once although both of its stages failed
     assert stats.crashes == 1 and stats.dropped_episodes == 2
-    # the crash happened during step 3: steps 0..3 of both envs' episodes are not trained on
+    # the crash happened during step 3 (stage 0): steps 0..3 of both stages' episodes are not trained on
     assert not batch.valid[:4].any() and batch.dones[3].all()
     assert batch.valid[4:].all()
     # dropped episodes are not counted: any finished episode started after the restart

@@ -65,6 +65,7 @@ class RolloutCollector:
         self.pipelined = cfg.cluster.placement != "collocated"
         self._refs: list[list[Any]] | None = None  # per stage, per worker: result giving the next obs
         self.restart_timeout_s = 300.0
+        self._pids: list[int] = []  # env worker processes, to count restarts
 
     @property
     def num_steps(self) -> int:
@@ -90,6 +91,8 @@ class RolloutCollector:
         records: list[list[Any]] = [[None] * S for _ in range(T)]
         last_records: list[Any] = []
         stats = RolloutStats()
+        if not self._pids:
+            self._pids = ray.get([w.pid.remote() for w in self.env_workers])
         fresh = self._refs is None or self.episodic
         if fresh:
             self._refs = [[w.reset_stage.remote(s, iteration) for w in self.env_workers] for s in range(S)]
@@ -147,7 +150,6 @@ class RolloutCollector:
 
         active = valid[t - 1, cols] if t > 0 else np.zeros(self.per_stage, bool)
         n_dropped = int(active.sum())
-        stats.crashes += 1
         stats.dropped_episodes += n_dropped
         log.warning(
             "env worker %d crashed or was restarted (%s) at step %d, stage %d: %d running episode(s) dropped; "
@@ -166,7 +168,12 @@ class RolloutCollector:
         while True:  # calls made while Ray restarts the actor fail as "unavailable": retry until it is back
             self._refs[s][w] = self.env_workers[w].reset_stage.remote(s, iteration)
             try:
-                return ray.get(self._refs[s][w])
+                result = ray.get(self._refs[s][w])
+                pid = ray.get(self.env_workers[w].pid.remote())
+                if pid != self._pids[w]:  # one crash fails every stage of the worker: count it once
+                    stats.crashes += 1
+                    self._pids[w] = pid
+                return result
             except ray.exceptions.ActorDiedError as err:
                 raise RuntimeError(
                     f"env worker {w} died and was not restarted (cluster.env_max_restarts="
