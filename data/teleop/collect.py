@@ -12,7 +12,8 @@ Two modes, one loop (:class:`Collector`):
 Every step records the observation, the action actually executed (after the safety filter),
 ``policy_action`` (what the policy proposed at that step; NaN in pure teleop) and the
 ``intervention`` flag (True when the human produced the executed action). Fail closed: when
-the device disconnects or the safety filter rejects an action, the loop stops the robot
+the device disconnects, the safety filter rejects an action or the environment raises (a
+robot fault), the loop stops the robot
 (``env.stop()`` where the environment has one, and no further step), and commits what was
 recorded with the reason in ``EpisodeMeta.extra["aborted"]``.
 
@@ -23,6 +24,7 @@ truncated, info)`` with ``info["success"]``, plus ``contract``.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -34,6 +36,8 @@ from simbridge.data.spec import EpisodeMeta, Observation, Policy
 from simbridge.data.store import EpisodeWriter
 from simbridge.data.teleop.devices import DeviceDisconnected, DeviceState, TeleopDevice
 from simbridge.data.teleop.mapping import ActionMapper
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -152,10 +156,17 @@ class Collector:
                 self._fail_closed()
                 break
             executed = np.asarray(result.action, np.float32)
+            try:
+                next_obs, _reward, terminated, truncated, info = self.env.step(executed)
+            except Exception as exc:  # a robot fault, a lost connection: stop, keep what was recorded
+                aborted = f"environment error at step {t}: {type(exc).__name__}: {exc}"
+                self._fail_closed()
+                break
+            # Recorded once executed: (observation, the action executed from it, who produced it).
             self.writer.add_step(obs, executed, policy_action=policy_action, intervention=intervening)
+            obs = next_obs
             steps += 1
             operator_steps += int(intervening)
-            obs, _reward, terminated, truncated, info = self.env.step(executed)
             if "success" in info:
                 success = bool(success) or bool(info["success"])
                 labeled_by = "env"
@@ -208,7 +219,10 @@ class Collector:
         """Stop the robot: environments that drive hardware expose ``stop()``; simulators just halt."""
         stop = getattr(self.env, "stop", None)
         if callable(stop):
-            stop()
+            try:
+                stop()
+            except Exception as exc:  # keep the recorded steps even if the stop call fails too
+                log.error("stopping the robot failed: %s", exc)
 
     # --- many episodes ------------------------------------------------------------------------
     def run(self, episodes: int, seed: int = 0, progress: bool = True) -> list[EpisodeResult]:
@@ -226,7 +240,7 @@ class Collector:
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(steps=res.steps, success=res.success, takeovers=res.interventions)
-                if res.quit or res.aborted.startswith("device disconnected"):
+                if res.quit or res.aborted.startswith(("device disconnected", "environment error")):
                     break
         finally:
             if bar is not None:

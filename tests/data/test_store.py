@@ -281,7 +281,7 @@ def test_kill_minus_9_at_random_moments_loses_only_uncommitted_steps(tmp_path):
 def test_reader_reads_consistent_episodes_while_a_writer_writes(tmp_path):
     path = tmp_path / "live.zarr"
     proc = subprocess.Popen(
-        [sys.executable, str(WRITER_SCRIPT), str(path), "--episodes", "15"], stdout=subprocess.PIPE, text=True
+        [sys.executable, str(WRITER_SCRIPT), str(path), "--episodes", "10"], stdout=subprocess.PIPE, text=True
     )
     try:
         assert proc.stdout.readline().startswith("ready")
@@ -297,13 +297,14 @@ def test_reader_reads_consistent_episodes_while_a_writer_writes(tmp_path):
                 reads += 1
             if proc.poll() is not None:
                 break
+            time.sleep(0.02)  # leave the (2-core) machine to the writer
         assert proc.wait(timeout=30) == 0
     finally:
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait()
     assert seen == sorted(seen) and reads >= 3 and len(set(seen)) >= 3
-    assert _check_committed(path) == 15
+    assert _check_committed(path) == 10
     assert EpisodeStore(path).cameras == PROC_CAMERAS
 
 

@@ -493,3 +493,20 @@ def test_collect_cli_rejects_bad_configuration_before_starting(tmp_path, capsys)
     assert main(["collect", "--device", "scripted", "--out", out, "--set", "mapping.deadzone=2"]) == 2
     assert "deadzone" in capsys.readouterr().err
     assert not (tmp_path / "x.zarr").exists()
+
+
+def test_environment_fault_stops_and_keeps_the_executed_steps(writer):
+    class FaultyEnv(PointEnv):
+        def step(self, action):
+            if len(self.executed) == 3:
+                raise RuntimeError("communication_constraints_violation")  # what franky raises on a reflex
+            return super().step(action)
+
+    env = FaultyEnv()
+    results = Collector(env, ScriptedDevice([push(x=1.0)] * 10).connect(), writer).run(
+        episodes=2, progress=False
+    )
+    assert len(results) == 1 and results[0].steps == 3
+    assert results[0].aborted.startswith("environment error at step 3: RuntimeError: communication")
+    assert env.stopped == 1
+    assert EpisodeStore(writer.path).episode_length(0) == 3  # only the executed steps

@@ -37,17 +37,20 @@ def test_teleop_on_the_twin_fails_closed_on_disconnect(tmp_path):
         mapper = ActionMapper(TeleopMapping(translation_step_m=0.02, deadzone=0.0))
         res = Collector(env, device, writer, mapper=mapper, task="twin").run_episode(seed=3)
         assert res.steps == 8 and res.aborted.startswith("device disconnected")
-        # The robot received the lift (its own safety filter let it through) ...
-        assert robot.last_result.target_pose[2] > res_start_z(writer) + 0.015
+        # The robot received every lift command (its own safety filter let them through) ...
+        assert robot.num_sent == 8 and robot.last_result.target_pose[2] > res_start_z(writer) + 0.015
         # ... and, failing closed, was stopped and holds still.
+        time.sleep(0.3)  # let the stop's deceleration finish
         z0 = robot.get_observation()["ee_pose"][2]
         time.sleep(0.3)
-        assert abs(robot.get_observation()["ee_pose"][2] - z0) < 2e-3
+        assert abs(robot.get_observation()["ee_pose"][2] - z0) < 1e-3
 
     store = EpisodeStore(tmp_path / "twin.zarr")
     ep, meta = store.episode(0), store.meta(0)
     assert len(ep["action"]) == 8 and ep["intervention"].all()
     np.testing.assert_allclose(ep["action"][:, 2], 0.02, atol=1e-6)
-    assert np.all(np.diff(ep["ee_pose"][:, 2]) > -1e-4) and ep["ee_pose"][-1, 2] > ep["ee_pose"][0, 2] + 2e-4
+    # How far the hand got in 0.8 s depends on franky's dynamics factor and the machine's load: only
+    # check that it did not move the wrong way (the commands themselves are checked above).
+    assert np.all(np.diff(ep["ee_pose"][:, 2]) > -1e-3)
     assert meta.instruction.startswith("put the") and meta.extra["aborted"].startswith("device disconnected")
     assert ep["image_scene"].shape == (8, 64, 64, 3) and ep["image_scene"].std() > 5
