@@ -137,7 +137,12 @@ class Collector:
             policy_action = None
             if self.mode == "intervene":
                 if not queue:
-                    queue.extend(np.asarray(self.policy.predict(obs), np.float32).reshape(-1, 7))
+                    try:
+                        queue.extend(np.asarray(self.policy.predict(obs), np.float32).reshape(-1, 7))
+                    except Exception as exc:  # a broken policy must not lose the episode either
+                        aborted = f"policy error at step {t}: {type(exc).__name__}: {exc}"
+                        self._fail_closed()
+                        break
                 policy_action = queue.popleft()
                 was = intervening
                 intervening, toggled, idle = self._takeover(state, was, toggled, idle)
@@ -172,8 +177,8 @@ class Collector:
                 labeled_by = "env"
             if terminated or truncated:
                 break
-            if self.realtime_hz:
-                next_tick += 1.0 / self.realtime_hz
+            if self.realtime_hz:  # hold the control rate; after a slow step, do not rush to catch up
+                next_tick = max(next_tick + 1.0 / self.realtime_hz, time.monotonic())
                 time.sleep(max(0.0, next_tick - time.monotonic()))
 
         if discarded or steps == 0:

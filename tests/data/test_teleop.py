@@ -204,13 +204,24 @@ def test_safety_filter_clips_operator_and_rejects_bad_policy(writer):
                 out[:] = np.nan
             return out
 
+    class BrokenPolicy(ConstantPolicy):
+        def predict(self, obs):
+            if self.calls == 1:
+                raise RuntimeError("onnxruntime: invalid input")
+            return super().predict(obs)
+
+    res = Collector(PointEnv(), ScriptedDevice([IDLE] * 5).connect(), writer, mode="intervene",
+                    policy=BrokenPolicy()).run_episode()  # fmt: skip
+    assert res.steps == 2 and res.aborted.startswith("policy error at step 2: RuntimeError")
+    assert EpisodeStore(writer.path).episode_length(1) == 2
+
     env2 = PointEnv()
     res = Collector(
         env2, ScriptedDevice([IDLE] * 10).connect(), writer, mode="intervene", policy=NaNPolicy()
     ).run_episode()
     assert res.steps == 2 and "safety filter rejected the policy action at step 2" in res.aborted
     assert env2.stopped == 1 and len(env2.executed) == 2
-    assert EpisodeStore(writer.path).episode_length(1) == 2
+    assert EpisodeStore(writer.path).episode_length(2) == 2
 
 
 def test_discard_drops_the_episode_and_collection_goes_on(writer):
