@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from simbridge.data.store import EpisodeStore
 
 pytestmark = [pytest.mark.ros, pytest.mark.robot, pytest.mark.integration]
 
@@ -19,12 +22,25 @@ def simbridge(*args: str, timeout: float = 90) -> subprocess.CompletedProcess:
                           timeout=timeout, cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
-def test_deploy_sim_starts_the_twin_and_nodes_and_exits_cleanly(tmp_path: Path) -> None:
-    out = simbridge("deploy", "--sim", "--duration", "2", "--log-dir", str(tmp_path), "--set", "twin.seed=3")
-    assert out.returncode == 0, out.stdout + out.stderr
-    assert "running twin, franka, policy, logger" in out.stdout
-    assert "twin running at 127.0.0." in out.stderr and "franka ready" in out.stderr
+def test_deploy_sim_runs_a_twin_protocol_end_to_end(tmp_path: Path, bundle_dir: Path) -> None:
+    """The pip-only path of the main job: twin + franka + policy + logger + orchestrator in one process."""
+    protocol = tmp_path / "protocol.yaml"
+    protocol.write_text(
+        f"name: cli_test\npolicies: {{sft: '{bundle_dir}', rl: '{bundle_dir / 'latest'}'}}\n"
+        "episodes_per_condition: 1\nepisode_time_s: 1.0\nlabel: twin\n"
+        "conditions:\n  - {name: lighting, category: vision, twin: {light_range: [0.4, 0.5]}}\n"
+    )
+    limits = tmp_path / "limits.yaml"  # see loaded_machine_limits in conftest.py
+    limits.write_text("max_command_age_s: 1.0\n")
+    out = simbridge("deploy", "--sim", "--protocol", str(protocol), "--log-dir", str(tmp_path / "eval"),
+                    "--set", f"franka.safety_limits_file={limits}", timeout=150)
+    assert out.returncode == 0, out.stdout + out.stderr[-3000:]
+    assert "running twin, franka, policy, logger, orchestrator" in out.stdout
     assert "Traceback" not in out.stderr and "never retrieved" not in out.stderr
+    rows = [json.loads(line) for line in (tmp_path / "eval" / "episodes.jsonl").read_text().splitlines()]
+    assert sorted(r["policy"] for r in rows) == ["rl", "sft"] and all(r["steps"] > 0 for r in rows)
+    assert len(EpisodeStore(tmp_path / "eval" / "episodes.zarr")) == 2
+    assert "state=finished" in out.stderr
 
 
 def test_deploy_reports_bad_parameter_files_and_overrides(tmp_path: Path) -> None:

@@ -162,15 +162,19 @@ class OrchestratorNode(Node):
 
     def run_trial(self, trial: Trial) -> dict:
         twin = self.label_mode == "twin"
+        log = self.get_logger()
         self._trigger("release")
+        log.info("homing the arm")
         self._trigger("home", required=False)
         instruction = trial.instruction
         if twin:  # the condition becomes the twin's scene; the layout says what to ask for
+            log.info(f"twin scene for {trial.condition.name}: {trial.condition.twin or 'base'}")
             self._set_params("twin_params", scene_overrides_json=json.dumps(trial.condition.twin))
             layout = json.loads(self._trigger("twin_reset").message)
             instruction = trial.condition.instruction or layout.get("instruction") or trial.instruction
         elif trial.condition.setup and self.label_mode == "prompt":
             self.prompt(f"[{trial.condition.name}] {trial.condition.setup}\nPress Enter when ready (policy {trial.blind_id}) ")
+        log.info(f"loading policy {trial.blind_id}: {instruction!r}")
         self._set_params("policy_params", enabled=False, bundle=trial.bundle, instruction=instruction)
         self._trigger("policy_reset")
         self._set_params(
@@ -180,6 +184,7 @@ class OrchestratorNode(Node):
                                    "category": trial.condition.category, "protocol": self.protocol.name}),
         )
         self._trigger("log_start")
+        log.info(f"episode running (up to {self.protocol.episode_time_s:g} s)")
         self.twin_success = False
         self._end_episode.clear()
         self._set_params("policy_params", enabled=True)
