@@ -11,12 +11,12 @@ Without ``ros2 launch``: ``simbridge deploy --sim``.
 
 from pathlib import Path
 
+# ruff: noqa: I001  (ruff takes the repository's launch/ folder for the ROS 2 `launch` package)
+from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument
 from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration, PythonExpression
 from launch_ros.actions import Node
-
-from launch import LaunchDescription
 
 PARAMS = str(Path(__file__).resolve().parent / "sim.yaml")
 
