@@ -86,6 +86,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--fps", type=float, default=None, help="frame rate (default: from the timestamps)")
     p.add_argument("--codec", choices=["av1", "h264"], default="av1")
     p.add_argument("--episodes", type=int, nargs="*", default=None)
+    p.add_argument("--successful-only", action="store_true", help="only episodes labelled successful")
+    p.add_argument("--split", default=None, help="only episodes of this split")
     p.add_argument("--robot-type", default="franka")
     p.add_argument("--overwrite", action="store_true")
 
@@ -308,10 +310,20 @@ def cmd_label(args) -> int:
 def cmd_to_lerobot(args) -> int:
     from simbridge.data.lerobot import export_lerobot
 
+    store = EpisodeStore(args.store)
+    episodes = list(range(len(store))) if args.episodes is None else args.episodes
+    if args.successful_only or args.split is not None:
+        metas = store.metas()
+        episodes = [
+            i
+            for i in episodes
+            if (not args.successful_only or metas[i].success is True)
+            and (args.split is None or metas[i].split == args.split)
+        ]
     out = export_lerobot(
-        args.store,
+        store,
         args.out,
-        episodes=args.episodes,
+        episodes=episodes,
         fps=args.fps,
         robot_type=args.robot_type,
         codec=args.codec,

@@ -73,7 +73,9 @@ def export_lerobot(
         shutil.rmtree(out)
     indices = list(range(len(store))) if episodes is None else [store._index(i) for i in episodes]
     if not indices:
-        raise StoreError(f"{store.path} has no committed episodes to export")
+        raise StoreError(
+            f"nothing to export: {store.path} has {len(store)} committed episode(s), none selected (check the filters)"
+        )
     if fps is None:
         fps = _infer_fps(store, indices)
     fps_int = round(fps)

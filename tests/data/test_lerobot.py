@@ -93,5 +93,12 @@ def test_cli_export_h264_and_refuses_to_overwrite(tmp_path, capsys):
     assert len(decode(out / "videos/observation.images.wrist/chunk-000/file-000.mp4")) == 7
     assert main(["data", "to-lerobot", str(store), "-o", str(out)]) == 1
     assert "not empty" in capsys.readouterr().err
+    ok = tmp_path / "ok"
+    assert (
+        main(["data", "to-lerobot", str(store), "-o", str(ok), "--successful-only", "--codec", "h264"]) == 0
+    )
+    assert json.loads((ok / "meta/info.json").read_text())["total_frames"] == 3  # episode 0 only
+    assert main(["data", "to-lerobot", str(store), "-o", str(tmp_path / "none"), "--split", "test"]) == 1
+    assert "nothing to export" in capsys.readouterr().err
     with pytest.raises(ValueError, match="codec"):
         export_lerobot(store, tmp_path / "x", codec="mjpeg")
