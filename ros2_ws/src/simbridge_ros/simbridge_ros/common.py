@@ -14,7 +14,6 @@ episode and ignores every other one: this is how "one commander at a time" is en
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 import time
@@ -82,8 +81,8 @@ def to_stamp(seconds: float):
     """Wall-clock seconds -> builtin_interfaces/Time (the contract's timestamps are time.time())."""
     from builtin_interfaces.msg import Time
 
-    sec = math.floor(seconds)
-    return Time(sec=int(sec), nanosec=round((seconds - sec) * 1e9) % 1_000_000_000)
+    sec, nanosec = divmod(round(seconds * 1e9), 1_000_000_000)
+    return Time(sec=int(sec), nanosec=int(nanosec))
 
 
 def from_stamp(stamp) -> float:
