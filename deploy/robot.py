@@ -535,11 +535,20 @@ class FrankyRobot(Robot):
                     and self._motion_active
                     and self._clock() - self._last_command_time > self.config.watchdog_timeout_s
                 ):
+                    if self._arm_at_rest():  # the last target was reached: nothing to stop
+                        self._motion_active = False
+                        continue
                     self.watchdog_trips += 1
                     log.warning(
                         "watchdog: no command for %.2f s, stopping the arm", self.config.watchdog_timeout_s
                     )
                     self._halt()
+
+    def _arm_at_rest(self, tol_rad_s: float = 1e-3) -> bool:
+        try:
+            return float(np.max(np.abs(self._robot.state.dq))) < tol_rad_s
+        except Exception:  # cannot tell: treat as moving (fail closed)
+            return False
 
 
 class FaultInjector:

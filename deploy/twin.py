@@ -204,6 +204,7 @@ class TwinSim:
         self._snap_time = 0.0
         self._render_data: Any = None
         self._renderers: dict[tuple[int, int, int], Any] = {}
+        self._render_lock = threading.Lock()
         self._ids: dict[str, int] = {}
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -537,16 +538,17 @@ class TwinSim:
             raise ValueError(f"unknown camera {camera!r}; the twin has {sorted(self._cameras)}")
         h, w = size or self.camera_size
         model = self._sim.model
-        data = self._render_data
-        data.qpos[:] = self.snapshot()
-        mujoco.mj_kinematics(model, data)
-        mujoco.mj_camlight(model, data)
-        key = (threading.get_ident(), h, w)  # GL contexts belong to the thread that made them
-        renderer = self._renderers.get(key)
-        if renderer is None:
-            renderer = self._renderers[key] = mujoco.Renderer(model, height=h, width=w)
-        renderer.update_scene(data, camera=self._cameras[camera])
-        return renderer.render().copy()
+        with self._render_lock:  # one shared render state; callers may be several threads
+            data = self._render_data
+            data.qpos[:] = self.snapshot()
+            mujoco.mj_kinematics(model, data)
+            mujoco.mj_camlight(model, data)
+            key = (threading.get_ident(), h, w)  # GL contexts belong to the thread that made them
+            renderer = self._renderers.get(key)
+            if renderer is None:
+                renderer = self._renderers[key] = mujoco.Renderer(model, height=h, width=w)
+            renderer.update_scene(data, camera=self._cameras[camera])
+            return renderer.render().copy()
 
     # --- simulated time -------------------------------------------------------------------
 
