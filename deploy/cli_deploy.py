@@ -67,6 +67,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-logger", action="store_true", help="do not record episodes")
     parser.add_argument(
+        "--teleop",
+        default=None,
+        metavar="DEVICE",
+        help="add a teleop node (keyboard | spacemouse | gamepad): with a bundle the operator can take over "
+        "(HIL interventions, recorded per step), without one it drives the arm alone",
+    )
+    parser.add_argument(
         "--duration", type=float, default=0.0, help="stop after this many seconds (0: until Ctrl-C)"
     )
 
@@ -85,6 +92,10 @@ def launch_overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     put("policy", "instruction", args.instruction)
     put("logger", "instruction", args.instruction)
     put("orchestrator", "protocol", args.protocol)
+    if args.teleop:
+        put("teleop", "device", args.teleop)
+        put("teleop", "mode", "intervention" if args.bundle else "teleop")
+        put("policy", "publish_actions", False)  # the teleop node forwards the policy's proposals
     if args.log_dir:
         put("logger", "store", str(Path(args.log_dir) / "episodes.zarr"))
         put("orchestrator", "log_dir", str(args.log_dir))
@@ -96,10 +107,12 @@ def launch_overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     return out
 
 
-def node_plan(sim: bool, with_logger: bool, with_orchestrator: bool) -> list[str]:
+def node_plan(sim: bool, with_logger: bool, with_orchestrator: bool, with_teleop: bool = False) -> list[str]:
     """Which nodes run, in start order (the twin before the franka node that connects to it)."""
     plan = ["twin"] if sim else ["camera"]
     plan += ["franka", "policy"]
+    if with_teleop:
+        plan.append("teleop")
     if with_logger:
         plan.append("logger")
     if with_orchestrator:
@@ -118,6 +131,7 @@ def build_nodes(
     from simbridge_ros.logger import LoggerNode
     from simbridge_ros.orchestrator import OrchestratorNode
     from simbridge_ros.policy import PolicyNode
+    from simbridge_ros.teleop import TeleopNode
     from simbridge_ros.twin import TwinNode
 
     classes = {
@@ -127,6 +141,7 @@ def build_nodes(
         "policy": PolicyNode,
         "logger": LoggerNode,
         "orchestrator": OrchestratorNode,
+        "teleop": TeleopNode,
     }
     nodes = []
     try:
@@ -167,7 +182,7 @@ def run(args: argparse.Namespace) -> int:
     params_file = args.params or LAUNCH_DIR / ("sim.yaml" if args.sim else "robot.yaml")
     overrides = launch_overrides(args)
     with_orchestrator = bool(args.protocol or overrides.get("orchestrator", {}).get("protocol"))
-    plan = node_plan(args.sim, not args.no_logger, with_orchestrator)
+    plan = node_plan(args.sim, not args.no_logger, with_orchestrator, bool(args.teleop))
     context = Context()
     rclpy.init(context=context)
     nodes: list = []
