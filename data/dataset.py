@@ -44,7 +44,9 @@ _LOWDIM = (
 
 
 @dataclass(frozen=True)
-class _Episode:
+class EpisodeRef:
+    """One selected episode: which store, its index there, its rows in the data arrays, its metadata."""
+
     store: int  # index into the dataset's stores
     index: int  # episode index in that store
     rows: slice  # global rows in the store's data arrays
@@ -85,7 +87,7 @@ class EpisodeDataset(Dataset):
         if unknown:
             raise StoreError(f"cameras {unknown} are not in the store(s); they record {sorted(known)}")
 
-        self.episodes: list[_Episode] = []
+        self.episodes: list[EpisodeRef] = []
         for si, store in enumerate(opened):
             for i, meta in enumerate(store.metas()):
                 if successful_only and meta.success is not True:
@@ -94,7 +96,7 @@ class EpisodeDataset(Dataset):
                     continue
                 if episode_filter is not None and not episode_filter(meta):
                     continue
-                self.episodes.append(_Episode(si, i, store.episode_slice(i), meta))
+                self.episodes.append(EpisodeRef(si, i, store.episode_slice(i), meta))
 
         # Low-dim arrays of the selected episodes, concatenated; windows index into them.
         self._lowdim: dict[str, np.ndarray] = {}
