@@ -501,6 +501,8 @@ class FrankyRobot(Robot):
         deadline = time.monotonic() + timeout_s
         while True:  # join in slices so the watchdog does not count a long homing as stale
             with self._lock:
+                if self._estopped:  # estop() (another thread) stopped the homing motion: not a fault
+                    raise RobotError(f"homing interrupted by the e-stop ({self._estop_reason})")
                 self._last_command_time = self._clock()
                 try:
                     done = self._require().join_motion(timeout=0.05)

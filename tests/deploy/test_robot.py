@@ -7,6 +7,8 @@ communication faults (which franky-sim cannot raise) come from FaultInjector at 
 
 from __future__ import annotations
 
+import threading
+
 import franky
 import numpy as np
 import pytest
@@ -116,6 +118,30 @@ def test_estop_stops_motion_and_latches_until_reset(robot):
     robot.reset_estop()
     robot.send_action(np.array([0.03, 0, 0, 0, 0, 0, 1.0]))
     assert settle(robot, 0.5)[0] - x_stopped > 0.02
+
+
+def test_estop_interrupts_a_blocking_homing_without_a_fault(robot):
+    for _ in range(4):
+        robot.send_action(np.array([0.05, 0.0, -0.05, 0, 0, 0, 1.0]))
+        TWIN.wait(PERIOD)
+    errors: list[BaseException] = []
+
+    def home() -> None:
+        try:
+            robot.home()
+        except RobotError as exc:
+            errors.append(exc)
+
+    homing = threading.Thread(target=home)
+    homing.start()
+    TWIN.wait(0.2)
+    robot.estop("operator pressed stop during homing")
+    homing.join(timeout=30)
+    assert not homing.is_alive()
+    assert len(errors) == 1 and "interrupted by the e-stop" in str(errors[0])
+    assert robot.fault == ""  # an e-stop is not a fault: reset_estop() is enough to continue
+    robot.reset_estop()
+    robot.home()
 
 
 def test_watchdog_stops_the_arm_when_commands_go_stale(twin):

@@ -83,6 +83,15 @@ def test_cameras_render_the_scene_headless_and_see_changes(twin):
         twin.render("ceiling")
 
 
+def test_lighting_condition_darkens_the_view(twin):
+    bright = TwinScene(light_range=(1.0, 1.0))
+    dim = TwinScene(light_range=(0.3, 0.3))
+    twin.reset(seed=4, scene=bright)
+    lit = twin.render("scene").mean()
+    twin.reset(seed=4, scene=dim)
+    assert twin.render("scene").mean() < 0.8 * lit
+
+
 def test_second_twin_coexists_and_ports_are_freed(twin):
     with TwinSim(seed=1) as other:
         assert other.hostname != twin.hostname  # another loopback address, same ports
