@@ -77,6 +77,15 @@ def matrix_to_intrinsic_xyz(m: np.ndarray) -> np.ndarray:
     return np.array([a, b, c])
 
 
+def _pose7(link: Any) -> np.ndarray:
+    """(7,) float64 pose of a ManiSkill link/actor of a single-env CPU scene (batched: env 0)."""
+    objs = getattr(link, "_objs", None)
+    if objs is not None and len(objs) == 1 and hasattr(objs[0], "entity_pose"):
+        pose = objs[0].entity_pose
+        return np.concatenate([pose.p, pose.q]).astype(np.float64)
+    return _np(link.pose.raw_pose)[0].astype(np.float64)
+
+
 def _np(x: Any) -> np.ndarray:
     return x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
 
@@ -129,6 +138,8 @@ class ContractEnv(gym.Env):
         self._target_q = np.array([1.0, 0, 0, 0])
         self._steps = 0
         self._seed = int(seed)
+        self._base: np.ndarray | None = None
+        self._last_tcp: np.ndarray | None = None
         self.instruction = ""
         spec = self.contract.action
         self.action_space = gym.spaces.Box(spec.low, spec.high, dtype=np.float32)
@@ -148,6 +159,8 @@ class ContractEnv(gym.Env):
         self._next_seed = self._seed + 1
         self._rng = np.random.default_rng([self.split.salt, self._seed, 7])
         raw_obs, ms_info = self.ms_env.reset(seed=self._seed, options=options)
+        self._base = None
+        self._last_tcp = None
         self._steps = 0
         tcp = self._tcp_pose_base()
         self._target_p, self._target_q = tcp[:3].copy(), tcp[3:].copy()
@@ -186,7 +199,7 @@ class ContractEnv(gym.Env):
 
     # --- action mapping -----------------------------------------------------------------
     def _controller_action(self, a: np.ndarray) -> np.ndarray:
-        tcp = self._tcp_pose_base()
+        tcp = self._last_tcp if self._last_tcp is not None else self._tcp_pose_base()
         p = self._target_p + a[:3]
         lead = p - tcp[:3]
         dist = float(np.linalg.norm(lead))
@@ -200,13 +213,23 @@ class ContractEnv(gym.Env):
 
     # --- observation ----------------------------------------------------------------------
     def _tcp_pose_base(self) -> np.ndarray:
+        """TCP pose (xyz + wxyz) in the robot base frame, in numpy.
+
+        Reads SAPIEN's entity poses directly: ManiSkill's batched torch ``Pose`` ops cost ~10 ms
+        per call on this CPU, more than the wrapper may add per step.
+        """
         agent = self.unwrapped_ms.agent
-        pose = agent.robot.pose.inv() * agent.tcp_pose
-        return _np(pose.raw_pose)[0].astype(np.float64)
+        if self._base is None:  # the base does not move within an episode
+            self._base = _pose7(agent.robot.root)
+        tcp = _pose7(agent.tcp)
+        base_p, base_q = self._base[:3], self._base[3:]
+        q = quat_mul(base_q * np.array([1, -1, -1, -1]), tcp[3:])
+        return np.concatenate([quat_to_matrix(base_q).T @ (tcp[:3] - base_p), q / np.linalg.norm(q)])
 
     def _observation(self, raw_obs: Any) -> Observation:
         agent = self.unwrapped_ms.agent
-        qpos = _np(agent.robot.get_qpos())[0]
+        objs = agent.robot._objs
+        qpos = objs[0].qpos if len(objs) == 1 and hasattr(objs[0], "qpos") else _np(agent.robot.get_qpos())[0]
         images = {}
         if isinstance(raw_obs, dict) and "sensor_data" in raw_obs:
             for name in self._black:
@@ -217,9 +240,10 @@ class ContractEnv(gym.Env):
                 images[name] = img
         else:
             images = {k: v.copy() for k, v in self._black.items()}
+        self._last_tcp = self._tcp_pose_base()  # also what the next action is applied to
         return Observation(
             images=images,
-            ee_pose=self._tcp_pose_base().astype(np.float32),
+            ee_pose=self._last_tcp.astype(np.float32),
             gripper_width=float(qpos[7] + qpos[8]),
             joint_positions=qpos[:7].astype(np.float32),
             instruction=self.instruction,
