@@ -13,7 +13,8 @@ What goes into the graph (one ``policy.onnx``, dynamic batch and text-length dim
   probed from its own ``prepare_images``), the encoders' mean/std normalization, proprio
   normalization, the network, greedy decoding — the OFT family in one forward pass (all
   ``chunk*7`` action tokens in parallel), the autoregressive family as its ``7*chunk`` greedy
-  steps unrolled into the graph without a KV cache (each step re-reads the prefix) — and
+  steps unrolled into the graph with its KV cache (one prefix pass, then one single-token
+  pass per step, as the torch policy decodes; the graph's text length stays dynamic) — and
   de-normalization to physical units with the checkpoint's statistics;
 * outputs: ``tokens`` (B, chunk*7) bin ids, ``actions`` (B, chunk, 7) physical units,
   ``logprob`` (B,) of the greedy tokens and ``value`` (B,) the critic's estimate.
@@ -330,10 +331,13 @@ def _build_graph_module(policy: Any) -> tuple[Any, list[str], str]:
             return bins, actions, logp.sum(-1), values
 
         def _unrolled_greedy(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
-            """The 7·K greedy steps unrolled; no KV cache (each step re-reads the prefix)."""
+            """The 7·K greedy steps unrolled into the graph, with a KV cache like the torch policy:
+            one pass over the prefix, then one single-token pass per further action token."""
             p = self.policy
             embeds, mask = p.prefix(batch)
-            h = p.run_lm(embeds, mask).last_hidden_state[:, -1]
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            out = p.run_lm(embeds, mask, positions, use_cache=True)
+            h, cache = out.last_hidden_state[:, -1], out.past_key_values
             values = p.value_head(h).squeeze(-1)
             bins_list, logp_list = [], []
             for t in range(p.num_action_tokens):
@@ -343,9 +347,11 @@ def _build_graph_module(policy: Any) -> tuple[Any, list[str], str]:
                 logp_list.append(F.log_softmax(logits, -1).gather(-1, bins[:, None]).squeeze(-1))
                 if t == p.num_action_tokens - 1:
                     break
-                embeds = torch.cat([embeds, p.embed_tokens(bins[:, None] + p.action_token_begin)], dim=1)
                 mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-                h = p.run_lm(embeds, mask).last_hidden_state[:, -1]
+                positions = positions[:, -1:] + 1
+                step = p.embed_tokens(bins[:, None] + p.action_token_begin)
+                out = p.run_lm(step, mask, positions, past_key_values=cache, use_cache=True)
+                h, cache = out.last_hidden_state[:, -1], out.past_key_values
             return torch.stack(bins_list, 1), torch.stack(logp_list, 1), values
 
     names = (
@@ -482,7 +488,7 @@ def export_onnx(
         "inputs": inputs,
         "outputs": {k: {"dtype": dtypes[k], "shape": shapes[k]} for k in GRAPH_OUTPUTS},
         "greedy": True,
-        "kv_cache": False,
+        "kv_cache": "in-graph (unrolled)" if decoding != "parallel" else False,
     }
 
 
@@ -619,6 +625,10 @@ def export_checkpoint(
                 f"{checkpoint} is neither a checkpoint (no config.json) nor a run with checkpoints"
             )
         checkpoint = latest.absolute()
+    if Path(output).exists() and not overwrite:  # fail fast, before the slow part
+        raise ExportError(
+            f"{Path(output).absolute()} already exists; choose another output directory or pass --force"
+        )
     checkpoint_sha = hash_tree(checkpoint)  # hashed before loading: the bytes exported are the bytes hashed
     say(f"loading {checkpoint}")
     policy, info = load_policy(checkpoint)

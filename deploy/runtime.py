@@ -185,6 +185,8 @@ class BundlePolicy:
             )
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
             raise BundleError(f"onnxruntime cannot load {model_path}: {exc}") from None
+        # What onnxruntime actually uses (a GPU provider whose libraries are missing drops out).
+        self.providers = list(self.session.get_providers())
         self._check_io()
         self.load_seconds = time.perf_counter() - t0
 

@@ -51,12 +51,21 @@ CONTRACT = PolicyContract(
 FAST = ExportOptions(parity_samples=4)
 
 
-def micro_policy(family: str, contract: PolicyContract = CONTRACT, seed: int = 0, layers: int = 2):
+def micro_policy(family: str, contract: PolicyContract = CONTRACT, seed: int = 0, layers: int = 2, **extra):
     from simbridge.training.models import build_policy
 
     overrides = json.loads(json.dumps(MICRO))  # noqa: F821 - defined by exec above
     overrides["text_config"]["num_hidden_layers"] = layers
-    return build_policy(family, "tiny", contract=contract, seed=seed, **overrides)
+    return build_policy(family, "tiny", contract=contract, seed=seed, **overrides, **extra)
+
+
+#: Prismatic-style fused SigLIP + DINOv2 encoders, LoRA adapters and OFT's L1 regression head.
+FUSED_LORA_REGRESSION = {
+    "dinov2_config": {"model_type": "dinov2", "hidden_size": 32, "mlp_ratio": 2, "num_hidden_layers": 1,
+                      "num_attention_heads": 2, "image_size": 32, "patch_size": 8},
+    "lora_rank": 2,
+    "use_regression_head": True,
+}  # fmt: skip
 
 
 def save(policy, run_dir: Path, iteration: int = 1) -> Path:
@@ -72,7 +81,10 @@ def quiet(_msg: str) -> None:
 @pytest.fixture(scope="module")
 def oft_export(tmp_path_factory):
     root = tmp_path_factory.mktemp("oft")
-    policy = micro_policy("openvla-oft")
+    policy = micro_policy("openvla-oft", **FUSED_LORA_REGRESSION)
+    for name, param in policy.named_parameters():
+        if "lora_B" in name:  # LoRA starts as a no-op (B = 0): make the adapters matter
+            param.data.normal_(0.0, 0.1)
     ckpt = save(policy, root / "run", iteration=7)
     result = export_checkpoint(ckpt, root / "bundle", options=FAST, progress=quiet)
     return policy, ckpt, result
@@ -92,9 +104,11 @@ def test_oft_parity_and_manifest(oft_export) -> None:
     assert [c["name"] for c in m["observation"]["cameras"]] == ["scene", "wrist"]
     cam = m["observation"]["cameras"][0]
     assert (cam["height"], cam["width"], cam["resize"], cam["channel_order"]) == (48, 64, [32, 32], "RGB")
-    assert cam["normalize"][0]["encoder"] == "siglip" and cam["normalize"][0]["mean"] == [0.5, 0.5, 0.5]
+    assert [n["encoder"] for n in cam["normalize"]] == ["siglip", "dinov2"]
+    assert cam["normalize"][1]["mean"] == [0.485, 0.456, 0.406]
     assert m["observation"]["proprio"]["enabled"] is True and m["observation"]["proprio"]["dim"] == 8
     assert m["action"]["chunk_size"] == 4 and m["action"]["control_rate_hz"] == 10.0
+    assert m["action"]["output"] == "regression"  # continuous actions from the L1 head
     assert m["action"]["normalization"]["q01"] == pytest.approx(policy.action_stats.q01.tolist())
     assert m["instruction"]["tokenizer"] == "tokenizer.json" and m["instruction"]["padding_side"] == "left"
     assert m["source"]["iteration"] == 7 and m["source"]["checkpoint_sha256"] == hash_tree(ckpt)
@@ -120,8 +134,11 @@ def test_runtime_matches_torch_on_new_observations(oft_export) -> None:
     single = runtime.predict(obs[2])
     assert single.shape == (4, 7) and single.dtype == np.float32
     np.testing.assert_allclose(single, torch_reference(policy, [obs[2]])["actions"][0], atol=1e-4)
-    # Greedy actions are de-normalized bin centres inside the contract's limits.
+    # Regression-head actions are continuous (not bin centres) and inside the contract's limits.
     assert np.all(single >= CONTRACT.action.low - 1e-6) and np.all(single <= CONTRACT.action.high + 1e-6)
+    centres = -1.0 + (2.0 * np.arange(256) + 1.0) / 256
+    normalized = policy.action_stats.normalize(single)
+    assert np.abs(normalized[..., :6, None] - centres).min(-1).max() > 1e-6
 
 
 def test_autoregressive_family_unrolled_greedy_parity(tmp_path: Path) -> None:
@@ -144,11 +161,16 @@ def test_autoregressive_family_unrolled_greedy_parity(tmp_path: Path) -> None:
     np.testing.assert_allclose(out["actions"], ref["actions"], atol=1e-4)
 
 
-def test_failed_parity_writes_nothing(oft_export, tmp_path: Path) -> None:
-    _, ckpt, _ = oft_export
+def test_failed_parity_writes_nothing(tmp_path: Path) -> None:
+    contract = PolicyContract(
+        observation=ObservationSpec(cameras=(CameraSpec("scene", 32, 32),)), chunk_size=1
+    )
+    ckpt = save(micro_policy("openvla-oft", contract, layers=1, token_merge=1), tmp_path / "run")
     out = tmp_path / "exports" / "strict"
-    # A zero tolerance cannot be met by float32 log-probs computed by two different kernels.
-    with pytest.raises(ExportError, match=r"parity check failed .*logprob differ by up to .* > tolerance 0"):
+    # A zero tolerance cannot be met by float32 outputs computed by two different kernels.
+    with pytest.raises(
+        ExportError, match=r"parity check failed .* differ by up to .* > tolerance 0; no bundle written"
+    ):
         export_checkpoint(ckpt, out, options=ExportOptions(parity_samples=2, tolerance=0.0), progress=quiet)
     assert not out.exists()
     assert list((tmp_path / "exports").iterdir()) == []  # no staging directory either
@@ -166,17 +188,6 @@ def test_bad_checkpoints_are_refused_with_the_missing_file(tmp_path: Path, oft_e
     with pytest.raises(ExportError, match=r"model\.safetensors .*is missing"):
         export_checkpoint(broken, tmp_path / "b", progress=quiet)
     assert not (tmp_path / "b").exists()
-
-
-def test_cli_export_and_refusal_to_overwrite(oft_export, tmp_path: Path, capsys) -> None:
-    _, ckpt, _ = oft_export
-    out = tmp_path / "bundle"
-    assert cli_main(["export", str(ckpt), "-o", str(out), "--parity-samples", "2"]) == 0
-    assert verify_bundle(out)["parity"]["num_observations"] == 2
-    assert "exported" in capsys.readouterr().out
-    assert cli_main(["export", str(ckpt), "-o", str(out), "--parity-samples", "2"]) == 1
-    assert "already exists" in capsys.readouterr().err
-    assert cli_main(["export", "-o", str(out)]) == 2  # neither checkpoint nor --watch
 
 
 def test_announcements_are_read_line_by_line(tmp_path: Path) -> None:
@@ -254,3 +265,36 @@ def test_watch_exports_checkpoints_of_a_running_trainer(tmp_path: Path, capsys) 
     assert verify_bundle(export_dir / "iter_000020")["bundle_id"] == m20["bundle_id"]
     assert not any(p.name.startswith(".") for p in export_dir.iterdir())
     assert (export_dir / "iter_000020" / MANIFEST_NAME).is_file()
+
+
+def test_cli_export_with_parity_on_recorded_episodes(oft_export, tmp_path: Path, capsys) -> None:
+    """`simbridge export <ckpt> -o <dir> --parity-store <zarr>`: parity on observations recorded in
+    an episode store; then the refusals (existing output, wrong usage, store with other cameras)."""
+    from simbridge.data.spec import EpisodeMeta
+    from simbridge.data.store import EpisodeWriter
+
+    _, ckpt, _ = oft_export
+    store = tmp_path / "episodes.zarr"
+    with EpisodeWriter(store, CONTRACT.observation.cameras, chunk_steps=8, robot="franky-sim") as w:
+        for episode, instruction in enumerate(("put the red cube on the target", "stack the blue block.")):
+            for obs in synthetic_observations(CONTRACT, 4, seed=episode):
+                obs.instruction = instruction
+                w.add_step(obs, np.zeros(7, np.float32))
+            w.end_episode(EpisodeMeta(instruction=instruction, policy_id="teleop"))
+    out = tmp_path / "bundle"
+    args = ["export", str(ckpt), "-o", str(out), "--parity-store", str(store), "--parity-samples", "3"]
+    assert cli_main(args) == 0
+    parity = verify_bundle(out)["parity"]
+    assert parity["source"] == f"store:{store}" and parity["num_observations"] == 3 and parity["passed"]
+    assert "exported" in capsys.readouterr().out
+    assert cli_main(args) == 1  # refuses to overwrite, before loading anything
+    assert "already exists; choose another output directory or pass --force" in capsys.readouterr().err
+    assert cli_main(["export", "-o", str(out)]) == 2  # neither a checkpoint nor --watch
+    # A store recorded with other cameras cannot serve as parity data for this policy.
+    other = tmp_path / "other.zarr"
+    with EpisodeWriter(other, (CameraSpec("scene", 48, 64),)) as w:
+        w.add_step(synthetic_observations(CONTRACT, 1)[0], np.zeros(7, np.float32))
+        w.end_episode(EpisodeMeta(instruction="x"))
+    with pytest.raises(ExportError, match=r"lacks camera 'wrist' at 48x64"):
+        export_checkpoint(ckpt, tmp_path / "b2", options=ExportOptions(parity_store=other), progress=quiet)
+    assert not (tmp_path / "b2").exists()

@@ -1,0 +1,182 @@
+"""Benchmark: ONNX Runtime bundle vs eager torch, batch-1 latency, and bundle load time.
+
+For each family at the ``tiny`` preset (one 128x128 camera, proprio where the family uses
+it) this exports a checkpoint, then times ``observation -> action chunk`` end to end:
+
+* torch:  ``policy.act(policy.prepare([obs]), deterministic=True)`` (eager, KV cache for the
+  autoregressive family), under ``torch.no_grad``;
+* ONNX:   ``BundlePolicy.predict(obs)`` (tokenization + onnxruntime, CPU provider).
+
+Calls alternate between the two so that both see the same machine load, and both get the same
+number of intra-op threads (``--threads``, default 1); the ratio of the medians is the figure
+to read (target: ONNX Runtime >= 2x faster). Bundle load time is
+``BundlePolicy(bundle)`` (sha256 of every file + session creation).
+
+    .venv/bin/python tests/benchmarks/bench_export.py [--iters 200]
+
+Prints JSON and writes tests/benchmarks/results/export.json and export.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def _stats(samples_s: list[float]) -> dict[str, float]:
+    ms = np.asarray(samples_s) * 1e3
+    return {
+        "median_ms": float(np.median(ms)),
+        "p99_ms": float(np.percentile(ms, 99)),
+        "mean_ms": float(ms.mean()),
+        "min_ms": float(ms.min()),
+    }
+
+
+def bench_family(family: str, iters: int, root: Path, threads: int) -> dict:
+    import torch
+
+    from simbridge.data.spec import CameraSpec, ObservationSpec, PolicyContract
+    from simbridge.deploy.export import ExportOptions, export_checkpoint, synthetic_observations
+    from simbridge.deploy.runtime import BundlePolicy
+    from simbridge.training.checkpoint import save_checkpoint
+    from simbridge.training.models import build_policy
+
+    chunk = 4 if family == "openvla-oft" else 1
+    contract = PolicyContract(
+        observation=ObservationSpec(cameras=(CameraSpec("scene", 128, 128),)), chunk_size=chunk
+    )
+    policy = build_policy(family, "tiny", contract=contract, seed=0)
+    params = sum(p.numel() for p in policy.parameters())
+    ckpt = save_checkpoint(policy, root / family, 1)
+    t0 = time.perf_counter()
+    result = export_checkpoint(
+        ckpt, root / f"{family}-bundle", options=ExportOptions(), progress=lambda m: None
+    )
+    export_s = time.perf_counter() - t0
+
+    loads = []
+    for _ in range(5):
+        t = time.perf_counter()
+        runtime = BundlePolicy(result.bundle, intra_op_threads=threads)
+        loads.append(time.perf_counter() - t)
+    observations = synthetic_observations(contract, 16, seed=1)
+
+    def run_torch(obs) -> np.ndarray:
+        with torch.no_grad():
+            return policy.act(policy.prepare([obs]), deterministic=True).actions[0].numpy()
+
+    warmup = max(5, iters // 10)
+    for i in range(warmup):
+        run_torch(observations[i % 16])
+        runtime.predict(observations[i % 16])
+    t_torch, t_onnx, max_diff = [], [], 0.0
+    for i in range(iters):
+        obs = observations[i % 16]
+        t = time.perf_counter()
+        a_torch = run_torch(obs)
+        t_torch.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        a_onnx = runtime.predict(obs)
+        t_onnx.append(time.perf_counter() - t)
+        max_diff = max(max_diff, float(np.abs(a_torch - a_onnx).max()))
+    torch_stats, onnx_stats = _stats(t_torch), _stats(t_onnx)
+    return {
+        "family": family,
+        "preset": "tiny",
+        "parameters": params,
+        "camera": "scene 128x128",
+        "chunk_size": chunk,
+        "decoding": result.manifest["model"]["decoding"],
+        "iterations": iters,
+        "export_s": export_s,
+        "onnx_bytes": result.manifest["files"]["policy.onnx"]["bytes"],
+        "bundle_load_ms": _stats(loads),
+        "torch_eager_batch1": torch_stats,
+        "onnxruntime_batch1": onnx_stats,
+        "speedup_median": torch_stats["median_ms"] / onnx_stats["median_ms"],
+        "speedup_p99": torch_stats["p99_ms"] / onnx_stats["p99_ms"],
+        "max_abs_action_diff": max_diff,
+        "parity": result.manifest["parity"]["max_abs_diff"],
+        "_samples": {"torch": t_torch, "onnx": t_onnx},
+    }
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(rows), figsize=(5 * len(rows), 4), squeeze=False)
+    for ax, row in zip(axes[0], rows, strict=True):
+        data = [np.asarray(row["_samples"]["torch"]) * 1e3, np.asarray(row["_samples"]["onnx"]) * 1e3]
+        ax.boxplot(data, showfliers=False)
+        ax.set_xticks([1, 2], ["eager torch", "onnxruntime"])
+        ax.set_ylabel("batch-1 latency (ms)")
+        ax.set_title(f"{row['family']} tiny: {row['speedup_median']:.2f}x faster (median)")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--iters", type=int, default=200)
+    parser.add_argument("--families", nargs="+", default=["openvla-oft", "openvla"])
+    parser.add_argument(
+        "--threads", type=int, default=1, help="intra-op threads for BOTH torch and onnxruntime (default 1)"
+    )
+    args = parser.parse_args()
+
+    import onnxruntime
+    import torch
+
+    # Same thread budget for both engines. One thread by default: on a shared machine more
+    # threads than idle cores make torch's spinning workers collapse (10x slower), which would
+    # flatter onnxruntime; on an idle machine pass --threads <cores>.
+    torch.set_num_threads(args.threads)
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for family in args.families:
+            print(f"[bench_export] {family} ...", file=sys.stderr, flush=True)
+            rows.append(bench_family(family, args.iters, Path(tmp), args.threads))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    plot(rows, RESULTS / "export.png")
+    report = {
+        "benchmark": "export",
+        "machine": {"cpu_count": __import__("os").cpu_count(), "platform": platform.platform()},
+        "versions": {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__},
+        "threads": {"torch": torch.get_num_threads(), "onnxruntime_intra_op": args.threads},
+        "load_average_1min": __import__("os").getloadavg()[0],
+        "target": "onnxruntime batch-1 median latency >= 2x faster than eager torch",
+        "results": [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows],
+    }
+    (RESULTS / "export.json").write_text(json.dumps(report, indent=2))
+    print(json.dumps(report, indent=2))
+    print(
+        "\nfamily        torch med/p99 ms   onnx med/p99 ms   speedup   load ms   export s", file=sys.stderr
+    )
+    for r in rows:
+        t, o = r["torch_eager_batch1"], r["onnxruntime_batch1"]
+        print(
+            f"{r['family']:<12}  {t['median_ms']:7.2f}/{t['p99_ms']:7.2f}   {o['median_ms']:7.2f}/{o['p99_ms']:7.2f}"
+            f"   {r['speedup_median']:6.2f}x  {r['bundle_load_ms']['median_ms']:7.1f}   {r['export_s']:7.1f}",
+            file=sys.stderr,
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
