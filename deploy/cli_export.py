@@ -42,6 +42,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     parser.add_argument(
+        "--exporter",
+        choices=("auto", "torchscript", "dynamo"),
+        default="auto",
+        help="torch.onnx exporter: auto = tracing (fast), then torch.export if tracing fails",
+    )
+    parser.add_argument(
         "--poll", type=float, default=1.0, help="watch: seconds between polls of announce.jsonl"
     )
     parser.add_argument("--timeout", type=float, help="watch: stop after this many seconds")
@@ -62,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
         tolerance=args.tolerance,
         opset=args.opset,
         parity_store=args.parity_store,
+        exporter=args.exporter,
     )
     try:
         if args.watch is not None:

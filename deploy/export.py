@@ -32,6 +32,11 @@ tokens must be identical, continuous outputs (actions, log-prob, value) within `
 The check runs the whole batch (dynamic batch dimension) and single observations (what the
 robot sends). If it fails, the staging directory is deleted: nothing is written.
 
+Tracing: ``torch.onnx.export(dynamo=False)`` with a batch-2 example (a batch-1 example would
+fix the batch at 1), dynamic ``batch``/``text`` axes and an explicit attention mask; if tracing
+fails, ``torch.export`` (``dynamo=True``) is tried (slower). Watch mode (:func:`watch`) follows
+a training run's ``checkpoints/announce.jsonl`` and moves the export directory's ``latest``.
+
 Only this module of ``simbridge.deploy`` imports torch and ``simbridge.training``, and lazily.
 """
 
