@@ -23,14 +23,9 @@ pytestmark = [pytest.mark.robot, pytest.mark.integration]
 PERIOD = 0.1  # 10 Hz, the contract's control rate
 
 
-TWIN: TwinSim
-
-
 @pytest.fixture(scope="module")
 def twin():
-    global TWIN
     with TwinSim(seed=0) as sim:
-        TWIN = sim
         yield sim
 
 
@@ -50,80 +45,80 @@ def robot(twin):
         yield r
 
 
-def settle(robot: FrankyRobot, seconds: float = 0.4) -> np.ndarray:
+def settle(twin: TwinSim, robot: FrankyRobot, seconds: float = 0.4) -> np.ndarray:
     """Let ``seconds`` of simulated time pass; return the end-effector pose."""
-    TWIN.wait(seconds)
+    twin.wait(seconds)
     return robot.get_observation()["ee_pose"]
 
 
-def test_policy_deltas_move_the_arm_and_the_new_state_is_observed(robot):
+def test_policy_deltas_move_the_arm_and_the_new_state_is_observed(robot, twin):
     start = robot.get_observation()
     np.testing.assert_allclose(start["ee_pose"][:3], [0.307, 0.0, 0.487], atol=0.005)
     delta = np.array([0.02, 0.01, -0.02, 0.0, 0.0, 0.05, 1.0], np.float32)
     for _ in range(6):
         sent = robot.send_action(delta)
         np.testing.assert_array_equal(sent, delta)  # inside every limit: sent unchanged
-        TWIN.wait(PERIOD)
+        twin.wait(PERIOD)
     end = robot.get_observation()
     moved = end["ee_pose"][:3] - start["ee_pose"][:3]
     assert 0.03 < moved[0] < 0.125 and 0.015 < moved[1] < 0.065 and -0.125 < moved[2] < -0.03, moved
     # The arm yawed about the base z axis (positive dyaw), and the joints moved accordingly.
     assert not np.allclose(end["joint_positions"], start["joint_positions"], atol=1e-3)
     assert robot.watchdog_trips == 0 and robot.status()["num_sent"] == 6  # 10 Hz commands keep it fed
-    settle(robot, 0.5)
+    settle(twin, robot, 0.5)
     at_rest = robot.get_observation()  # at rest, measured joints and pose agree with our FR3 kinematics
     tcp, _ = forward_kinematics(at_rest["joint_positions"])
     np.testing.assert_allclose(tcp[:3, 3], at_rest["ee_pose"][:3], atol=2e-3)
 
 
-def test_oversized_action_is_clipped_and_the_clipped_action_is_what_moves(robot):
-    before = settle(robot, 0.0)
+def test_oversized_action_is_clipped_and_the_clipped_action_is_what_moves(robot, twin):
+    before = settle(twin, robot, 0.0)
     sent = robot.send_action(np.array([0.12, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]))
     clipped = robot.status()["last_clipped"]
     assert 0.0 < sent[0] <= 0.05 + 1e-6 and clipped[0] == "translation_step", clipped
     if sent[0] < 0.05 - 1e-6:  # further scaled by the joint checks, and they say which joint
         assert any(c.startswith("joint_") for c in clipped[1:]), clipped
     robot.send_action(np.zeros(7))  # keep the watchdog fed; hold the (already reached) target
-    after = settle(robot, 0.6)
+    after = settle(twin, robot, 0.6)
     assert after[0] - before[0] < 0.055
 
 
-def test_rejected_actions_stop_the_arm_and_return_zeros(robot):
+def test_rejected_actions_stop_the_arm_and_return_zeros(robot, twin):
     x0 = robot.get_observation()["ee_pose"][0]
     robot.send_action(np.array([0.05, 0, 0, 0, 0, 0, 1.0]))
-    TWIN.wait(0.05)
+    twin.wait(0.05)
     sent = robot.send_action(np.array([np.nan, 0, 0, 0, 0, 0, 1.0]))
     assert np.all(sent == 0) and "non-finite" in robot.status()["last_rejection"]
-    x_stopped = settle(robot)[0]
+    x_stopped = settle(twin, robot)[0]
     assert x_stopped - x0 < 0.04  # stopped well short of the 5 cm target
-    assert settle(robot, 0.2)[0] == pytest.approx(x_stopped, abs=1e-3)
-    stale = robot.send_action(np.array([0.02, 0, 0, 0, 0, 0, 1.0]), stamp=TWIN.clock() - 2.0)
+    assert settle(twin, robot, 0.2)[0] == pytest.approx(x_stopped, abs=1e-3)
+    stale = robot.send_action(np.array([0.02, 0, 0, 0, 0, 0, 1.0]), stamp=twin.clock() - 2.0)
     assert np.all(stale == 0) and "stale" in robot.status()["last_rejection"]
     assert robot.status()["safety_rejected"] == 2
 
 
-def test_estop_stops_motion_and_latches_until_reset(robot):
+def test_estop_stops_motion_and_latches_until_reset(robot, twin):
     x0 = robot.get_observation()["ee_pose"][0]
     robot.send_action(np.array([0.05, 0, 0, 0, 0, 0, 1.0]))
-    TWIN.wait(0.05)
+    twin.wait(0.05)
     robot.estop("test")
-    x_stopped = settle(robot)[0]
+    x_stopped = settle(twin, robot)[0]
     assert x_stopped - x0 < 0.04 and robot.status()["estopped"]
     for _ in range(3):  # latched: commands are refused, nothing moves
         assert np.all(robot.send_action(np.array([0.05, 0, 0, 0, 0, 0, 1.0])) == 0)
-        TWIN.wait(PERIOD)
-    assert settle(robot, 0.2)[0] == pytest.approx(x_stopped, abs=1e-3)
+        twin.wait(PERIOD)
+    assert settle(twin, robot, 0.2)[0] == pytest.approx(x_stopped, abs=1e-3)
     with pytest.raises(RobotError, match="e-stop"):
         robot.home()
     robot.reset_estop()
     robot.send_action(np.array([0.03, 0, 0, 0, 0, 0, 1.0]))
-    assert settle(robot, 0.5)[0] - x_stopped > 0.02
+    assert settle(twin, robot, 0.5)[0] - x_stopped > 0.02
 
 
-def test_estop_interrupts_a_blocking_homing_without_a_fault(robot):
+def test_estop_interrupts_a_blocking_homing_without_a_fault(robot, twin):
     for _ in range(4):
         robot.send_action(np.array([0.05, 0.0, -0.05, 0, 0, 0, 1.0]))
-        TWIN.wait(PERIOD)
+        twin.wait(PERIOD)
     errors: list[BaseException] = []
 
     def home() -> None:
@@ -134,7 +129,7 @@ def test_estop_interrupts_a_blocking_homing_without_a_fault(robot):
 
     homing = threading.Thread(target=home)
     homing.start()
-    TWIN.wait(0.2)
+    twin.wait(0.2)
     robot.estop("operator pressed stop during homing")
     homing.join(timeout=30)
     assert not homing.is_alive()
@@ -149,7 +144,7 @@ def test_watchdog_stops_the_arm_when_commands_go_stale(twin):
         robot.home()
         x0 = robot.get_observation()["ee_pose"][0]
         robot.send_action(np.array([0.05, 0, 0, 0, 0, 0, 1.0]))  # then the policy goes silent
-        x_end = settle(robot, 0.8)[0]
+        x_end = settle(twin, robot, 0.8)[0]
         assert robot.watchdog_trips == 1
         assert x_end - x0 < 0.045  # stopped before reaching the 5 cm target
         assert not robot.status()["motion_active"]
@@ -175,7 +170,7 @@ def test_reflex_during_motion_stops_reports_and_recovers(twin):
         assert robot.status()["fault"] == ""
         x0 = robot.get_observation()["ee_pose"][0]
         robot.send_action(np.array([0.03, 0, 0, 0, 0, 0, 1.0]))
-        assert settle(robot, 0.5)[0] - x0 > 0.02  # moving again
+        assert settle(twin, robot, 0.5)[0] - x0 > 0.02  # moving again
 
 
 def test_communication_loss_and_failed_recovery_are_reported(twin):
@@ -192,19 +187,19 @@ def test_communication_loss_and_failed_recovery_are_reported(twin):
         assert robot.fault == "" and robot.get_observation()["ee_pose"].shape == (7,)
 
 
-def test_gripper_closes_and_opens_without_overlapping_commands(robot):
+def test_gripper_closes_and_opens_without_overlapping_commands(robot, twin):
     close = np.array([0, 0, 0, 0, 0, 0, -1.0])
     robot.send_action(close)
     robot.send_action(np.array([0, 0, 0, 0, 0, 0, 1.0]))  # changes its mind while the grasp runs: deferred
     robot.send_action(close)
     for _ in range(15):
         robot.send_action(close)
-        TWIN.wait(PERIOD)
+        twin.wait(PERIOD)
     assert robot.get_observation()["gripper_width"] < 0.01
     opened = False
     for _ in range(25):
         robot.send_action(np.array([0, 0, 0, 0, 0, 0, 1.0]))
-        TWIN.wait(PERIOD)
+        twin.wait(PERIOD)
         if robot.get_observation()["gripper_width"] > 0.06:
             opened = True
             break
@@ -259,11 +254,11 @@ def test_scripted_pick_and_place_through_the_whole_stack_succeeds(twin):
             for k in range(40):
                 error = goal - robot.get_observation()["ee_pose"][:3]
                 robot.send_action(np.r_[np.clip(error, -0.05, 0.05), 0.0, 0.0, 0.0, gripper])
-                TWIN.wait(PERIOD)
+                twin.wait(PERIOD)
                 if np.linalg.norm(error) < 0.008 and k >= min_steps:
                     break
             else:
                 pytest.fail(f"did not reach {goal} (gripper {gripper}): {robot.status()}")
-        TWIN.wait(0.3)
+        twin.wait(0.3)
         assert twin.success(), twin.object_poses()[layout.target_object]
         assert robot.status()["safety_rejected"] == 0
