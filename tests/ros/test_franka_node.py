@@ -21,7 +21,7 @@ from simbridge_ros.common import (
     msg_to_action,
     parse_pose,
 )
-from simbridge_ros.franka import FrankaNode
+from simbridge_ros.franka import FrankaNode, drop_inherited_realtime
 from std_msgs.msg import String
 from std_srvs.srv import SetBool, Trigger
 
@@ -198,6 +198,7 @@ def test_reflex_fault_refuses_commands_until_recover(graph, twin, limits) -> Non
     robot = FrankyRobot(config, robot_factory=faults.robot_factory(),
                         gripper_factory=faults.gripper_factory())
     robot.connect()
+    drop_inherited_realtime()  # as the franka node does for the twin
     try:
         make_franka(graph, twin, limits, robot=robot)
         probe = make_probe(graph)

@@ -18,6 +18,7 @@ its slot in a two-deep queue; older ones are dropped). Joint states and the end-
 
 from __future__ import annotations
 
+import os
 import time
 from collections import deque
 from collections.abc import Callable
@@ -64,6 +65,15 @@ def make_robot(node: Node) -> Any:
     ))
 
 
+def drop_inherited_realtime() -> None:
+    """Undo the SCHED_FIFO that libfranka gives the connecting thread (it tries even with
+    ``RealtimeConfig.Ignore`` and succeeds as root). Against the twin it does harm: every thread
+    started afterwards (executor workers, render threads) inherits it and starves franky-sim's
+    normal-priority 1 kHz loop, so simulated time falls behind wall time on a busy machine."""
+    if hasattr(os, "sched_setscheduler") and os.sched_getscheduler(0) != os.SCHED_OTHER:
+        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+
+
 class FrankaNode(Node):
     def __init__(self, robot: Any | None = None, *, name: str = "franka", clock: Callable[[], float] = time.time,
                  **node_kwargs) -> None:
@@ -82,6 +92,8 @@ class FrankaNode(Node):
         self._owns_robot = robot is None
         if self._owns_robot:
             self.robot.connect()
+            if self.get_parameter("sim").value:
+                drop_inherited_realtime()
 
         # Episode / guard state (all callbacks share the node's mutually exclusive group: no locks).
         self.estopped = False
