@@ -37,7 +37,6 @@ from simbridge.training.models import (
     InstructionTokenizer,
     VLAPolicy,
     build_policy,
-    discretize,
 )
 
 # --- configuration ------------------------------------------------------------------------
@@ -296,14 +295,14 @@ def make_batch(
 
 def sft_loss(policy: VLAPolicy, batch: dict[str, torch.Tensor], target: torch.Tensor, l1_weight: float = 1.0):
     """Token cross-entropy (+ L1 of the regression head); returns (loss, metrics)."""
-    tokens = discretize(target, policy.config.num_action_bins)
+    tokens = policy.tokens_from_normalized(target)
     out = policy.forward(**batch, tokens=tokens)
     logits = out.action_logits
     ce = F.cross_entropy(logits.flatten(0, 1), tokens.flatten())
     loss = ce
     with torch.no_grad():
         pred = logits.argmax(-1)
-        centers = -1.0 + (2.0 * pred.float() + 1.0) / policy.config.num_action_bins
+        centers = policy.bin_values(pred)
         metrics = {
             "ce": ce.item(),
             "token_accuracy": (pred == tokens).float().mean().item(),
@@ -473,20 +472,18 @@ def train_sft(cfg: SFTConfig, demos: Demos | None = None) -> Path:
 
 
 def evaluate_on_training_distribution(checkpoint: Path, cfg: SFTConfig, run_path: Path) -> dict:
-    """Success rate on the training split through the simulation harness (when installed)."""
+    """Success rate on the training split(s) through the simulation harness, when it can run here."""
     try:
-        from simbridge.training import evaluation
-    except ImportError as exc:  # the simulation extra is optional for SFT on robot data
+        from simbridge.training.envs import EnvUnavailable
+        from simbridge.training.evaluation import evaluate, load_policy_source
+    except ImportError as exc:  # SFT on robot data does not need the simulation extra
         return {"skipped": f"simulation evaluation harness unavailable: {exc}"}
-    from simbridge.training.checkpoint import CheckpointPolicy
-
-    return evaluation.evaluate(
-        lambda: CheckpointPolicy(checkpoint),
-        cfg.eval.suite,
-        episodes=cfg.eval.episodes,
-        seed=cfg.eval.seed,
-        run_dir=run_path / "eval",
-    )
+    source = load_policy_source(str(checkpoint), kind="checkpoint")
+    try:
+        return evaluate(source, suite=cfg.eval.suite, episodes=cfg.eval.episodes, seed=cfg.eval.seed,
+                        run_dir=run_path / "eval", progress=cfg.progress)  # fmt: skip
+    except EnvUnavailable as exc:
+        return {"skipped": f"simulator unavailable: {exc}"}
 
 
 def plot_losses(run_path: Path) -> Path | None:

@@ -42,6 +42,8 @@ class VLAConfig(PreTrainedConfig):
     token_merge: int = 1
     #: Hidden sizes of the projector MLP after the vision features (last one = LM hidden size).
     projector_dims: list[int] | None = None
+    #: Order in which the encoders' features are concatenated (Prismatic: dinov2 then siglip).
+    vision_order: list[str] | None = None
     num_cameras: int = 1
     camera_names: list[str] | None = None
     use_proprio: bool = False
@@ -51,6 +53,16 @@ class VLAConfig(PreTrainedConfig):
     num_action_bins: int = 256
     text_vocab_size: int = 512
     max_text_tokens: int = 32
+    #: Prompt around the instruction and extra token ids appended after it (OpenVLA: "In: ...\nOut:").
+    prompt_template: str = "{instruction}"
+    prompt_suffix_ids: list[int] | None = None
+    #: Special token strings of the instruction tokenizer (pad, bos, eos, unk).
+    special_tokens: list[str] | None = None
+    #: Vocabulary id of action bin 0 when the LM has a vocabulary of its own (real OpenVLA:
+    #: 31744); None = right after the instruction vocabulary, which is then extended by the bins.
+    action_token_offset: int | None = None
+    #: Normalized action value of each bin (None = the centres of 256 uniform bins on [-1, 1]).
+    action_bin_values: list[float] | None = None
     #: OFT only: an L1 regression head on the action-query states (SFT-only; RL uses the bins).
     use_regression_head: bool = False
     value_head_dims: list[int] | None = None
@@ -80,18 +92,25 @@ class VLAConfig(PreTrainedConfig):
         self.num_cameras = len(self.camera_names)
         if self.lora_targets is None:
             self.lora_targets = ["q_proj", "k_proj", "v_proj", "o_proj"]
-        # The LM's vocabulary: instruction tokens followed by the action bins.
-        self.text_config.vocab_size = self.text_vocab_size + self.num_action_bins
-        self.text_config.tie_word_embeddings = False
+        if self.vision_order is None:
+            self.vision_order = ["siglip", "dinov2"]
+        if self.action_bin_values is not None and len(self.action_bin_values) != self.num_action_bins:
+            raise ValueError(f"action_bin_values: one value per bin ({self.num_action_bins})")
+        if self.action_token_offset is None:
+            # The LM's vocabulary: instruction tokens followed by the action bins.
+            self.text_config.vocab_size = self.text_vocab_size + self.num_action_bins
+            self.text_config.tie_word_embeddings = False
+        elif self.action_token_offset + self.num_action_bins > self.text_config.vocab_size:
+            raise ValueError("action_token_offset: the action bins must lie inside the LM vocabulary")
 
     @property
     def vocab_size(self) -> int:
-        return self.text_vocab_size + self.num_action_bins
+        return self.text_config.vocab_size
 
     @property
     def action_token_begin(self) -> int:
-        """Vocabulary id of action bin 0 (bins occupy the last ``num_action_bins`` ids)."""
-        return self.text_vocab_size
+        """Vocabulary id of action bin 0 (bins occupy ``num_action_bins`` consecutive ids)."""
+        return self.text_vocab_size if self.action_token_offset is None else self.action_token_offset
 
     @property
     def num_action_tokens(self) -> int:

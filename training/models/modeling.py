@@ -38,7 +38,7 @@ from torch import nn
 from transformers import AutoModel, AutoModelForCausalLM, PreTrainedModel
 
 from simbridge.data.spec import ContractError, Observation, PolicyContract
-from simbridge.training.models.action_tokenizer import STATS_FILE, ActionStats, bin_centers
+from simbridge.training.models.action_tokenizer import STATS_FILE, ActionStats, bin_centers, discretize
 from simbridge.training.models.configuration import VLAConfig
 from simbridge.training.models.text_tokenizer import TOKENIZER_FILE, InstructionTokenizer
 
@@ -227,16 +227,15 @@ class VLAPolicy(PreTrainedModel):
         x = pixel_values.flatten(0, 1)
         layer = self.config.vision_feature_layer
         feats = []
-        if self.siglip is not None:
-            out = self.siglip(
-                pixel_values=_normalize(x, _SIGLIP_MEAN, _SIGLIP_STD), output_hidden_states=True
-            )
-            feats.append(out.hidden_states[layer])
-        if self.dinov2 is not None:
-            out = self.dinov2(
-                pixel_values=_normalize(x, _IMAGENET_MEAN, _IMAGENET_STD), output_hidden_states=True
-            )
-            feats.append(out.hidden_states[layer][:, 1:])  # drop the CLS token
+        for name in self.config.vision_order:
+            if name == "siglip" and self.siglip is not None:
+                x_sig = _normalize(x, _SIGLIP_MEAN, _SIGLIP_STD)
+                feats.append(self.siglip(pixel_values=x_sig, output_hidden_states=True).hidden_states[layer])
+            elif name == "dinov2" and self.dinov2 is not None:
+                x_dino = _normalize(x, _IMAGENET_MEAN, _IMAGENET_STD)
+                hidden = self.dinov2(pixel_values=x_dino, output_hidden_states=True).hidden_states[layer]
+                prefix = 1 + getattr(self.config.dinov2_config, "num_register_tokens", 0)
+                feats.append(hidden[:, prefix:])  # drop CLS (+ register) tokens
         tokens = self.projector(_merge_patches(torch.cat(feats, dim=-1), self.config.token_merge))
         p = tokens.shape[1]
         tokens = tokens.view(b, n, p, -1) + self.camera_embed.weight[None, :, None, :]
@@ -277,13 +276,32 @@ class VLAPolicy(PreTrainedModel):
 
     def action_logits_from_hidden(self, hidden: torch.Tensor) -> torch.Tensor:
         """Hidden states (..., H) -> logits of the action bins (..., num_bins)."""
-        return self.language_model.get_output_embeddings()(hidden)[..., self.action_token_begin :]
+        begin = self.action_token_begin
+        return self.language_model.get_output_embeddings()(hidden)[
+            ..., begin : begin + self.config.num_action_bins
+        ]
 
     def masked_vocab_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Full-vocabulary logits with every non-action id set to -inf (what decoding samples from)."""
         logits = self.language_model.get_output_embeddings()(hidden)
-        logits[..., : self.action_token_begin] = float("-inf")
+        begin = self.action_token_begin
+        logits[..., :begin] = float("-inf")
+        logits[..., begin + self.config.num_action_bins :] = float("-inf")
         return logits
+
+    def bin_values(self, bins: torch.Tensor) -> torch.Tensor:
+        """Bin ids -> normalized action values in [-1, 1]."""
+        if self.config.action_bin_values is None:
+            return bin_centers(bins, self.config.num_action_bins)
+        table = torch.tensor(self.config.action_bin_values, dtype=torch.float32, device=bins.device)
+        return table[bins]
+
+    def tokens_from_normalized(self, normalized: torch.Tensor) -> torch.Tensor:
+        """Normalized actions -> the bin ids whose values are nearest (the SFT targets)."""
+        if self.config.action_bin_values is None:
+            return discretize(normalized, self.config.num_action_bins)
+        table = torch.tensor(self.config.action_bin_values, dtype=normalized.dtype, device=normalized.device)
+        return (normalized.unsqueeze(-1) - table).abs().argmin(-1)
 
     # --- the RL interface -----------------------------------------------------------------
     def forward(
@@ -333,15 +351,16 @@ class VLAPolicy(PreTrainedModel):
             probs = torch.softmax(logits / temperature, dim=-1)
             flat = probs.reshape(-1, probs.shape[-1])
             raw = torch.multinomial(flat, 1, generator=generator).view(probs.shape[:-1])
-        bins = raw - self.action_token_begin
-        logp = torch.log_softmax(logits[..., self.action_token_begin :] / temperature, dim=-1)
+        begin = self.action_token_begin
+        bins = raw - begin
+        logp = torch.log_softmax(logits[..., begin : begin + self.config.num_action_bins] / temperature, dim=-1)
         return raw, logp.gather(-1, bins.unsqueeze(-1)).squeeze(-1)
 
     def _finish(
         self, raw: torch.Tensor, logp: torch.Tensor, values: torch.Tensor, regression: torch.Tensor | None
     ) -> ActOutput:
         tokens = raw - self.action_token_begin
-        normalized = bin_centers(tokens, self.config.num_action_bins)
+        normalized = self.bin_values(tokens)
         if regression is not None:
             normalized = regression
         b = tokens.shape[0]
@@ -380,10 +399,21 @@ class VLAPolicy(PreTrainedModel):
         target = POLICIES[family]
         kwargs["local_files_only"] = True
         model = PreTrainedModel.from_pretrained.__func__(target, path, *args, **kwargs)
-        model.tokenizer = InstructionTokenizer.load(path, max_length=model.config.max_text_tokens)
+        model.tokenizer = load_tokenizer_for(model.config, path)
         model.action_stats = ActionStats.load(path)
         model.eval()
         return model
+
+
+def load_tokenizer_for(config: VLAConfig, path: str | Path) -> InstructionTokenizer:
+    """The instruction tokenizer saved in ``path`` with the prompt settings of ``config``."""
+    kwargs: dict[str, Any] = {
+        "prompt_template": config.prompt_template,
+        "suffix_ids": config.prompt_suffix_ids or (),
+    }
+    if config.special_tokens:
+        kwargs["special_tokens"] = config.special_tokens
+    return InstructionTokenizer.load(path, max_length=config.max_text_tokens, **kwargs)
 
 
 def check_policy_dir(path: Path) -> None:

@@ -58,6 +58,11 @@ def build_policy(
     values.update(overrides)
     values["text_vocab_size"] = tokenizer.vocab_size
     values["max_text_tokens"] = tokenizer.max_length = int(values.get("max_text_tokens", max_text))
+    values.update(
+        prompt_template=tokenizer.prompt_template,
+        special_tokens=list(tokenizer.special_tokens),
+        prompt_suffix_ids=list(tokenizer.suffix_ids),
+    )
     config = VLAConfig(**values)
     if seed is not None:
         import torch

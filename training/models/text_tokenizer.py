@@ -47,12 +47,24 @@ def template_corpus() -> list[str]:
 class InstructionTokenizer:
     """Wraps a ``tokenizers.Tokenizer``: batch encoding with left padding, save/load."""
 
-    def __init__(self, tokenizer: Tokenizer, max_length: int = 32):
+    def __init__(
+        self,
+        tokenizer: Tokenizer,
+        max_length: int = 32,
+        prompt_template: str = PROMPT_TEMPLATE,
+        special_tokens: Sequence[str] = SPECIAL_TOKENS,
+        suffix_ids: Sequence[int] = (),
+    ):
         self._tok = tokenizer
         self.max_length = int(max_length)
-        ids = [tokenizer.token_to_id(t) for t in SPECIAL_TOKENS]
+        self.prompt_template = prompt_template
+        self.special_tokens = tuple(special_tokens)
+        self.suffix_ids = [int(i) for i in suffix_ids]
+        ids = [tokenizer.token_to_id(t) for t in self.special_tokens]
         if any(i is None for i in ids):
-            raise ValueError(f"instruction tokenizer lacks special tokens {SPECIAL_TOKENS}")
+            raise ValueError(
+                f"instruction tokenizer lacks special tokens {self.special_tokens} (pad, bos, eos, unk)"
+            )
         self.pad_id, self.bos_id, self.eos_id, self.unk_id = ids
 
     @classmethod
@@ -80,12 +92,13 @@ class InstructionTokenizer:
         return self._tok.get_vocab_size()
 
     def prompt(self, instruction: str) -> str:
-        return PROMPT_TEMPLATE.format(instruction=instruction.strip().rstrip(".?!"))
+        return self.prompt_template.format(instruction=instruction.strip().rstrip(".?!").lower())
 
     def encode(self, instruction: str) -> list[int]:
-        """``<bos>`` + prompt ids, truncated to ``max_length`` (keeping the start)."""
-        ids = [self.bos_id, *self._tok.encode(self.prompt(instruction)).ids]
-        return ids[: self.max_length]
+        """``<bos>`` + prompt ids (+ suffix ids), truncated to ``max_length`` (keeping the start)."""
+        body = self._tok.encode(self.prompt(instruction), add_special_tokens=False).ids
+        room = self.max_length - 1 - len(self.suffix_ids)
+        return [self.bos_id, *body[:room], *self.suffix_ids]
 
     def batch(self, instructions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Left-padded ``(input_ids, attention_mask)``, both (B, T) long."""
@@ -107,11 +120,12 @@ class InstructionTokenizer:
         return path
 
     @classmethod
-    def load(cls, directory: str | Path, max_length: int = 32) -> InstructionTokenizer:
+    def load(cls, directory: str | Path, max_length: int = 32, **kwargs) -> InstructionTokenizer:
+        """Load ``instruction_tokenizer.json`` (``kwargs``: prompt_template, special_tokens, suffix_ids)."""
         path = Path(directory) / TOKENIZER_FILE
         if not path.is_file():
             raise FileNotFoundError(
                 f"{path} is missing: a policy directory needs its instruction tokenizer; "
                 "re-save the policy with save_pretrained() or copy the file from the training run"
             )
-        return cls(Tokenizer.from_file(str(path)), max_length=max_length)
+        return cls(Tokenizer.from_file(str(path)), max_length=max_length, **kwargs)
