@@ -353,7 +353,9 @@ class VLAPolicy(PreTrainedModel):
             raw = torch.multinomial(flat, 1, generator=generator).view(probs.shape[:-1])
         begin = self.action_token_begin
         bins = raw - begin
-        logp = torch.log_softmax(logits[..., begin : begin + self.config.num_action_bins] / temperature, dim=-1)
+        logp = torch.log_softmax(
+            logits[..., begin : begin + self.config.num_action_bins] / temperature, dim=-1
+        )
         return raw, logp.gather(-1, bins.unsqueeze(-1)).squeeze(-1)
 
     def _finish(
