@@ -142,7 +142,6 @@ class PutOnTargetEnv(BaseEnv):
     def _load_scene(self, options: dict):
         self.table_scene = TableSceneBuilder(self, robot_init_qpos_noise=0.0)
         self.table_scene.build()
-        self._floor_z = -float(self.table_scene.table_height)
         b = self.scene.create_actor_builder()
         b.add_box_visual(
             half_size=list(_TABLECLOTH_HALF),
@@ -201,7 +200,7 @@ class PutOnTargetEnv(BaseEnv):
         """Off-table spot on the floor (out of the cameras' view) for items not in the episode."""
         names = list(OBJECT_SHAPES) if kind == "obj" else list(RECEPTACLE_SHAPES)
         i = names.index(name)
-        floor = -0.9196429  # TableSceneBuilder's table height; refined after build
+        floor = -0.9196429  # TableSceneBuilder puts the floor one table height (0.92 m) below the top
         lift = object_half_height(name) + 0.002 if kind == "obj" else 0.0
         return [-1.6 - 0.3 * i, 1.5 if kind == "obj" else -1.5, floor + lift]
 
@@ -225,11 +224,12 @@ class PutOnTargetEnv(BaseEnv):
             )
             self.agent.reset(qpos)
             self._apply_layouts(env_idx)
-        self._moved = torch.zeros(self.num_envs, dtype=torch.bool)
-        self._jitter_rngs = {
-            i: np.random.default_rng(self.layouts[i].extra["tablecloth_jitter_seed"])
-            for i in env_idx.tolist()
-        }
+        if getattr(self, "_moved", None) is None or len(self._moved) != self.num_envs:
+            self._moved = torch.zeros(self.num_envs, dtype=torch.bool)
+            self._jitter_rngs: dict[int, np.random.Generator] = {}
+        self._moved[env_idx.cpu()] = False  # partial resets (batched GPU sim) keep the other envs' state
+        for i in env_idx.tolist():
+            self._jitter_rngs[i] = np.random.default_rng(self.layouts[i].extra["tablecloth_jitter_seed"])
 
     def _apply_layouts(self, env_idx: torch.Tensor) -> None:
         idx = env_idx.tolist()
