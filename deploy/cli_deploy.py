@@ -125,6 +125,7 @@ def build_nodes(
 ) -> list:
     """Construct the planned nodes with their parameters from ``params_file`` + ``overrides``."""
     ensure_ros_package()
+    from rclpy.exceptions import ParameterException
     from rclpy.parameter import Parameter
     from simbridge_ros.camera import CameraNode
     from simbridge_ros.franka import FrankaNode
@@ -149,13 +150,19 @@ def build_nodes(
             params = node_parameters(params_file, name, overrides.get(name, {}))
             if name == "franka" and nodes and isinstance(nodes[0], TwinNode):
                 params["robot_ip"] = nodes[0].hostname
-            nodes.append(
-                classes[name](
-                    name=name,
-                    context=context,
-                    parameter_overrides=[Parameter(k, value=v) for k, v in params.items()],
+            try:
+                nodes.append(
+                    classes[name](
+                        name=name,
+                        context=context,
+                        parameter_overrides=[Parameter(k, value=v) for k, v in params.items()],
+                    )
                 )
-            )
+            except ParameterException as err:  # e.g. source=0 (int) for a string parameter
+                raise ConfigError(
+                    f"node {name!r}: {err}; check the value's type in {params_file} or --set "
+                    f"(quote strings: {name}.key='\"0\"', write floats with a dot: 10.0)"
+                ) from None
     except BaseException:
         close_nodes(nodes)
         raise

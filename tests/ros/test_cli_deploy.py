@@ -48,3 +48,5 @@ def test_deploy_reports_bad_parameter_files_and_overrides(tmp_path: Path) -> Non
     assert out.returncode == 2 and "missing.yaml does not exist" in out.stderr
     out = simbridge("deploy", "--sim", "--set", "chunk_mode=ensemble")
     assert out.returncode == 2 and "name the node" in out.stderr
+    out = simbridge("deploy", "--sim", "--set", "policy.execute_steps=two", "--duration", "1")
+    assert out.returncode == 2 and "execute_steps" in out.stderr and "type" in out.stderr, out.stderr[-2000:]
