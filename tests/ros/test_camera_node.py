@@ -21,6 +21,8 @@ from simbridge_ros.common import (
 )
 from std_msgs.msg import String
 
+from simbridge.calibration.camera_info import write_camera_info
+
 from .conftest import Probe, wait_until
 
 pytestmark = [pytest.mark.ros, pytest.mark.integration]
@@ -43,9 +45,9 @@ def write_video(path: Path, w: int = 64, h: int = 48) -> None:
 def test_camera_node_streams_a_video_file_and_reconnects_at_its_end(graph, tmp_path) -> None:
     video = tmp_path / "scene.avi"
     write_video(video)
-    calib = tmp_path / "calib.yaml"
-    calib.write_text("camera_matrix: {rows: 3, cols: 3, data: [60.0, 0, 32.0, 0, 61.0, 24.0, 0, 0, 1]}\n"
-                     "distortion_coefficients: {rows: 1, cols: 5, data: [0.1, -0.01, 0, 0, 0]}\n")
+    # Calibrated at 128x96 (simbridge calibrate intrinsics); published at 64x48: K scales by 1/2.
+    calib = write_camera_info(tmp_path / "calib.yaml", np.array([[120.0, 0, 64.0], [0, 122.0, 48.0], [0, 0, 1]]),
+                              np.array([0.1, -0.01, 0, 0, 0]), (128, 96), camera_name="scene")
     probe = graph.add(Probe(graph.context))
     probe.listen(Image, image_topic("scene"), RELIABLE, keep=True)
     probe.listen(CameraInfo, camera_info_topic("scene"), RELIABLE)
@@ -66,6 +68,7 @@ def test_camera_node_streams_a_video_file_and_reconnects_at_its_end(graph, tmp_p
     assert all(b > a for a, b in itertools.pairwise(stamps))
     info = probe.last[camera_info_topic("scene")]
     assert list(info.k) == [60.0, 0.0, 32.0, 0.0, 61.0, 24.0, 0.0, 0.0, 1.0] and info.d[0] == pytest.approx(0.1)
+    assert info.distortion_model == "plumb_bob" and (info.width, info.height) == (64, 48)
     diag = wait_until(lambda: (d := json.loads(probe.last[camera_diagnostics_topic("scene")].data))["reconnects"] >= 2
                       and d["frames"] >= 3 * N_FRAMES and d, 5, "reconnects in the diagnostics")
     assert diag["state"] == "streaming" and diag["fps"] > 5

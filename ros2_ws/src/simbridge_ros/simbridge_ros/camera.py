@@ -1,7 +1,8 @@
 """camera node: one camera (:mod:`simbridge.deploy.cameras`) published as ROS images.
 
 Publishes ``sensor_msgs/Image`` (rgb8) on ``/simbridge/camera/<name>/image_raw`` and
-``sensor_msgs/CameraInfo`` (intrinsics from the calibration YAML when ``calibration`` is given)
+``sensor_msgs/CameraInfo`` (intrinsics from the ``simbridge calibrate intrinsics`` camera_info
+YAML when ``calibration`` is given, scaled to the published size)
 next to it. Frames are read in a dedicated thread, so a slow or blocked device never stalls the
 executor. When the camera drops (unplugged, USB timeout, a video file that ended) the node
 closes it and reconnects with a growing back-off; for a video file this restarts it from the
@@ -12,11 +13,9 @@ fps, dropped frames, reconnects and the state, so a flaky camera is visible, not
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import String
@@ -33,19 +32,18 @@ from simbridge_ros.common import (
 )
 
 
-def load_intrinsics(path: str) -> tuple[list[float], list[float]]:
-    """(K row-major 9, distortion) from a calibration YAML (simbridge.calibration or ROS camera_info style)."""
-    data = yaml.safe_load(Path(path).read_text())
-    for k_key, d_key in (("camera_matrix", "distortion_coefficients"), ("K", "D"), ("k", "d")):
-        if k_key in data:
-            k, d = data[k_key], data.get(d_key, [0.0] * 5)
-            k = k["data"] if isinstance(k, dict) else k
-            d = d["data"] if isinstance(d, dict) else d
-            return [float(v) for v in np.asarray(k, dtype=np.float64).reshape(9)], [float(v) for v in d]
-    raise ValueError(
-        f"{path}: no intrinsics found; expected 'camera_matrix' + 'distortion_coefficients' (simbridge calibrate / "
-        "ROS camera_info YAML) or 'K' + 'D'"
-    )
+def load_intrinsics(path: str, width: int, height: int) -> tuple[list[float], list[float], str]:
+    """(K row-major, distortion, model) from a ``simbridge calibrate intrinsics`` camera_info YAML,
+    with K scaled to the published size (the camera resizes frames to the policy's width x height)."""
+    from simbridge.calibration.camera_info import load_camera_info
+
+    info = load_camera_info(path)
+    k = np.asarray(info.K, dtype=np.float64).copy()
+    sx, sy = width / info.image_size[0], height / info.image_size[1]
+    k[0, :] *= sx  # fx, skew, cx
+    k[1, :] *= sy  # fy, cy
+    dist = [float(v) for v in np.asarray(info.dist).ravel()]
+    return [float(v) for v in k.ravel()], dist, "rational_polynomial" if len(dist) == 8 else "plumb_bob"
 
 
 def make_camera(node: Node) -> Any:
@@ -71,7 +69,8 @@ class CameraNode(Node):
         self.frame_id = f"{self.cam_name}_camera_optical_frame"
         self.camera = camera if camera is not None else make_camera(self)
         calib = self.get_parameter("calibration").value
-        self.intrinsics = load_intrinsics(calib) if calib else None
+        w, h = int(self.get_parameter("width").value), int(self.get_parameter("height").value)
+        self.intrinsics = load_intrinsics(calib, w, h) if calib else None
 
         self.pub_image = self.create_publisher(Image, image_topic(self.cam_name), RELIABLE)
         self.pub_info = self.create_publisher(CameraInfo, camera_info_topic(self.cam_name), RELIABLE)
@@ -118,8 +117,8 @@ class CameraNode(Node):
         self.frames += 1
         self.pub_image.publish(image_to_msg(frame, stamp, self.frame_id))
         h, w = frame.shape[:2]
-        k, d = self.intrinsics if self.intrinsics else (None, None)
-        self.pub_info.publish(camera_info_msg(w, h, stamp, self.frame_id, k, d))
+        k, d, model = self.intrinsics if self.intrinsics else (None, None, "plumb_bob")
+        self.pub_info.publish(camera_info_msg(w, h, stamp, self.frame_id, k, d, model))
 
     def fps(self) -> float:
         w = self._window

@@ -114,7 +114,7 @@ def msg_to_image(msg: Image) -> np.ndarray:
 
 def camera_info_msg(
     width: int, height: int, stamp: float, frame_id: str, k: Sequence[float] | None = None,
-    dist: Sequence[float] | None = None,
+    dist: Sequence[float] | None = None, distortion_model: str = "plumb_bob",
 ) -> CameraInfo:
     """CameraInfo from intrinsics ``k`` (3x3, row major); without calibration fx=fy=width, centred."""
     if k is None:
@@ -123,7 +123,7 @@ def camera_info_msg(
     d = [float(v) for v in (dist if dist is not None else [0.0] * 5)]
     p = [k[0], k[1], k[2], 0.0, k[3], k[4], k[5], 0.0, 0.0, 0.0, 1.0, 0.0]
     return CameraInfo(
-        header=header(stamp, frame_id), width=int(width), height=int(height), distortion_model="plumb_bob",
+        header=header(stamp, frame_id), width=int(width), height=int(height), distortion_model=distortion_model,
         d=d, k=k, r=[1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0], p=p,
     )
 
