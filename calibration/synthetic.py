@@ -56,26 +56,6 @@ def _texture(cfg: BoardConfig) -> np.ndarray:
     return render_board_image(cfg, _TEXTURE_PPM, margin=True)
 
 
-def _undistorted_grid(K: np.ndarray, dist: np.ndarray, us: np.ndarray, vs: np.ndarray, step: int = 8) -> np.ndarray:
-    """Normalized undistorted coordinates of every pixel (us, vs), (N, 2).
-
-    Undistortion is iterative and slow per point: solve it on a coarse grid and interpolate
-    (the map is smooth; the interpolation error is far below a thousandth of a pixel).
-    """
-    h, w = us.shape
-    rows, cols = np.arange(0, h + step, step).clip(max=h - 1), np.arange(0, w + step, step).clip(max=w - 1)
-    coarse = np.stack([us[np.ix_(rows, cols)], vs[np.ix_(rows, cols)]], axis=-1).reshape(-1, 1, 2)
-    criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 40, 1e-10)
-    coarse_n = cv2.undistortPointsIter(coarse, K, dist, None, None, criteria).reshape(len(rows), len(cols), 2)
-    # Bilinear interpolation at each pixel between the coarse grid's rows/cols.
-    ri = np.interp(np.arange(h), rows, np.arange(len(rows)))
-    ci = np.interp(np.arange(w), cols, np.arange(len(cols)))
-    map_c, map_r = np.meshgrid(ci.astype(np.float32), ri.astype(np.float32))
-    out = [cv2.remap(coarse_n[..., k].astype(np.float32), map_c, map_r, cv2.INTER_LINEAR) for k in range(2)]
-    # float32 remap loses precision far from the centre; fine (1e-7 * f < 1e-4 px).
-    return np.stack(out, axis=-1).reshape(-1, 2).astype(np.float64)
-
-
 def render_board_view(
     cfg: BoardConfig,
     K: np.ndarray,
@@ -93,24 +73,34 @@ def render_board_view(
     texture = _texture(cfg)
     margin_px = (texture.shape[1] - round(cfg.size_m[0] * _TEXTURE_PPM)) / 2
 
-    us, vs = np.meshgrid((np.arange(width * scale) + 0.5) / scale - 0.5,
-                         (np.arange(height * scale) + 0.5) / scale - 0.5)
-    pixels = np.stack([us.ravel(), vs.ravel()], axis=1).astype(np.float64)
+    # The pixel -> texture map is smooth: compute it exactly on a coarse grid and interpolate.
+    full_h, full_w = height * scale, width * scale
+    step = 4
+    rows = np.arange(0, full_h + step, step).clip(max=full_h - 1)
+    cols = np.arange(0, full_w + step, step).clip(max=full_w - 1)
+    grid_u, grid_v = np.meshgrid((cols + 0.5) / scale - 0.5, (rows + 0.5) / scale - 0.5)
+    pixels = np.stack([grid_u.ravel(), grid_v.ravel()], axis=1)
     if dist is not None and np.any(np.asarray(dist) != 0):
-        normalized = _undistorted_grid(K, np.asarray(dist, np.float64), us, vs)
+        criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 40, 1e-10)
+        normalized = cv2.undistortPointsIter(pixels.reshape(-1, 1, 2), K, np.asarray(dist, np.float64), None, None,
+                                             criteria).reshape(-1, 2)
     else:
-        normalized = (pixels - K[:2, 2]) / np.array([K[0, 0], K[1, 1]])
-        normalized[:, 0] -= K[0, 1] * normalized[:, 1] / K[0, 0]
+        normalized = cv2.undistortPoints(pixels.reshape(-1, 1, 2), K, None).reshape(-1, 2)
     # Ray (xn, yn, 1) meets the board plane where (x, y, 1) ~ H^-1 (xn, yn, 1), H = [r1 r2 t].
     H = np.column_stack([T_camera_board[:3, 0], T_camera_board[:3, 1], T_camera_board[:3, 3]])
-    rays = np.column_stack([normalized, np.ones(len(normalized))])
-    board_h = rays @ np.linalg.inv(H).T
+    board_h = np.column_stack([normalized, np.ones(len(normalized))]) @ np.linalg.inv(H).T
     in_front = board_h[:, 2] > 1e-9
     board_xy = board_h[:, :2] / np.where(in_front, board_h[:, 2], 1.0)[:, None]
-    tex_uv = board_xy * _TEXTURE_PPM - 0.5 + margin_px
-    tex_uv[~in_front] = -1e6
-    map_x = tex_uv[:, 0].reshape(us.shape).astype(np.float32)
-    map_y = tex_uv[:, 1].reshape(us.shape).astype(np.float32)
+    tex = board_xy * _TEXTURE_PPM - 0.5 + margin_px
+    tex[~in_front] = -1e6
+    tex = tex.reshape(len(rows), len(cols), 2)
+    ri = np.interp(np.arange(full_h), rows, np.arange(len(rows))).astype(np.float32)
+    ci = np.interp(np.arange(full_w), cols, np.arange(len(cols))).astype(np.float32)
+    map_c, map_r = np.meshgrid(ci, ri)
+    # Interpolate in float64 precision terms: offsets from the grid mean keep float32 exact enough.
+    base = tex.reshape(-1, 2).mean(axis=0)
+    map_x, map_y = (cv2.remap((tex[..., k] - base[k]).astype(np.float32), map_c, map_r, cv2.INTER_LINEAR)
+                    + np.float32(base[k]) for k in range(2))
     big = cv2.remap(texture, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
                     borderValue=int(background))
     gray = cv2.resize(big, (width, height), interpolation=cv2.INTER_AREA).astype(np.float32)
