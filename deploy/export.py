@@ -42,12 +42,11 @@ Only this module of ``simbridge.deploy`` imports torch and ``simbridge.training`
 
 from __future__ import annotations
 
-import contextlib
 import json
 import shutil
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -122,11 +121,13 @@ class ExportResult:
 
 _PARITY_INSTRUCTIONS = (
     "put the red cube on the target",
-    "pick up the blue block",
+    "Pick up the BLUE block!",  # case and punctuation: the prompt normalization must match
     "place the green cube in the bowl.",
     "move the yellow ball to the left of the plate",
     "stack the cube",
-    "put the purple cylinder on the white plate, then let go",
+    # longer than any tokenizer's max_length here: truncation must match too
+    "put the purple cylinder on the white plate, then move it next to the bowl, lift it up, put it back, "
+    "open the gripper and go home slowly",
 )
 
 
@@ -328,12 +329,16 @@ def _build_graph_module(policy: Any) -> tuple[Any, list[str], str]:
                 bins = out.action_logits.argmax(-1)
                 logp = torch.log_softmax(out.action_logits, -1).gather(-1, bins.unsqueeze(-1)).squeeze(-1)
                 values, regression = out.values, out.regression
-            normalized = (
-                regression if regression is not None else bin_centers(bins, policy.config.num_action_bins)
-            )
+            normalized = regression if regression is not None else self._bin_values(bins)
             normalized = normalized.reshape(-1, policy.config.chunk_size, policy.config.action_dim)
             actions = stats.denormalize(normalized).float()
             return bins, actions, logp.sum(-1), values
+
+        def _bin_values(self, bins: torch.Tensor) -> torch.Tensor:
+            """Bin ids -> normalized values in [-1, 1] (the checkpoint's table, else bin centres)."""
+            if hasattr(self.policy, "bin_values"):
+                return self.policy.bin_values(bins)
+            return bin_centers(bins, policy.config.num_action_bins)
 
         def _unrolled_greedy(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
             """The 7·K greedy steps unrolled into the graph, with a KV cache like the torch policy:
@@ -368,29 +373,6 @@ def _build_graph_module(policy: Any) -> tuple[Any, list[str], str]:
 GRAPH_OUTPUTS = ("tokens", "actions", "logprob", "value")
 
 
-@contextlib.contextmanager
-def _traceable_round() -> Iterator[None]:
-    """While tracing, shape arithmetic yields 0-d tensors, and ``round(tensor)`` fails because
-    ``torch.Tensor`` has no ``__round__``; model code such as ``int(round(n ** 0.5))`` on a
-    patch count is common. Supply one for the duration of the trace (the value becomes a
-    graph constant, which is right for static sizes); restored afterwards."""
-    import torch
-
-    had = "__round__" in torch.Tensor.__dict__
-    previous = torch.Tensor.__dict__.get("__round__")
-    if not had:
-        torch.Tensor.__round__ = lambda self, ndigits=None: (  # type: ignore[attr-defined]
-            self.round() if ndigits is None else self.round(decimals=ndigits)
-        )
-    try:
-        yield
-    finally:
-        if not had:
-            del torch.Tensor.__round__  # type: ignore[attr-defined]
-        elif previous is not None:
-            torch.Tensor.__round__ = previous  # type: ignore[attr-defined]
-
-
 def _run_exporter(
     exporter: str, module: Any, args: tuple, path: Path, input_names: list[str], opset: int
 ) -> None:
@@ -405,11 +387,10 @@ def _run_exporter(
                 n: {0: "batch"} for n in (*input_names, *GRAPH_OUTPUTS)
             }
             dynamic_axes["input_ids"][1] = dynamic_axes["attention_mask"][1] = "text"
-            with _traceable_round():
-                torch.onnx.export(
-                    module, args, str(path), dynamo=False, opset_version=opset, input_names=input_names,
-                    output_names=list(GRAPH_OUTPUTS), dynamic_axes=dynamic_axes, do_constant_folding=True,
-                )  # fmt: skip
+            torch.onnx.export(
+                module, args, str(path), dynamo=False, opset_version=opset, input_names=input_names,
+                output_names=list(GRAPH_OUTPUTS), dynamic_axes=dynamic_axes, do_constant_folding=True,
+            )  # fmt: skip
         elif exporter == "dynamo":
             batch, text = (
                 torch.export.Dim("batch", min=1, max=4096),
@@ -508,8 +489,6 @@ def write_tokenizer(policy: Any, path: Path) -> dict[str, Any]:
     """Copy the instruction tokenizer to ``path``; return the manifest's ``instruction`` section."""
     import tempfile
 
-    from simbridge.training.models import text_tokenizer
-
     tok = policy.tokenizer
     if tok is None:
         raise ExportError("the checkpoint has no instruction tokenizer (instruction_tokenizer.json)")
@@ -517,13 +496,15 @@ def write_tokenizer(policy: Any, path: Path) -> dict[str, Any]:
         shutil.copyfile(tok.save(tmp), path)
     return {
         "tokenizer": path.name,
-        "template": text_tokenizer.PROMPT_TEMPLATE,
+        "template": getattr(tok, "prompt_template", "{instruction}"),
         "strip_chars": ".?!",
+        "lowercase": True,
         "prefix_ids": [int(tok.bos_id)],
+        "suffix_ids": [int(i) for i in getattr(tok, "suffix_ids", [])],
+        "add_special_tokens": False,
         "max_length": int(tok.max_length),
         "pad_token_id": int(tok.pad_id),
         "padding_side": "left",
-        "truncation_side": "right",
         "pad_to_max_length": False,
     }
 
@@ -573,7 +554,11 @@ def build_manifest(
         if getattr(cfg, "use_regression_head", False) and model["decoding"] == "parallel"
         else "bins",
         "normalization": {
-            "kind": "q01-q99 to [-1, 1], uniform bins, bin centres",
+            "kind": "q01-q99 to [-1, 1]; bins -> bin_values (null: centres of uniform bins)",
+            "bin_values": None
+            if cfg.action_bin_values is None
+            else [float(v) for v in cfg.action_bin_values],
+            "action_token_offset": int(policy.action_token_begin),
             **{
                 k: v
                 for k, v in stats.to_dict().items()

@@ -80,7 +80,14 @@ def _provider_options(providers: list[str], cache_dir: Path) -> list[tuple[str, 
 
 class InstructionTokenizer:
     """The bundle's instruction tokenizer: ``tokenizer.json`` run by the ``tokenizers`` library,
-    with the prompt template, padding and truncation the checkpoint was trained with."""
+    with the prompt, truncation and padding the checkpoint was trained with (manifest section
+    ``instruction``)::
+
+        text = template.format(instruction=<stripped, trailing strip_chars removed, lowercased?>)
+        ids  = prefix_ids + encode(text)[:max_length - len(prefix_ids) - len(suffix_ids)] + suffix_ids
+
+    then padded (left by default) to the longest instruction of the batch.
+    """
 
     def __init__(self, path: Path, spec: dict[str, Any]) -> None:
         from tokenizers import Tokenizer
@@ -93,35 +100,38 @@ class InstructionTokenizer:
         self._tok.no_truncation()
         self.template: str = spec.get("template", "{instruction}")
         self.strip_chars: str = spec.get("strip_chars", "")  # stripped from the end of the instruction
+        self.lowercase: bool = bool(spec.get("lowercase", False))
         self.prefix_ids: list[int] = [int(i) for i in spec.get("prefix_ids", [])]  # e.g. [<bos>]
-        self.add_special_tokens: bool = bool(spec.get("add_special_tokens", True))
+        self.suffix_ids: list[int] = [int(i) for i in spec.get("suffix_ids", [])]  # kept when truncating
+        self.add_special_tokens: bool = bool(spec.get("add_special_tokens", False))
         self.max_length: int = int(spec["max_length"])
         self.pad_token_id: int = int(spec["pad_token_id"])
         self.padding_side: str = spec.get("padding_side", "left")
-        self.truncation_side: str = spec.get("truncation_side", "right")
         # False: pad to the longest instruction of the batch (a batch of one is not padded).
         self.pad_to_max_length: bool = bool(spec.get("pad_to_max_length", False))
-        for key, allowed in (("padding_side", ("left", "right")), ("truncation_side", ("left", "right"))):
-            if getattr(self, key) not in allowed:
-                raise BundleError(f"manifest.json: field 'instruction.{key}' must be one of {allowed}")
+        if self.padding_side not in ("left", "right"):
+            raise BundleError("manifest.json: field 'instruction.padding_side' must be 'left' or 'right'")
+        if self.max_length <= len(self.prefix_ids) + len(self.suffix_ids):
+            raise BundleError(
+                "manifest.json: field 'instruction.max_length' leaves no room for the instruction"
+            )
 
     def text(self, instruction: str) -> str:
         s = instruction.strip()
         if self.strip_chars:
             s = s.rstrip(self.strip_chars)
+        if self.lowercase:
+            s = s.lower()
         return self.template.format(instruction=s)
+
+    def encode(self, instruction: str) -> list[int]:
+        body = self._tok.encode(self.text(instruction), add_special_tokens=self.add_special_tokens).ids
+        room = self.max_length - len(self.prefix_ids) - len(self.suffix_ids)
+        return [*self.prefix_ids, *body[:room], *self.suffix_ids]
 
     def __call__(self, instructions: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """``(input_ids, attention_mask)``, both int64 ``(B, L)``."""
-        encs = self._tok.encode_batch(
-            [self.text(s) for s in instructions], add_special_tokens=self.add_special_tokens
-        )
-        seqs = []
-        for enc in encs:
-            ids = [*self.prefix_ids, *enc.ids]
-            if len(ids) > self.max_length:
-                ids = ids[: self.max_length] if self.truncation_side == "right" else ids[-self.max_length :]
-            seqs.append(ids)
+        seqs = [self.encode(s) for s in instructions]
         length = self.max_length if self.pad_to_max_length else max(len(s) for s in seqs)
         input_ids = np.full((len(seqs), length), self.pad_token_id, dtype=np.int64)
         mask = np.zeros((len(seqs), length), dtype=np.int64)

@@ -37,14 +37,20 @@ MICRO = {
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     from simbridge.training.checkpoint import save_checkpoint
-    from simbridge.training.models import build_policy
+    from simbridge.training.models import InstructionTokenizer, build_policy
 
     root = tmp_path_factory.mktemp("runtime")
-    policy = build_policy("openvla-oft", "tiny", contract=CONTRACT, seed=3, **MICRO)
-    ckpt = save_checkpoint(policy, root / "run", 1)
-    result = export_checkpoint(
-        ckpt, root / "bundle", options=ExportOptions(parity_samples=3), progress=lambda m: None
+    # An OpenVLA-style prompt: template around the instruction, a suffix token kept when truncating.
+    tokenizer = InstructionTokenizer.train(max_length=48)
+    tokenizer.prompt_template = "In: What action should the robot take to {instruction}?\nOut:"
+    tokenizer.suffix_ids = [tokenizer.eos_id]
+    policy = build_policy(
+        "openvla-oft", "tiny", contract=CONTRACT, seed=3, tokenizer=tokenizer, max_text_tokens=48, **MICRO
     )
+    ckpt = save_checkpoint(policy, root / "run", 1)
+    # Six parity observations: their instructions include mixed case, punctuation and one too long.
+    options = ExportOptions(parity_samples=6)
+    result = export_checkpoint(ckpt, root / "bundle", options=options, progress=lambda m: None)
     return policy, result.bundle
 
 
@@ -98,6 +104,24 @@ def test_runtime_works_without_torch_and_matches_torch(exported) -> None:
         np.array(out["chunk"], np.float32), torch_reference(policy, obs[:1])["actions"][0], atol=1e-4
     )
     assert out["id"] == json.loads((bundle / MANIFEST_NAME).read_text())["bundle_id"]
+
+
+def test_instruction_tokenization_matches_the_checkpoint(exported) -> None:
+    policy, bundle = exported
+    runtime = BundlePolicy(bundle)
+    spec = runtime.manifest["instruction"]
+    assert spec["template"].startswith("In: What action") and spec["suffix_ids"] == [policy.tokenizer.eos_id]
+    instructions = [
+        "Put the RED cube on the target!",
+        "stack it",
+        "put the purple cylinder on the white plate, then move it next to the bowl and lift it up again",
+    ]
+    ids, mask = runtime.tokenizer(instructions)
+    ref_ids, ref_mask = policy.tokenizer.batch(instructions)
+    np.testing.assert_array_equal(ids, ref_ids.numpy())
+    np.testing.assert_array_equal(mask, ref_mask.numpy())
+    assert ids.shape[1] == 48 and ids[2, -1] == policy.tokenizer.eos_id  # truncated, suffix kept
+    assert mask[1].sum() < 48 and mask[1, 0] == 0  # short prompt: left padding
 
 
 def test_policy_protocol_and_metadata(exported) -> None:
