@@ -58,6 +58,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--protocol", default=None, help="evaluation protocol YAML: runs the orchestrator")
     parser.add_argument("--log-dir", default=None, help="episode store and evaluation results go here")
     parser.add_argument(
+        "--protocol-set",
+        dest="protocol_overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a protocol field, e.g. policies.sft=runs/export/sft/latest (repeatable)",
+    )
+    parser.add_argument(
         "--set",
         dest="overrides",
         action="append",
@@ -92,6 +100,8 @@ def launch_overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     put("policy", "instruction", args.instruction)
     put("logger", "instruction", args.instruction)
     put("orchestrator", "protocol", args.protocol)
+    if args.protocol_overrides:
+        put("orchestrator", "protocol_overrides", list(args.protocol_overrides))
     if args.teleop:
         put("teleop", "device", args.teleop)
         put("teleop", "mode", "intervention" if args.bundle else "teleop")

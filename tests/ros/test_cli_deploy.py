@@ -26,14 +26,15 @@ def test_deploy_sim_runs_a_twin_protocol_end_to_end(tmp_path: Path, bundle_dir: 
     """The pip-only path of the main job: twin + franka + policy + logger + orchestrator in one process."""
     protocol = tmp_path / "protocol.yaml"
     protocol.write_text(
-        f"name: cli_test\npolicies: {{sft: '{bundle_dir}', rl: '{bundle_dir / 'latest'}'}}\n"
+        f"name: cli_test\npolicies: {{sft: '{bundle_dir}', rl: missing/bundle}}\n"
         "episodes_per_condition: 1\nepisode_time_s: 1.0\nlabel: twin\n"
         "conditions:\n  - {name: lighting, category: vision, twin: {light_range: [0.4, 0.5]}}\n"
     )
     limits = tmp_path / "limits.yaml"  # see loaded_machine_limits in conftest.py
     limits.write_text("max_command_age_s: 1.0\n")
     out = simbridge("deploy", "--sim", "--protocol", str(protocol), "--log-dir", str(tmp_path / "eval"),
-                    "--set", f"franka.safety_limits_file={limits}", timeout=150)
+                    "--set", f"franka.safety_limits_file={limits}",
+                    "--protocol-set", f"policies.rl={bundle_dir / 'latest'}", timeout=150)
     assert out.returncode == 0, out.stdout + out.stderr[-3000:]
     assert "running twin, franka, policy, logger, orchestrator" in out.stdout
     assert "Traceback" not in out.stderr and "never retrieved" not in out.stderr

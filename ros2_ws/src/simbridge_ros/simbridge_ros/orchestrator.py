@@ -60,6 +60,8 @@ class OrchestratorNode(Node):
                  prompt: Callable[[str], str] = input, autostart: bool | None = None, **node_kwargs) -> None:
         super().__init__(name, **node_kwargs)
         self.declare_parameter("protocol", "")
+        # key=value overrides of the protocol file, e.g. ["policies.sft=runs/export/sft/latest", "episode_time_s=20.0"]
+        self.declare_parameter("protocol_overrides", [""])
         self.declare_parameter("log_dir", "runs/hardware_eval")
         self.declare_parameter("label", "")  # overrides the protocol's label mode
         self.declare_parameter("autostart", True)
@@ -68,7 +70,8 @@ class OrchestratorNode(Node):
             path = self.get_parameter("protocol").value
             if not path:
                 raise EvalError("no protocol: set the 'protocol' parameter to a launch/protocols/*.yaml file")
-            protocol = load_protocol(path)
+            overrides = [o for o in self.get_parameter("protocol_overrides").value if o]
+            protocol = load_protocol(path, overrides)
         self.protocol = protocol
         self.label_mode = self.get_parameter("label").value or protocol.label
         self.schedule = make_schedule(protocol)
