@@ -16,6 +16,7 @@ cluster *before* anything starts and raises :class:`ResourceShortfall` naming wh
 from __future__ import annotations
 
 import contextlib
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -131,12 +132,17 @@ class WorkerGroups:
 
     def shutdown(self) -> None:
         import ray
-        from ray.util.placement_group import remove_placement_group
+        from ray.util.placement_group import placement_group_table, remove_placement_group
 
         for handle in [*self.env_workers, self.rollout, self.actor]:
             with contextlib.suppress(Exception):  # already dead: nothing to release
                 ray.kill(handle, no_restart=True)
         remove_placement_group(self.placement_group)
+        deadline = time.monotonic() + 10.0  # removal is asynchronous: wait so the next run finds the cores free
+        while time.monotonic() < deadline:
+            if placement_group_table(self.placement_group).get("state") == "REMOVED":
+                break
+            time.sleep(0.05)
 
 
 def create_worker_groups(cfg: RLConfig, contract: PolicyContract, episodic: bool, ready_timeout_s: float = 120.0):
