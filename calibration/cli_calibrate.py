@@ -108,6 +108,7 @@ def _intrinsics(args: argparse.Namespace) -> int:
         calibrate_frames,
         iter_image_folder,
         iter_video_frames,
+        plot_result,
     )
     from simbridge.data.config import validate_config
 
@@ -126,7 +127,8 @@ def _intrinsics(args: argparse.Namespace) -> int:
     for warning in result.warnings:
         print(f"warning: {warning}")
     path = result.write(args.out, camera_name=args.camera_name)
-    print(f"wrote {path}")
+    plot = plot_result(result, Path(args.out).with_suffix(".png"))
+    print(f"wrote {path} and {plot}")
     return 0
 
 

@@ -348,3 +348,31 @@ def calibrate_frames(frames: Iterable[tuple[str, np.ndarray]], board: BoardConfi
         if progress:
             frames.set_postfix_str(f"views {feedback.num_views} coverage {feedback.coverage:.0%}")  # type: ignore[union-attr]
     return calibrator.calibrate()
+
+
+def plot_result(result: IntrinsicsResult, path: str | Path) -> Path:
+    """PNG: per-view reprojection error (rejected views in red) and the coverage grid."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    fig, (ax_err, ax_cov) = plt.subplots(1, 2, figsize=(10, 3.5), gridspec_kw={"width_ratios": [3, 2]})
+    errors = [v.error_px for v in result.views]
+    colours = ["tab:red" if v.rejected else "tab:blue" for v in result.views]
+    ax_err.bar(range(len(errors)), errors, color=colours)
+    ax_err.axhline(result.rms_px, color="k", lw=0.8, ls="--", label=f"RMS {result.rms_px:.3f} px")
+    ax_err.set(xlabel="view", ylabel="reprojection error (px)", title="per-view error (red: rejected)")
+    ax_err.legend()
+    cov = result.coverage
+    ax_cov.imshow(cov.counts, cmap="Greens", extent=(0, cov.image_size[0], cov.image_size[1], 0))
+    for (r, c), n in np.ndenumerate(cov.counts):
+        x = (c + 0.5) * cov.image_size[0] / cov.cols
+        y = (r + 0.5) * cov.image_size[1] / cov.rows
+        ax_cov.text(x, y, str(n), ha="center", va="center", fontsize=7, color="k" if n else "tab:red")
+    ax_cov.set(title=f"corners per image cell (coverage {cov.fraction:.0%})")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

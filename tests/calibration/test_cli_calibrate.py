@@ -61,6 +61,7 @@ def test_intrinsics_from_image_folder(intrinsics_images, board_yaml, tmp_path, c
     assert size == (640, 480) and name == "wrist" and K[0, 0] > 0
     printed = capsys.readouterr().out
     assert "coverage" in printed and "RMS" in printed
+    assert (tmp_path / "cam.png").stat().st_size > 10_000  # per-view error + coverage plot
 
 
 def test_intrinsics_with_too_few_views_fails_with_advice(intrinsics_images, board_yaml, tmp_path, capsys):
