@@ -32,7 +32,13 @@ from typing import Any
 import numpy as np
 
 from simbridge.data.spec import ContractError, Observation, PolicyContract
-from simbridge.deploy.bundle import BundleError, resolve_bundle, validate_manifest, verify_bundle
+from simbridge.deploy.bundle import (
+    BundleError,
+    read_manifest,
+    resolve_bundle,
+    validate_manifest,
+    verify_bundle,
+)
 
 __all__ = ["PREFERRED_PROVIDERS", "BundleError", "BundlePolicy", "resolve_bundle", "select_providers"]
 
@@ -165,12 +171,7 @@ class BundlePolicy:
 
         t0 = time.perf_counter()
         self.path = resolve_bundle(bundle_dir)
-        if verify:
-            self.manifest = verify_bundle(self.path)
-        else:
-            from simbridge.deploy.bundle import read_manifest
-
-            self.manifest = read_manifest(self.path)
+        self.manifest = verify_bundle(self.path) if verify else read_manifest(self.path)
         self.contract: PolicyContract = validate_manifest(
             self.manifest, where=str(self.path / "manifest.json")
         )
@@ -234,26 +235,24 @@ class BundlePolicy:
             if not isinstance(obs, Observation):
                 raise ContractError(f"expected a simbridge.data.spec.Observation, got {type(obs).__name__}")
             obs.validate(self.contract.observation)
+        inputs = self.manifest["model"]["inputs"]
+        text: dict[str, np.ndarray] = {}
+        if any(spec["source"] in ("input_ids", "attention_mask") for spec in inputs.values()):
+            text["input_ids"], text["attention_mask"] = self.tokenizer([o.instruction for o in observations])
         feeds: dict[str, np.ndarray] = {}
-        for name, spec in self.manifest["model"]["inputs"].items():
+        for name, spec in inputs.items():
             source = spec["source"]
             if source.startswith("image:"):
                 cam = source.split(":", 1)[1]
                 feeds[name] = np.stack([np.ascontiguousarray(o.images[cam]) for o in observations])
             elif source == "proprio":
                 feeds[name] = np.stack([o.proprio() for o in observations]).astype(np.float32)
-            elif source == "input_ids":
-                feeds[name], feeds["__mask"] = self.tokenizer([o.instruction for o in observations])
-            elif source == "attention_mask":
-                pass  # filled together with input_ids
+            elif source in text:
+                feeds[name] = text[source]
             else:
                 raise BundleError(
                     f"{self.path / 'manifest.json'}: field 'model.inputs.{name}.source' {source!r} is unknown"
                 )
-        mask = feeds.pop("__mask", None)
-        for name, spec in self.manifest["model"]["inputs"].items():
-            if spec["source"] == "attention_mask":
-                feeds[name] = mask
         return feeds
 
     # -- internals -----------------------------------------------------------------------
