@@ -23,12 +23,13 @@ def simbridge(*args: str, timeout: float = 90) -> subprocess.CompletedProcess:
 
 
 def test_deploy_sim_runs_a_twin_protocol_end_to_end(tmp_path: Path, bundle_dir: Path) -> None:
-    """The pip-only path of the main job: twin + franka + policy + logger + orchestrator in one process."""
+    """The pip-only path of the main job: twin + franka + policy + logger + orchestrator in one process,
+    running a blinded, randomized protocol whose success labels come from the twin's object poses."""
     protocol = tmp_path / "protocol.yaml"
     protocol.write_text(
         f"name: cli_test\npolicies: {{sft: '{bundle_dir}', rl: missing/bundle}}\n"
         "episodes_per_condition: 1\nepisode_time_s: 1.0\nlabel: twin\n"
-        "conditions:\n  - {name: lighting, category: vision, twin: {light_range: [0.4, 0.5]}}\n"
+        "conditions:\n  - {name: distractors, category: semantics, twin: {num_distractors: 1}}\n"
     )
     limits = tmp_path / "limits.yaml"  # see loaded_machine_limits in conftest.py
     limits.write_text("max_command_age_s: 1.0\n")
@@ -38,10 +39,26 @@ def test_deploy_sim_runs_a_twin_protocol_end_to_end(tmp_path: Path, bundle_dir: 
     assert out.returncode == 0, out.stdout + out.stderr[-3000:]
     assert "running twin, franka, policy, logger, orchestrator" in out.stdout
     assert "Traceback" not in out.stderr and "never retrieved" not in out.stderr
-    rows = [json.loads(line) for line in (tmp_path / "eval" / "episodes.jsonl").read_text().splitlines()]
-    assert sorted(r["policy"] for r in rows) == ["rl", "sft"] and all(r["steps"] > 0 for r in rows)
-    assert len(EpisodeStore(tmp_path / "eval" / "episodes.zarr")) == 2
     assert "state=finished" in out.stderr
+    assert "twin scene for distractors: {'num_distractors': 1}" in out.stderr  # the condition reached the twin
+    # Results: blinded ids only for the operator, revealed in the files; every episode in the store.
+    ev = tmp_path / "eval"
+    rows = [json.loads(line) for line in (ev / "episodes.jsonl").read_text().splitlines()]
+    assert sorted(r["policy"] for r in rows) == ["rl", "sft"] and all(r["steps"] > 0 for r in rows)
+    blinding = json.loads((ev / "blinding.json").read_text())
+    assert sorted(blinding) == ["A", "B"] and all(blinding[r["blind_id"]] == r["policy"] for r in rows)
+    assert not any(f"policy={name}" in out.stderr for name in ("sft", "rl"))  # the operator's view is blinded
+    summary = json.loads((ev / "summary.json").read_text())
+    assert {s["policy"] for s in summary["splits"]} == {"sft", "rl"}
+    episodes = EpisodeStore(ev / "episodes.zarr")
+    assert len(episodes) == 2
+    for i, row in enumerate(rows):
+        meta = episodes.meta(i)
+        assert row["store_episode"] == i and len(episodes.episode(i)["action"]) == row["steps"]
+        assert meta.policy_id == row["policy"] and meta.extra["blind_id"] == row["blind_id"]
+        assert meta.success == row["success"] and meta.success_labeled_by == "env"  # twin object poses
+        assert meta.split == "distractors" and meta.instruction == row["instruction"]
+        assert meta.instruction.startswith("put the")  # from the twin's layout
 
 
 def test_deploy_reports_bad_parameter_files_and_overrides(tmp_path: Path) -> None:

@@ -67,8 +67,9 @@ def test_policy_moves_the_twin_arm_through_the_safety_filter(graph, twin, bundle
     for c in executed:  # what ran is what the policy proposed, within the safety filter's limits
         assert c.stamp in proposed and np.all(np.abs(c.action[:3]) <= 0.05 + 1e-6)
         assert np.allclose(c.action[:6], proposed[c.stamp][:6], atol=0.02)
-    moved = np.linalg.norm(parse_pose(probe.last[EE_POSE_TOPIC])[:3] - parse_pose(p0)[:3])
-    assert moved > 0.003, f"the arm moved only {moved * 1000:.1f} mm"
+    # The new state is observed: the untrained policy drifts consistently, so the arm keeps moving.
+    wait_until(lambda: np.linalg.norm(parse_pose(probe.last[EE_POSE_TOPIC])[:3] - parse_pose(p0)[:3]) > 0.002, 15,
+               "the end-effector pose to change by 2 mm")
 
 
 def test_mismatched_bundle_is_refused_before_the_arm_moves(graph, twin, bundle_dir, loaded_machine_limits) -> None:
