@@ -44,12 +44,13 @@ def make_env(
     seed: int = 0,
     obs_mode: str = "rgb",
     camera_size: tuple[int, int] = (128, 128),
-    wrist_camera: bool = False,
+    wrist_camera: bool | None = None,
     max_episode_steps: int = 80,
     **kwargs,
 ):
     """Create one contract environment (see :class:`~simbridge.training.envs.wrapper.ContractEnv`).
 
+    ``wrist_camera=None`` takes the task's default (off for PutOnTarget, on for LIBERO).
     Raises ``KeyError`` listing the valid names for an unknown task or split, ``ValueError`` for a
     bad ``obs_mode`` and :class:`EnvUnavailable` when the simulator cannot run here.
     """
@@ -60,6 +61,8 @@ def make_env(
             f"obs_mode: 'rgb' (camera images) or 'state' (no rendering, info['state']), got {obs_mode!r}"
         )
     entry = TASKS[task]
+    if wrist_camera is None:  # the task's default: LIBERO has a wrist camera, PutOnTarget's is optional
+        wrist_camera = not entry.uses_splits
     return entry.builder(
         split=split,
         seed=seed,
