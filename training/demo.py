@@ -144,6 +144,8 @@ def stage_twin(cfg: DemoConfig, out: Path, bundles: dict[str, Path]) -> Path:
     env.setdefault("MUJOCO_GL", "egl")
     cmd = [sys.executable, "-m", "simbridge.data.cli", "deploy", "--sim", "--protocol", str(protocol_file),
            "--log-dir", str(eval_dir)]
+    # The policy node and the franka node talk over ROS 2 topics; the orchestrator resets the twin,
+    # runs each trial for episode_time_s and labels success from the twin's object poses.
     print("$ " + " ".join(cmd), flush=True)
     timeout = cfg.twin_timeout_s or None
     proc = subprocess.run(cmd, env=env, cwd=REPO, timeout=timeout)
