@@ -52,9 +52,22 @@ def test_every_registered_verb_has_help_or_reports_unbuilt(capsys):
         assert code in (0, cli.EXIT_UNAVAILABLE), name
 
 
-@pytest.mark.parametrize("args", [["data", "--no-such-flag"], ["train", "--no-such-flag"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["data", "--no-such-flag"],
+        ["train", "sft", "--no-such-flag"],
+        ["export", "--no-such-flag"],
+        ["eval", "--episodes", "many"],
+        ["report"],
+    ],
+)
 def test_bad_verb_arguments_exit_2(args):
     out = run_cli(*args)
-    # Built verbs reject the flag through argparse (exit 2); unbuilt ones exit 3.
-    assert out.returncode in (2, 3)
-    assert ("unrecognized arguments" in out.stderr) or ("not built yet" in out.stderr)
+    assert out.returncode == 2, out.stderr
+    assert f"simbridge {args[0]}" in out.stderr and "error:" in out.stderr
+
+
+def test_train_without_trainer_names_the_choices():
+    out = run_cli("train")
+    assert out.returncode == 2 and "sft" in out.stderr and "ppo" in out.stderr
