@@ -34,6 +34,7 @@ from typing import Literal
 import numpy as np
 
 from simbridge.data.config import config
+from simbridge.data.geometry import apply_action_delta, euler_xyz_to_quat, quat_to_rotvec
 from simbridge.data.spec import ACTION_DIM, EE_POSE_DIM, GRIPPER_CLOSED, GRIPPER_OPEN, NUM_JOINTS
 
 # --- Franka kinematics (public datasheet values) ------------------------------------------
@@ -108,44 +109,8 @@ def predict_joint_delta(q: np.ndarray, twist: np.ndarray, damping: float = 0.02)
 # --- Rotation helpers (quaternions wxyz, as in the contract) -------------------------------
 
 
-def quat_multiply(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    aw, ax, ay, az = a
-    bw, bx, by, bz = b
-    return np.array(
-        [
-            aw * bw - ax * bx - ay * by - az * bz,
-            aw * bx + ax * bw + ay * bz - az * by,
-            aw * by - ax * bz + ay * bw + az * bx,
-            aw * bz + ax * by - ay * bx + az * bw,
-        ]
-    )
-
-
-def euler_xyz_to_quat(rpy: np.ndarray) -> np.ndarray:
-    """Extrinsic XYZ Euler angles (roll about x, then pitch about y, then yaw about z) -> wxyz."""
-    r, p, y = (float(v) / 2 for v in rpy)
-    qx = np.array([math.cos(r), math.sin(r), 0, 0])
-    qy = np.array([math.cos(p), 0, math.sin(p), 0])
-    qz = np.array([math.cos(y), 0, 0, math.sin(y)])
-    return quat_multiply(qz, quat_multiply(qy, qx))
-
-
-def quat_to_rotvec(q: np.ndarray) -> np.ndarray:
-    q = q / np.linalg.norm(q)
-    if q[0] < 0:
-        q = -q
-    s = np.linalg.norm(q[1:])
-    if s < 1e-12:
-        return 2.0 * q[1:]
-    return 2.0 * math.atan2(s, q[0]) * q[1:] / s
-
-
-def apply_delta(ee_pose: np.ndarray, action: np.ndarray) -> np.ndarray:
-    """Target pose (xyz + wxyz) of a contract action applied to ``ee_pose``."""
-    pos = ee_pose[:3] + action[:3]
-    quat = quat_multiply(euler_xyz_to_quat(action[3:6]), ee_pose[3:7])
-    quat /= np.linalg.norm(quat)
-    return np.concatenate([pos, quat])
+# The contract's rotation conventions live in simbridge.data.geometry (shared with the simulator).
+apply_delta = apply_action_delta
 
 
 # --- Limits and filter ----------------------------------------------------------------------

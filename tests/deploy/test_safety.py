@@ -56,7 +56,7 @@ def poses(draw) -> np.ndarray:
 
 
 def quat_mul_down(q: np.ndarray) -> np.ndarray:
-    from simbridge.deploy.safety import quat_multiply
+    from simbridge.data.geometry import quat_multiply
 
     return quat_multiply(q, DOWN)
 

@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 import gymnasium as gym
 import numpy as np
 
+from simbridge.data.geometry import euler_xyz_to_quat, quat_multiply, quat_to_matrix
 from simbridge.data.spec import (
     ActionSpec,
     CameraSpec,
@@ -35,38 +36,9 @@ from simbridge.training.envs.splits import Split, get_split
 CONTROL_MODE = "pd_ee_pose"
 
 
-def quat_mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Hamilton product of wxyz quaternions."""
-    aw, ax, ay, az = a
-    bw, bx, by, bz = b
-    return np.array(
-        [
-            aw * bw - ax * bx - ay * by - az * bz,
-            aw * bx + ax * bw + ay * bz - az * by,
-            aw * by - ax * bz + ay * bw + az * bx,
-            aw * bz + ax * by - ay * bx + az * bw,
-        ]
-    )
-
-
-def euler_xyz_extrinsic_to_quat(rpy: np.ndarray) -> np.ndarray:
-    """Quaternion (wxyz) of the extrinsic X-then-Y-then-Z rotation ``Rz(yaw) Ry(pitch) Rx(roll)``."""
-    r, p, y = (float(v) / 2 for v in rpy)
-    qx = np.array([math.cos(r), math.sin(r), 0, 0])
-    qy = np.array([math.cos(p), 0, math.sin(p), 0])
-    qz = np.array([math.cos(y), 0, 0, math.sin(y)])
-    return quat_mul(qz, quat_mul(qy, qx))
-
-
-def quat_to_matrix(q: np.ndarray) -> np.ndarray:
-    w, x, y, z = q
-    return np.array(
-        [
-            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
-        ]
-    )
+# The contract's rotation conventions (shared with the robot's safety filter).
+quat_mul = quat_multiply
+euler_xyz_extrinsic_to_quat = euler_xyz_to_quat
 
 
 def matrix_to_intrinsic_xyz(m: np.ndarray) -> np.ndarray:
