@@ -42,34 +42,13 @@ from typing import Any
 import numpy as np
 
 from simbridge.data.config import config
+from simbridge.data.scene import COLOURS
 
 log = logging.getLogger(__name__)
 
 #: Robot base in the ManiSkill task frame; adding it converts task coordinates to base coordinates.
 TASK_TO_BASE_X = 0.615
 
-#: Named RGB colours; the names are what instructions say (same values as the ManiSkill task).
-COLOURS: dict[str, tuple[float, float, float]] = {
-    "red": (0.85, 0.12, 0.10),
-    "green": (0.15, 0.70, 0.20),
-    "blue": (0.12, 0.30, 0.85),
-    "yellow": (0.95, 0.85, 0.10),
-    "purple": (0.55, 0.20, 0.75),
-    "orange": (1.00, 0.50, 0.05),
-    "white": (0.92, 0.92, 0.92),
-    "gray": (0.45, 0.45, 0.48),
-    "pink": (0.95, 0.55, 0.70),
-    "cyan": (0.10, 0.80, 0.85),
-    "black": (0.08, 0.08, 0.08),
-    "brown": (0.50, 0.32, 0.18),
-    "beige": (0.85, 0.78, 0.62),
-    "sky": (0.62, 0.76, 0.88),
-    "mint": (0.66, 0.85, 0.70),
-    "sand": (0.76, 0.70, 0.55),
-    "crimson": (0.55, 0.05, 0.12),
-    "navy": (0.08, 0.10, 0.35),
-    "olive": (0.40, 0.42, 0.10),
-}
 #: Graspable objects: name -> (MuJoCo geom type, size). box: half sizes; cylinder: (radius, half height).
 OBJECT_SHAPES: dict[str, tuple[str, tuple[float, ...]]] = {
     "cube": ("box", (0.02, 0.02, 0.02)),
