@@ -35,6 +35,9 @@ def test_deploy_sim_runs_a_twin_protocol_end_to_end(tmp_path: Path, bundle_dir: 
     limits.write_text("max_command_age_s: 1.0\n")
     out = simbridge("deploy", "--sim", "--protocol", str(protocol), "--log-dir", str(tmp_path / "eval"),
                     "--set", f"franka.safety_limits_file={limits}",
+                    # On a loaded machine one twin render can take ~0.6 s: accept older frames here
+                    # (freshness itself is tested in test_policy_node.py).
+                    "--set", "policy.max_observation_age_s=2.0",
                     "--protocol-set", f"policies.rl={bundle_dir / 'latest'}", timeout=150)
     assert out.returncode == 0, out.stdout + out.stderr[-3000:]
     assert "running twin, franka, policy, logger, orchestrator" in out.stdout

@@ -33,7 +33,7 @@ pytestmark = [pytest.mark.ros, pytest.mark.robot, pytest.mark.integration, pytes
 INSTRUCTION = "put the red cube on the white plate"
 
 
-def start_stack(graph, twin, bundle: str, render: int, loaded_machine_limits: str) -> Probe:
+def start_stack(graph, twin, bundle: str, render: int, loaded_machine_limits: str, **policy_params) -> Probe:
     probe = graph.add(Probe(graph.context))
     probe.listen(PoseStamped, EE_POSE_TOPIC, RELIABLE, keep=True)
     probe.listen(JointState, ACTION_TOPIC, 50, keep=True)
@@ -46,7 +46,8 @@ def start_stack(graph, twin, bundle: str, render: int, loaded_machine_limits: st
         Parameter("safety_limits_file", value=loaded_machine_limits)]))
     graph.add(PolicyNode(context=graph.context, parameter_overrides=[
         Parameter("bundle", value=bundle), Parameter("instruction", value=INSTRUCTION),
-        Parameter("control_rate_hz", value=10.0), Parameter("camera_timeout_s", value=8.0)]))
+        Parameter("control_rate_hz", value=10.0), Parameter("camera_timeout_s", value=8.0),
+        *(Parameter(k, value=v) for k, v in policy_params.items())]))
     return probe
 
 
@@ -83,3 +84,13 @@ def test_mismatched_bundle_is_refused_before_the_arm_moves(graph, twin, bundle_d
     assert not probe.history.get(ACTION_TOPIC) and not probe.history.get(EXECUTED_ACTION_TOPIC)
     first, last = parse_pose(poses[0][1]), parse_pose(poses[-1][1])
     assert np.linalg.norm(last[:3] - first[:3]) < 1e-3
+
+
+def test_stale_camera_images_stop_the_policy_from_commanding(graph, twin, bundle_dir, loaded_machine_limits) -> None:
+    # Any frame is "too old" with a zero age budget: the node must wait (and say why), never act.
+    probe = start_stack(graph, twin, str(bundle_dir), 128, loaded_machine_limits, max_observation_age_s=0.0)
+    stalled = wait_until(
+        lambda: next((s for s in statuses(probe) if "camera stalled" in s.get("detail", "")), None), 20,
+        "the policy to report stale images")
+    assert stalled["state"] == "waiting"
+    assert not probe.history.get(ACTION_TOPIC) and not probe.history.get(EXECUTED_ACTION_TOPIC)
