@@ -28,7 +28,7 @@ def test_deploy_sim_runs_a_twin_protocol_end_to_end(tmp_path: Path, bundle_dir: 
     protocol = tmp_path / "protocol.yaml"
     protocol.write_text(
         f"name: cli_test\npolicies: {{sft: '{bundle_dir}', rl: missing/bundle}}\n"
-        "episodes_per_condition: 1\nepisode_time_s: 3.0\nlabel: twin\n"
+        "episodes_per_condition: 1\nepisode_time_s: 8.0\nlabel: twin\n"
         "conditions:\n  - {name: distractors, category: semantics, twin: {num_distractors: 1}}\n"
     )
     limits = tmp_path / "limits.yaml"  # see loaded_machine_limits in conftest.py
