@@ -7,7 +7,7 @@
 set -euo pipefail
 trainer="${1:-}"
 if [[ $# -lt 2 || "${2:-}" == -h || "${2:-}" == --help ]]; then
-  echo "usage: $(basename "$0") <config.yaml> [key=value ...]   (e.g. launch/configs/${trainer:-ppo}_maniskill.yaml)" >&2
+  echo "usage: $(basename "$0") <config.yaml> [key=value ...]   (configs: launch/configs/${trainer:-ppo}_*.yaml)" >&2
   exit 2
 fi
 config="$2"; shift 2
