@@ -135,7 +135,9 @@ def stage_twin(cfg: DemoConfig, out: Path, bundles: dict[str, Path]) -> Path:
     protocol["episodes_per_condition"] = cfg.episodes_per_condition
     protocol["seed"] = cfg.seed
     eval_dir = out / "twin_eval"
-    eval_dir.mkdir(parents=True, exist_ok=True)
+    if eval_dir.exists():  # a re-run starts a fresh store; the earlier attempt is kept beside it
+        eval_dir.rename(out / f"twin_eval.previous-{time.strftime('%Y%m%d-%H%M%S')}")
+    eval_dir.mkdir(parents=True)
     protocol_file = eval_dir / "protocol.yaml"
     protocol_file.write_text(yaml.safe_dump(protocol, sort_keys=False))
     env = dict(os.environ)
