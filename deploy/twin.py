@@ -23,6 +23,13 @@ Threading: franky-sim steps MuJoCo at 1 kHz in its own thread. The twin never to
 post-step callback inside the simulation thread, and rendering works on a copy of the state
 taken there (``snapshot``), outside the 1 kHz loop.
 
+The GIL: that 1 kHz loop is Python, so it shares the interpreter lock with every other thread of
+the process (ROS executors, renderers, the policy). With Python's default 5 ms switch interval a
+busy process makes each of the loop's many lock re-acquisitions wait up to a full interval, and
+ticks stall for hundreds of ms; libfranka drops the connection after 1 s without a state
+("UDP receive: Timeout"). While a twin runs, the process switch interval is lowered to
+:data:`TWIN_SWITCH_INTERVAL_S` (restored when the last twin closes).
+
 Several twins can run at once (other tests, other users): each binds the first free loopback
 address of ``hostname_candidates`` (ports 1337/1338 on that address) and frees it on close.
 """
@@ -33,6 +40,7 @@ import contextlib
 import logging
 import math
 import os
+import sys
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -67,6 +75,24 @@ _TABLE_HALF = (0.45, 0.6, 0.46)  # top at z = 0, front edge 0.165 m ahead of the
 _TABLECLOTH_HALF = (0.30, 0.42, 0.0008)
 _PARK_Y = 2.0  # unused items wait on the floor far to the side, out of view
 _MIN_SEPARATION = 0.13
+#: GIL switch interval while a twin runs (Python's default is 5 ms; see the module docstring).
+TWIN_SWITCH_INTERVAL_S = 0.0005
+_switch_users: list[float] = []  # switch intervals to restore, one per running twin
+_switch_lock = threading.Lock()
+
+
+def _hold_short_switch_interval() -> None:
+    with _switch_lock:
+        _switch_users.append(sys.getswitchinterval())
+        sys.setswitchinterval(min(TWIN_SWITCH_INTERVAL_S, sys.getswitchinterval()))
+
+
+def _release_short_switch_interval() -> None:
+    with _switch_lock:
+        if _switch_users:
+            previous = _switch_users.pop()
+            if not _switch_users:
+                sys.setswitchinterval(previous)
 
 
 def _task_region_to_base(region: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
@@ -181,6 +207,7 @@ class TwinSim:
         self._snap_ready = threading.Event()
         self._snap_qpos: np.ndarray | None = None
         self._snap_time = 0.0
+        self._holds_switch_interval = False
         self._render_data: Any = None
         self._renderers: dict[tuple[int, int, int], Any] = {}
         self._render_lock = threading.Lock()
@@ -237,6 +264,8 @@ class TwinSim:
         self.reset(seed=self.seed, wait=False)
         self._apply_edits(model, sim.data)
         mujoco.mj_forward(model, sim.data)
+        _hold_short_switch_interval()
+        self._holds_switch_interval = True
         server.run_async(self.realtime)
         log.info("twin running on %s", self.hostname)
 
@@ -260,6 +289,9 @@ class TwinSim:
         if self._sim is not None and not self._sim.is_cleaned_up:
             self._sim.cleanup()
         self._sim = None
+        if self._holds_switch_interval:
+            self._holds_switch_interval = False
+            _release_short_switch_interval()
 
     # --- scene ----------------------------------------------------------------------------
 
