@@ -492,6 +492,11 @@ class FrankyRobot(Robot):
             if self._fault:
                 raise RobotFault(f"robot is in a fault state ({self._fault}); call recover() before homing")
             self._halt()
+        # Start from rest: franky's planner rejects a start state moving faster than the scaled
+        # limits (Ruckig "error code -101"), e.g. right after a policy's last Cartesian step.
+        self._wait_until_at_rest(timeout_s=3.0)
+        with self._lock:
+            self._require()
             try:
                 self._robot.move(franky.JointMotion(target), asynchronous=True)
                 self._motion_active = True
@@ -545,6 +550,17 @@ class FrankyRobot(Robot):
                         "watchdog: no command for %.2f s, stopping the arm", self.config.watchdog_timeout_s
                     )
                     self._halt()
+
+    def _wait_until_at_rest(self, timeout_s: float, tol_rad_s: float = 1e-2) -> bool:
+        """Poll the joint velocities (lock released in between) until the arm is still or ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            with self._lock:
+                if self._robot is None or self._arm_at_rest(tol_rad_s):
+                    return True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
 
     def _arm_at_rest(self, tol_rad_s: float = 1e-3) -> bool:
         try:

@@ -53,12 +53,17 @@ class Graph:
         self.executor = MultiThreadedExecutor(num_threads=6, context=context)
         self.nodes: list[Node] = []
         self._stop = threading.Event()
+        # Held while the executor waits: nodes are removed and destroyed between waits, never during
+        # one (destroying a node the wait set holds raises InvalidHandle in the spin thread).
+        self._spin_lock = threading.Lock()
         self._thread = threading.Thread(target=self._spin, daemon=True)
         self._thread.start()
 
     def _spin(self) -> None:
         while not self._stop.is_set() and self.context.ok():
-            self.executor.spin_once(timeout_sec=0.05)
+            with self._spin_lock:
+                self.executor.spin_once(timeout_sec=0.05)
+            time.sleep(0)  # let remove() take the lock
 
     def add(self, node: Node) -> Any:
         self.nodes.append(node)
@@ -66,12 +71,14 @@ class Graph:
         return node
 
     def remove(self, node: Node) -> None:
-        self.executor.remove_node(node)
+        with self._spin_lock:
+            self.executor.remove_node(node)
         self.nodes.remove(node)
         close = getattr(node, "close", None)
         if close is not None:
             close()
-        node.destroy_node()
+        with self._spin_lock:
+            node.destroy_node()
 
     def close(self) -> None:
         for node in reversed(list(self.nodes)):

@@ -47,7 +47,8 @@ def test_deploy_sim_runs_a_twin_protocol_end_to_end(tmp_path: Path, bundle_dir: 
     # Results: blinded ids only for the operator, revealed in the files; every episode in the store.
     ev = tmp_path / "eval"
     rows = [json.loads(line) for line in (ev / "episodes.jsonl").read_text().splitlines()]
-    assert sorted(r["policy"] for r in rows) == ["rl", "sft"] and all(r["steps"] > 0 for r in rows)
+    assert sorted(r["policy"] for r in rows) == ["rl", "sft"]
+    assert all(r["steps"] > 0 for r in rows), f"{rows}\n{out.stderr[-4000:]}"
     blinding = json.loads((ev / "blinding.json").read_text())
     assert sorted(blinding) == ["A", "B"] and all(blinding[r["blind_id"]] == r["policy"] for r in rows)
     assert not any(f"policy={name}" in out.stderr for name in ("sft", "rl"))  # the operator's view is blinded

@@ -2,7 +2,9 @@
 
 For every trial of the randomized, blinded schedule (:mod:`simbridge_ros.protocol`):
 
-1. reset: the arm goes home (``/franka/home``); in the twin the condition's scene changes
+1. reset: the arm goes home (``/franka/home``; in the twin a robot fault is recovered with
+   ``/franka/recover`` and homing retried, on the robot a failed homing stops the protocol for
+   the operator); in the twin the condition's scene changes
    (``twin:`` fields of the condition: light, tablecloth, distractors, ...) are applied and the
    objects laid out anew (``/twin/reset``, whose layout also gives the instruction); on the robot
    the operator is shown the condition's setup (prompt mode waits for Enter);
@@ -21,6 +23,7 @@ The operator only ever sees blinded ids (A, B, ...). Results go to ``<log_dir>/e
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -35,7 +38,14 @@ from rclpy.node import Node
 from std_msgs.msg import Bool, String
 from std_srvs.srv import SetBool, Trigger
 
-from simbridge_ros.common import EVAL_STATUS_TOPIC, LATCHED, TWIN_SUCCESS_TOPIC, expand, json_msg
+from simbridge_ros.common import (
+    EVAL_STATUS_TOPIC,
+    FRANKA_STATUS_TOPIC,
+    LATCHED,
+    TWIN_SUCCESS_TOPIC,
+    expand,
+    json_msg,
+)
 from simbridge_ros.protocol import ProtocolConfig, Trial, load_protocol, make_schedule
 
 
@@ -88,6 +98,7 @@ class OrchestratorNode(Node):
         group = ReentrantCallbackGroup()  # service calls are awaited from the worker thread
         self.clients_ = {
             "home": self.create_client(Trigger, "/franka/home", callback_group=group),
+            "recover": self.create_client(Trigger, "/franka/recover", callback_group=group),
             "release": self.create_client(Trigger, "/franka/release_commander", callback_group=group),
             "twin_reset": self.create_client(Trigger, "/twin/reset", callback_group=group),
             "twin_params": self.create_client(SetParameters, "/twin/set_parameters", callback_group=group),
@@ -99,6 +110,8 @@ class OrchestratorNode(Node):
             "log_label": self.create_client(SetBool, "/logger/label", callback_group=group),
         }
         self.create_subscription(Bool, TWIN_SUCCESS_TOPIC, self._on_twin_success, LATCHED, callback_group=group)
+        self.robot_fault = ""  # the franka node's fault text; a fault during a trial is recorded with it
+        self.create_subscription(String, FRANKA_STATUS_TOPIC, self._on_franka_status, LATCHED, callback_group=group)
         self.pub_status = self.create_publisher(String, EVAL_STATUS_TOPIC, LATCHED)
         self.create_service(Trigger, "~/end_episode", self._on_end_episode, callback_group=group)
         self.create_service(SetBool, "~/label", self._on_label, callback_group=group)
@@ -167,8 +180,7 @@ class OrchestratorNode(Node):
         twin = self.label_mode == "twin"
         log = self.get_logger()
         self._trigger("release")
-        log.info("homing the arm")
-        self._trigger("home", required=False)
+        self._home_arm()
         instruction = trial.instruction
         if twin:  # the condition becomes the twin's scene; the layout says what to ask for
             log.info(f"twin scene for {trial.condition.name}: {trial.condition.twin or 'base'}")
@@ -189,12 +201,14 @@ class OrchestratorNode(Node):
         self._trigger("log_start")
         log.info(f"episode running (up to {self.protocol.episode_time_s:g} s)")
         self.twin_success = False
+        fault_during_trial = ""
         self._end_episode.clear()
         self._set_params("policy_params", enabled=True)
         t0 = time.monotonic()
         while time.monotonic() - t0 < self.protocol.episode_time_s and not self._end_episode.is_set():
             if twin and self.twin_success:
                 break
+            fault_during_trial = fault_during_trial or self.robot_fault
             time.sleep(0.05)
         duration = time.monotonic() - t0
         self._set_params("policy_params", enabled=False)
@@ -211,7 +225,25 @@ class OrchestratorNode(Node):
             "category": trial.condition.category, "seed": trial.seed, "episode": trial.index,
             "success": success, "steps": info["steps"], "instruction": instruction,
             "duration_s": round(duration, 2), "store_episode": info["episode"],
+            "robot_fault": fault_during_trial or self.robot_fault,
         }
+
+    def _home_arm(self, attempts: int = 3) -> None:
+        """Home the arm before a trial. A faulted twin is recovered and homing retried; on the robot a
+        failed homing stops the protocol: a person checks the arm before it moves again."""
+        log = self.get_logger()
+        for attempt in range(1, attempts + 1):
+            log.info("homing the arm")
+            response = self._trigger("home", required=False)
+            if response.success or "has no home()" in response.message:
+                return
+            if "e-stop" in response.message or self.label_mode != "twin" or attempt == attempts:
+                raise EvalError(
+                    f"homing failed: {response.message}. Fix: check the arm, release the e-stop / call "
+                    f"/franka/recover, then run the protocol again (finished trials are kept in {self.log_dir})"
+                )
+            log.warning(f"homing failed ({response.message}); recovering the twin and retrying")
+            self._trigger("recover")
 
     def _decide_success(self, trial: Trial) -> bool:
         if self.label_mode == "twin":
@@ -245,6 +277,10 @@ class OrchestratorNode(Node):
             indent=1))
 
     # --- callbacks -------------------------------------------------------------------------------
+    def _on_franka_status(self, msg: String) -> None:
+        with contextlib.suppress(ValueError):  # a malformed status leaves the last known fault
+            self.robot_fault = str(json.loads(msg.data).get("fault") or "")
+
     def _on_twin_success(self, msg: Bool) -> None:
         self.twin_success = self.twin_success or bool(msg.data)
 

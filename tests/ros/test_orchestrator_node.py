@@ -1,0 +1,89 @@
+"""Orchestrator resilience: a robot fault at reset is recovered in the twin and stops the protocol on hardware.
+
+franky-sim raises no reflexes, so the fault is franky's own ControlException injected at the franky
+boundary (FaultInjector) on the homing motion; everything else is the real stack over loopback DDS.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from rclpy.parameter import Parameter
+
+from simbridge.data.config import load_config
+from simbridge.deploy.cli_deploy import build_nodes
+from simbridge.deploy.robot import FaultInjector, FrankyRobot, FrankyRobotConfig
+from simbridge.deploy.safety import SafetyLimits
+
+from .conftest import wait_until
+
+pytestmark = [pytest.mark.ros, pytest.mark.robot, pytest.mark.integration]
+
+REPO = Path(__file__).resolve().parents[2]
+PARAMS = REPO / "launch" / "sim.yaml"
+
+
+def start_stack(graph, tmp_path: Path, bundle_dir: Path, limits: str, label: str):
+    """twin + franka (through a FaultInjector) + policy + logger + orchestrator (not yet started)."""
+    import franky
+    from simbridge_ros.franka import FrankaNode, drop_inherited_realtime
+    from simbridge_ros.orchestrator import OrchestratorNode
+    from simbridge_ros.protocol import load_protocol
+
+    overrides = {"policy": {"bundle": str(bundle_dir / "latest"), "max_observation_age_s": 2.0, "enabled": False},
+                 "logger": {"store": str(tmp_path / "episodes.zarr")}}
+    twin, policy, logger = build_nodes(PARAMS, ["twin", "policy", "logger"], overrides, context=graph.context)
+    graph.add(twin)
+    faults = FaultInjector()
+    robot = FrankyRobot(FrankyRobotConfig(host=twin.hostname, sim=True, safety=load_config(SafetyLimits, limits)),
+                        robot_factory=faults.robot_factory(), gripper_factory=faults.gripper_factory())
+    robot.connect()
+    drop_inherited_realtime()
+    graph.add(FrankaNode(robot, context=graph.context, parameter_overrides=[Parameter("sim", value=True)]))
+    graph.add(policy)
+    graph.add(logger)
+    protocol_file = tmp_path / "protocol.yaml"
+    protocol_file.write_text(
+        f"name: fault_test\npolicies: {{sft: '{bundle_dir / 'latest'}'}}\nepisodes_per_condition: 1\n"
+        f"episode_time_s: 3.0\nlabel: {label}\nconditions:\n  - {{name: base, category: train}}\n"
+    )
+    orchestrator = OrchestratorNode(load_protocol(protocol_file), context=graph.context, parameter_overrides=[
+        Parameter("log_dir", value=str(tmp_path / "eval")), Parameter("autostart", value=False)])
+    # The first motion the arm is asked for is the homing before trial 1: it ends in a reflex.
+    faults.inject("move", franky.ControlException("motion aborted by reflex! ['joint_position_limits_violation']"))
+    return robot, graph.add(orchestrator)
+
+
+def close_robot(graph, robot) -> None:
+    from simbridge_ros.franka import FrankaNode
+
+    for node in [n for n in graph.nodes if isinstance(n, FrankaNode)]:
+        graph.remove(node)
+    robot.disconnect()
+
+
+def test_twin_fault_at_reset_is_recovered_and_the_trial_runs(graph, tmp_path, bundle_dir, loaded_machine_limits):
+    robot, orchestrator = start_stack(graph, tmp_path, bundle_dir, loaded_machine_limits, label="twin")
+    try:
+        orchestrator.start()
+        wait_until(orchestrator.done.is_set, 90, "the protocol to finish")
+        assert orchestrator.error == ""
+        rows = [json.loads(line) for line in (tmp_path / "eval" / "episodes.jsonl").read_text().splitlines()]
+        assert len(rows) == 1 and rows[0]["steps"] > 0 and rows[0]["robot_fault"] == ""
+    finally:
+        close_robot(graph, robot)
+
+
+def test_hardware_fault_at_reset_stops_the_protocol_for_the_operator(graph, tmp_path, bundle_dir,
+                                                                      loaded_machine_limits):
+    robot, orchestrator = start_stack(graph, tmp_path, bundle_dir, loaded_machine_limits, label="service")
+    try:
+        orchestrator.start()
+        wait_until(orchestrator.done.is_set, 60, "the protocol to stop")
+        assert "homing failed" in orchestrator.error and "/franka/recover" in orchestrator.error
+        assert "ControlException" in orchestrator.error  # the robot's own reason reaches the operator
+        assert not (tmp_path / "eval" / "episodes.jsonl").exists()  # no trial ran on a faulted arm
+    finally:
+        close_robot(graph, robot)
