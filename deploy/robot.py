@@ -171,6 +171,11 @@ def describe_franky_error(exc: BaseException) -> str:
     return f"{kind}: {exc} ({hints.get(kind, 'unexpected franky error; see the message, then recover()')})"
 
 
+def _is_planner_rejection(exc: BaseException) -> bool:
+    """franky's trajectory planner refused a motion before it started (Ruckig error codes)."""
+    return type(exc) is RuntimeError and "Motion planner failed" in str(exc)
+
+
 class FrankyRobot(Robot):
     """A Franka FR3/Panda (or franky-sim twin) driven through franky, behind the safety filter.
 
@@ -208,6 +213,7 @@ class FrankyRobot(Robot):
         self._watchdog: threading.Thread | None = None
         self._watchdog_stop = threading.Event()
         self.watchdog_trips = 0
+        self.planner_rejections = 0
         self.num_sent = 0
         self.last_result: SafetyResult | None = None
 
@@ -274,12 +280,12 @@ class FrankyRobot(Robot):
             try:
                 self._halt()
             finally:
-                # franky closes the connection when its objects are released.
-                for obj in (self._robot, self._gripper):
-                    if isinstance(obj, _FaultyProxy):
-                        obj._release()
-                self._robot = None
+                # franky closes the connection when its objects are released. The gripper goes first,
+                # after its running action (if any): waiting on the future of a destroyed Gripper crashes.
                 self._release_gripper()
+                if isinstance(self._robot, _FaultyProxy):
+                    self._robot._release()
+                self._robot = None
         # franky disconnects when its objects are destroyed. The driver keeps them only in
         # attributes (never in locals a traceback could hold), and cycles are collected now:
         # franky-sim serves one client at a time, and a lingering connection blocks the next one.
@@ -319,6 +325,7 @@ class FrankyRobot(Robot):
             "fault": self._fault,
             "motion_active": self._motion_active,
             "watchdog_trips": self.watchdog_trips,
+            "planner_rejections": self.planner_rejections,
             "num_sent": self.num_sent,
             "safety_filtered": self.safety.num_filtered,
             "safety_clipped": self.safety.num_clipped,
@@ -374,10 +381,24 @@ class FrankyRobot(Robot):
                 self._motion_active = True
                 self._command_gripper(float(result.action[6]))
             except Exception as exc:
+                if _is_planner_rejection(exc) and not self._robot_has_errors():
+                    # franky could not plan this step (e.g. from the arm's current velocity): the robot
+                    # itself is fine. Like a safety rejection: stop, send nothing, take the next command.
+                    log.warning("franky rejected the motion (%s); the arm is stopped", exc)
+                    self.planner_rejections += 1
+                    self._motion_active = True
+                    self._halt()
+                    return np.zeros(7, np.float32)
                 self._on_fault(exc)
                 raise RobotFault(f"robot {self.config.host}: {describe_franky_error(exc)}") from exc
             self.num_sent += 1
             return result.action
+
+    def _robot_has_errors(self) -> bool:
+        try:
+            return bool(self._robot.has_errors)
+        except Exception:  # cannot tell: treat as an error (fail closed)
+            return True
 
     def _command_gripper(self, command: float) -> None:
         cfg = self.config
@@ -414,6 +435,8 @@ class FrankyRobot(Robot):
         if self._gripper is not None and fut is not None and not fut.wait(timeout_s):
             log.warning("gripper action still running after %.1f s; keeping its connection alive", timeout_s)
             _LEAKED.append(self._gripper)
+        elif isinstance(self._gripper, _FaultyProxy):
+            self._gripper._release()
         self._gripper = None
 
     def _halt(self) -> None:
@@ -481,7 +504,8 @@ class FrankyRobot(Robot):
             self._motion_active = False
         log.info("recovered from errors on %s", self.config.host)
 
-    def home(self, joints: tuple[float, ...] | None = None, timeout_s: float = 30.0) -> None:
+    def home(self, joints: tuple[float, ...] | None = None, timeout_s: float = 30.0,
+             gripper_timeout_s: float = 10.0) -> None:
         """Move (blocking) to ``joints`` (default ``config.home_joints``) and open the gripper."""
         franky = _franky()
         target = [float(v) for v in (joints or self.config.home_joints)]
@@ -524,12 +548,19 @@ class FrankyRobot(Robot):
             self._motion_active = False
             self._gripper_want = "open"
         if self._gripper is not None:
-            deadline = time.monotonic() + timeout_s
-            while self._gripper_state != "open" or not self._gripper_future.wait(0.05):
+            deadline = time.monotonic() + gripper_timeout_s
+            while True:
                 with self._lock:
                     self._service_gripper()
+                    state, future = self._gripper_state, self._gripper_future
+                if state == "open" and (future is None or future.wait(0.05)):
+                    break
                 if time.monotonic() > deadline:
-                    raise RobotError(f"the gripper did not open within {timeout_s} s")
+                    raise RobotError(
+                        f"the gripper did not open within {gripper_timeout_s} s (its previous action is still "
+                        f"running): check the hand in Desk, then home again"
+                    )
+                time.sleep(0.01)
 
     # --- watchdog -------------------------------------------------------------------------
 

@@ -166,6 +166,7 @@ class BundlePolicy:
         *,
         verify: bool = True,
         intra_op_threads: int | None = None,
+        allow_spinning: bool = False,
     ) -> None:
         import onnxruntime as ort
 
@@ -183,6 +184,9 @@ class BundlePolicy:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if intra_op_threads:
             opts.intra_op_num_threads = int(intra_op_threads)
+        # ORT's worker threads otherwise spin after every run: on a robot PC that also captures
+        # cameras and runs the control loop (or the twin), that steals the CPU the 10 Hz loop needs.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if allow_spinning else "0")
         self.providers = select_providers(providers)
         cache = (
             Path(os.environ.get("SIMBRIDGE_CACHE", Path.home() / ".cache" / "simbridge"))

@@ -75,6 +75,10 @@ _TABLE_HALF = (0.45, 0.6, 0.46)  # top at z = 0, front edge 0.165 m ahead of the
 _TABLECLOTH_HALF = (0.30, 0.42, 0.0008)
 _PARK_Y = 2.0  # unused items wait on the floor far to the side, out of view
 _MIN_SEPARATION = 0.13
+#: Simulated seconds per wall second. One 1 kHz tick of franky-sim costs ~1.3 ms of Python on a
+#: small machine: at full speed the loop takes a whole core and the GIL, and the ROS nodes, renderer
+#: and policy sharing the process fall seconds behind (stale commands). At half speed it leaves room.
+DEFAULT_SIM_SPEED = 0.5
 #: GIL switch interval while a twin runs (Python's default is 5 ms; see the module docstring).
 TWIN_SWITCH_INTERVAL_S = 0.0005
 _switch_users: list[float] = []  # switch intervals to restore, one per running twin
@@ -180,6 +184,8 @@ class TwinSim:
 
     ``hostname_candidates``: addresses to try for the robot server (default 127.0.0.1 then
     127.0.0.2 ... 127.0.0.63, so several twins can coexist). ``camera_size`` is (height, width).
+    ``sim_speed``: simulated seconds per wall second (see :data:`DEFAULT_SIM_SPEED`; 1.0 on a
+    machine with cores to spare).
     """
 
     def __init__(
@@ -188,14 +194,16 @@ class TwinSim:
         seed: int | None = 0,
         camera_size: tuple[int, int] = (128, 128),
         hostname_candidates: list[str] | None = None,
-        realtime: bool | float = True,
+        sim_speed: float = DEFAULT_SIM_SPEED,
         bind_timeout_s: float = 30.0,
     ) -> None:
         self.scene = scene or TwinScene()
         self.seed = seed
         self.camera_size = (int(camera_size[0]), int(camera_size[1]))
         self.hostname_candidates = hostname_candidates or [f"127.0.0.{i}" for i in range(1, 64)]
-        self.realtime = realtime
+        if not 0 < sim_speed <= 1:
+            raise ValueError(f"sim_speed: simulated seconds per wall second in (0, 1], got {sim_speed}")
+        self.sim_speed = float(sim_speed)
         self.bind_timeout_s = bind_timeout_s
         self.layout: TwinLayout | None = None
         self._sim: Any = None
@@ -266,7 +274,7 @@ class TwinSim:
         mujoco.mj_forward(model, sim.data)
         _hold_short_switch_interval()
         self._holds_switch_interval = True
-        server.run_async(self.realtime)
+        server.run_async(1.0 / self.sim_speed)  # franky-sim's pacing: wall ms per simulated ms
         log.info("twin running on %s", self.hostname)
 
     @staticmethod

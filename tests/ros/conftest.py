@@ -176,7 +176,9 @@ MICRO_MODEL = dict(
 def bundle_dir(tmp_path_factory) -> Path:
     """A real exported ONNX bundle (untrained micro OpenVLA-OFT, scene camera 128x128, chunks of 4).
 
-    Its actions are small but non-zero (action statistics of +-2 cm steps), enough to move the arm."""
+    Its actions are small but non-zero (action statistics of +-2 cm steps), enough to move the arm. Its
+    gripper stays open: an untrained policy toggles a gripper every step, and each franky-sim gripper
+    action blocks the simulator (the gripper path has its own tests in tests/deploy/test_robot.py)."""
     from simbridge.data.spec import CameraSpec, ObservationSpec, PolicyContract
     from simbridge.deploy.export import ExportOptions, export_checkpoint
     from simbridge.training.checkpoint import save_checkpoint
@@ -184,7 +186,10 @@ def bundle_dir(tmp_path_factory) -> Path:
 
     root = tmp_path_factory.mktemp("bundle")
     rng = np.random.default_rng(0)
-    actions = np.concatenate([rng.normal(0.01, 0.01, (400, 6)), rng.choice([-1.0, 1.0], (400, 1))], axis=1)
+    # Translation steps of ~1 cm; rotations near zero: an untrained policy that keeps turning the
+    # wrist drives a joint to its limit within an episode, from where franky cannot plan the homing.
+    actions = np.concatenate([rng.normal(0.01, 0.01, (400, 3)), rng.normal(0.0, 0.001, (400, 3)),
+                              np.ones((400, 1))], axis=1)
     stats = ActionStats.from_actions(actions, rng.normal(0.3, 0.1, (400, 8)))
     contract = PolicyContract(observation=ObservationSpec((CameraSpec("scene", 128, 128),)), chunk_size=4)
     policy = build_policy("openvla-oft", "tiny", contract=contract, action_stats=stats, seed=0, **MICRO_MODEL)

@@ -126,6 +126,8 @@ class OrchestratorNode(Node):
     def _call(self, key: str, request: Any) -> Any:
         client = self.clients_[key]
         timeout = float(self.get_parameter("service_timeout_s").value)
+        if key == "home":  # a blocking motion: settling (3 s), the arm (30 s) and the gripper (10 s)
+            timeout += 45.0
         if not client.wait_for_service(timeout_sec=timeout):
             raise EvalError(f"service {client.srv_name} is not available after {timeout:.0f} s; is that node running?")
         event = threading.Event()

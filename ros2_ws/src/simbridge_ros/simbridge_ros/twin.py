@@ -39,7 +39,8 @@ def make_twin(node: Node) -> Any:
 
     p = node.get_parameter
     scene = load_config(TwinScene, p("scene_file").value) if p("scene_file").value else None
-    twin = TwinSim(scene=scene, seed=int(p("seed").value), camera_size=(int(p("height").value), int(p("width").value)))
+    twin = TwinSim(scene=scene, seed=int(p("seed").value), camera_size=(int(p("height").value), int(p("width").value)),
+                   sim_speed=float(p("sim_speed").value))
     twin.start()
     return twin
 
@@ -47,6 +48,7 @@ def make_twin(node: Node) -> Any:
 class TwinNode(Node):
     def __init__(self, twin: Any | None = None, *, name: str = "twin", **node_kwargs) -> None:
         super().__init__(name, **node_kwargs)
+        self.declare_parameter("sim_speed", 0.5)  # simulated s per wall s (1.0 with cores to spare)
         self.declare_parameter("scene_file", "")  # TwinScene YAML (colours, region, light); "" = the task's
         self.declare_parameter("seed", 0)
         self.declare_parameter("width", 128)
