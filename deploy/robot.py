@@ -621,17 +621,19 @@ class FaultInjector:
         self.calls: list[str] = []
         self._lock = threading.Lock()
 
-    def inject(self, method: str, exc: BaseException, times: int = 1) -> None:
+    def inject(self, method: str, exc: BaseException, times: int = 1, robot_error: bool = True) -> None:
+        """``robot_error=False`` for failures that leave the robot fine (franky's planner refusing a
+        motion before it starts): ``has_errors`` stays False."""
         with self._lock:
-            self._pending.setdefault(method, []).extend([exc] * times)
+            self._pending.setdefault(method, []).extend([(exc, robot_error)] * times)
 
     def _check(self, name: str) -> None:
         with self._lock:
             self.calls.append(name)
             queue = self._pending.get(name)
-            exc = queue.pop(0) if queue else None
+            exc, robot_error = queue.pop(0) if queue else (None, False)
         if exc is not None:
-            self.errored = True
+            self.errored = self.errored or robot_error
             raise exc
         if self.errored and name == "move":
             franky = _franky()

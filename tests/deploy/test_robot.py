@@ -173,6 +173,27 @@ def test_reflex_during_motion_stops_reports_and_recovers(twin):
         assert settle(twin, robot, 0.5)[0] - x0 > 0.02  # moving again
 
 
+def test_planner_refusing_a_step_stops_the_arm_without_a_fault(twin):
+    faults = FaultInjector()
+    with make_robot(twin, faults) as robot:
+        robot.home()
+        robot.send_action(np.array([0.02, 0, 0, 0, 0, 0, 1.0]))
+        # franky's planner (Ruckig) can refuse a start state; the robot itself reports no error.
+        faults.inject("move", RuntimeError("Motion planner failed with error code -101"), robot_error=False)
+        n_stop = faults.calls.count("stop")
+        sent = robot.send_action(np.array([0.02, 0, 0, 0, 0, 0, 1.0]))
+        assert not sent.any() and faults.calls.count("stop") > n_stop  # nothing sent, the arm stopped
+        status = robot.status()
+        assert status["fault"] == "" and status["planner_rejections"] == 1
+        x0 = settle(twin, robot)[0]
+        robot.send_action(np.array([0.03, 0, 0, 0, 0, 0, 1.0]))  # the next command is executed
+        assert settle(twin, robot, 0.5)[0] - x0 > 0.01
+        # The same exception from a robot that *is* in error is a fault, as before.
+        faults.inject("move", RuntimeError("Motion planner failed with error code -101"))
+        with pytest.raises(RobotFault, match="Motion planner failed"):
+            robot.send_action(np.array([0.02, 0, 0, 0, 0, 0, 1.0]))
+
+
 def test_communication_loss_and_failed_recovery_are_reported(twin):
     faults = FaultInjector()
     with make_robot(twin, faults) as robot:
