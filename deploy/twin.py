@@ -81,22 +81,23 @@ _MIN_SEPARATION = 0.13
 DEFAULT_SIM_SPEED = 0.5
 #: GIL switch interval while a twin runs (Python's default is 5 ms; see the module docstring).
 TWIN_SWITCH_INTERVAL_S = 0.0005
-_switch_users: list[float] = []  # switch intervals to restore, one per running twin
+_switch = {"twins": 0, "saved": 0.0}  # running twins, and the interval to restore after the last
 _switch_lock = threading.Lock()
 
 
 def _hold_short_switch_interval() -> None:
     with _switch_lock:
-        _switch_users.append(sys.getswitchinterval())
-        sys.setswitchinterval(min(TWIN_SWITCH_INTERVAL_S, sys.getswitchinterval()))
+        if _switch["twins"] == 0:
+            _switch["saved"] = sys.getswitchinterval()
+            sys.setswitchinterval(min(TWIN_SWITCH_INTERVAL_S, _switch["saved"]))
+        _switch["twins"] += 1
 
 
 def _release_short_switch_interval() -> None:
     with _switch_lock:
-        if _switch_users:
-            previous = _switch_users.pop()
-            if not _switch_users:
-                sys.setswitchinterval(previous)
+        _switch["twins"] -= 1
+        if _switch["twins"] == 0:
+            sys.setswitchinterval(_switch["saved"])
 
 
 def _task_region_to_base(region: tuple[float, float, float, float]) -> tuple[float, float, float, float]:

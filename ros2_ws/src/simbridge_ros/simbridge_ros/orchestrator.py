@@ -123,11 +123,9 @@ class OrchestratorNode(Node):
         self._worker.start()
 
     # --- plumbing --------------------------------------------------------------------------------
-    def _call(self, key: str, request: Any) -> Any:
+    def _call(self, key: str, request: Any, extra_timeout_s: float = 0.0) -> Any:
         client = self.clients_[key]
-        timeout = float(self.get_parameter("service_timeout_s").value)
-        if key == "home":  # a blocking motion: settling (3 s), the arm (30 s) and the gripper (10 s)
-            timeout += 45.0
+        timeout = float(self.get_parameter("service_timeout_s").value) + extra_timeout_s
         if not client.wait_for_service(timeout_sec=timeout):
             raise EvalError(f"service {client.srv_name} is not available after {timeout:.0f} s; is that node running?")
         event = threading.Event()
@@ -137,8 +135,8 @@ class OrchestratorNode(Node):
             raise EvalError(f"service {client.srv_name} did not answer within {timeout:.0f} s")
         return future.result()
 
-    def _trigger(self, key: str, required: bool = True) -> Trigger.Response:
-        response = self._call(key, Trigger.Request())
+    def _trigger(self, key: str, required: bool = True, extra_timeout_s: float = 0.0) -> Trigger.Response:
+        response = self._call(key, Trigger.Request(), extra_timeout_s)
         if required and not response.success:
             raise EvalError(f"{self.clients_[key].srv_name} refused: {response.message}")
         return response
@@ -236,7 +234,8 @@ class OrchestratorNode(Node):
         log = self.get_logger()
         for attempt in range(1, attempts + 1):
             log.info("homing the arm")
-            response = self._trigger("home", required=False)
+            # A blocking motion: settling (3 s), the arm (30 s) and the gripper (10 s).
+            response = self._trigger("home", required=False, extra_timeout_s=45.0)
             if response.success or "has no home()" in response.message:
                 return
             if "e-stop" in response.message or self.label_mode != "twin" or attempt == attempts:
