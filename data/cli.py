@@ -31,6 +31,7 @@ class Verb:
 
 VERBS: dict[str, Verb] = {
     "train": Verb("simbridge.training.cli_train", "train a policy in simulation: sft | ppo | grpo", 4),
+    "demos": Verb("simbridge.training.cli_demos", "record scripted-expert demonstrations in simulation (for SFT)", 4),
     "eval": Verb("simbridge.training.cli_eval", "evaluate a policy (checkpoint, bundle or expert) on a suite", 3),
     "export": Verb("simbridge.deploy.cli_export", "export a checkpoint to a verified ONNX policy bundle", 6),
     "deploy": Verb("simbridge.deploy.cli_deploy", "run the policy on the robot or its simulated twin (ROS 2 nodes)", 7),

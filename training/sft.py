@@ -196,7 +196,7 @@ def load_demos(
         if not str(path) or str(path) == "." or not path.exists():
             raise ConfigError(
                 f"data.store {str(path)!r} does not exist; record demos first "
-                "(python -m simbridge.training.envs.demos or simbridge collect) and pass data.store=<path.zarr>"
+                "(simbridge demos --episodes 100 --out <path.zarr>, or simbridge collect) and pass data.store=<path.zarr>"
             )
     try:
         ds = EpisodeDataset(paths, chunk_size=1, cameras=cameras or None, successful_only=only_successful,

@@ -19,7 +19,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 def test_help_lists_every_verb():
     out = run_cli("--help")
     assert out.returncode == 0
-    for verb in ("train", "eval", "export", "deploy", "collect", "calibrate", "data", "report"):
+    for verb in ("train", "demos", "eval", "export", "deploy", "collect", "calibrate", "data", "report"):
         assert f"  {verb}" in out.stdout
 
 
@@ -59,6 +59,7 @@ def test_every_registered_verb_has_help_or_reports_unbuilt(capsys):
         ["train", "sft", "--no-such-flag"],
         ["export", "--no-such-flag"],
         ["eval", "--episodes", "many"],
+        ["demos", "--episodes", "2"],  # --out is required
         ["report"],
     ],
 )

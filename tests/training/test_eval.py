@@ -183,3 +183,25 @@ def test_a_saved_checkpoint_is_evaluated_through_the_loader(env, tmp_path):
     finally:
         env.max_episode_steps = 80
     assert summary["policy"].startswith("checkpoint:") and summary["splits"]["train"]["mean_steps"] == 8
+
+
+def test_cli_demos_writes_and_appends_expert_episodes(tmp_path, capsys):
+    from simbridge.data.store import EpisodeStore
+
+    store = tmp_path / "demos.zarr"
+    common = ["--out", str(store), "--obs-mode", "state", "--camera-size", "32", "--no-progress"]
+    assert simbridge(["demos", "--episodes", "1", "--seed", "0", *common]) == 0
+    assert "wrote 1 episode(s)" in capsys.readouterr().out
+    assert simbridge(["demos", "--episodes", "1", "--seed", "5", *common]) == 0  # appends
+    demos = EpisodeStore(store)
+    assert len(demos) == 2
+    assert [demos.meta(i).seed for i in range(2)] == [0, 5]
+    assert all(demos.meta(i).success and demos.meta(i).split == "train" for i in range(2))
+    assert demos.episode(1)["image_scene"].shape[1:] == (32, 32, 3)
+
+
+def test_cli_demos_bad_input(tmp_path, capsys):
+    assert simbridge(["demos", "--episodes", "2", "--split", "nope", "--out", str(tmp_path / "x.zarr")]) == 2
+    assert "unknown split 'nope'" in capsys.readouterr().err
+    assert simbridge(["demos", "--episodes", "0", "--out", str(tmp_path / "x.zarr")]) == 2
+    assert not (tmp_path / "x.zarr").exists()
