@@ -130,10 +130,16 @@ def load_policy_source(spec: str, kind: str | None = None, **options: Any) -> Po
 
 
 def run_episode(env: Any, policy: Policy, seed: int, frames: list | None = None) -> dict:
-    """One episode; chunks are executed open-loop (all K actions, then re-plan)."""
+    """One episode; chunks are executed open-loop (all K actions, then re-plan).
+
+    Besides success it records ``grasped``: whether the target object was ever held (None when
+    the task does not report grasps), the partial progress that tells a policy that never
+    reaches the object from one that grasps but misplaces it.
+    """
     obs, info = env.reset(seed=seed)
     policy.reset()
     done, steps, success = False, 0, False
+    grasped = False if "is_grasped" in info else None
     t0 = time.perf_counter()
     if frames is not None:
         frames.append(_frame(obs))
@@ -145,11 +151,14 @@ def run_episode(env: Any, policy: Policy, seed: int, frames: list | None = None)
             if frames is not None:
                 frames.append(_frame(obs))
             success = bool(info["success"])
+            if grasped is not None:
+                grasped = grasped or bool(info.get("is_grasped", False))
             done = terminated or truncated
             if done:
                 break
     return {
         "success": success,
+        "grasped": grasped,
         "steps": steps,
         "instruction": info["instruction"],
         "seconds": round(time.perf_counter() - t0, 3),
@@ -184,12 +193,14 @@ def _summarize(records: list[dict], policy_name: str, meta: dict) -> dict:
     def block(rows: list[dict]) -> dict:
         n, k = len(rows), sum(r["success"] for r in rows)
         lo, hi = wilson_interval(k, n)
+        grasps = [r["grasped"] for r in rows if r.get("grasped") is not None]
         return {
             "episodes": n,
             "successes": k,
             "success_rate": k / n if n else float("nan"),
             "ci95_low": lo,
             "ci95_high": hi,
+            "grasp_rate": sum(grasps) / len(grasps) if grasps else None,
             "mean_steps": float(np.mean([r["steps"] for r in rows])) if rows else float("nan"),
         }
 
@@ -247,17 +258,16 @@ def plot_summary(summary: dict, path: Path) -> Path:
 
 def format_table(summary: dict) -> str:
     """The summary as a plain-text table (also printed by ``simbridge eval``)."""
-    lines = [f"{'split':32s} {'category':10s} {'success':>8s}  {'95% CI':>15s}  {'n':>4s}"]
-    for name, r in summary["splits"].items():
-        lines.append(
-            f"{name:32s} {r['category']:10s} {100 * r['success_rate']:7.1f}%  "
-            f"[{100 * r['ci95_low']:5.1f}, {100 * r['ci95_high']:5.1f}]  {r['episodes']:4d}"
+    def row(name: str, category: str, r: dict) -> str:
+        grasp = "" if r.get("grasp_rate") is None else f"{100 * r['grasp_rate']:6.1f}%"
+        return (
+            f"{name:32s} {category:10s} {100 * r['success_rate']:7.1f}%  "
+            f"[{100 * r['ci95_low']:5.1f}, {100 * r['ci95_high']:5.1f}]  {r['episodes']:4d}  {grasp:>7s}"
         )
-    for name, r in summary["categories"].items():
-        lines.append(
-            f"{'(all ' + name + ')':32s} {'':10s} {100 * r['success_rate']:7.1f}%  "
-            f"[{100 * r['ci95_low']:5.1f}, {100 * r['ci95_high']:5.1f}]  {r['episodes']:4d}"
-        )
+
+    lines = [f"{'split':32s} {'category':10s} {'success':>8s}  {'95% CI':>15s}  {'n':>4s}  {'grasped':>7s}"]
+    lines += [row(name, r["category"], r) for name, r in summary["splits"].items()]
+    lines += [row(f"(all {name})", "", r) for name, r in summary["categories"].items()]
     return "\n".join(lines)
 
 

@@ -19,7 +19,7 @@ from simbridge.training.evaluation import (
     wilson_interval,
 )
 
-EPISODE_KEYS = {"policy", "split", "category", "seed", "episode", "success", "steps", "instruction"}
+EPISODE_KEYS = {"policy", "split", "category", "seed", "episode", "success", "grasped", "steps", "instruction"}
 
 
 @pytest.fixture(scope="module")
@@ -68,12 +68,30 @@ def test_evaluate_writes_episodes_and_summary(env, tmp_path):
     assert len(rows) == 4 and all(set(r) >= EPISODE_KEYS for r in rows)
     assert [r["seed"] for r in rows] == [3, 4, 3, 4] and rows[2]["category"] == "execution"
     assert all(r["success"] for r in rows) and all(0 < r["steps"] <= 80 for r in rows)
+    assert all(r["grasped"] is True for r in rows) and summary["overall"]["grasp_rate"] == 1.0
     on_disk = json.loads((tmp_path / "summary.json").read_text())
     assert on_disk["splits"]["train"]["success_rate"] == 1.0 == summary["overall"]["success_rate"]
     assert on_disk["splits"]["train"]["ci95_low"] == pytest.approx(wilson_interval(2, 2)[0])
     assert set(on_disk["categories"]) == {"train", "execution"}
     assert (tmp_path / "summary.png").stat().st_size > 5000
     assert "execution_moved_object" in format_table(summary)
+
+
+def test_a_policy_that_never_grasps_scores_no_grasps(env):
+    class StandStill:
+        contract = PolicyContract(chunk_size=8)
+
+        def reset(self):
+            pass
+
+        def predict(self, obs):
+            return np.zeros((8, 7), np.float32) + np.array([0, 0, 0, 0, 0, 0, 1], np.float32)  # open gripper
+
+    summary = evaluate(lambda _env: StandStill(), splits=["train"], episodes=1, env=env, progress=False,
+                       policy_name="still")  # fmt: skip
+    split = summary["splits"]["train"]
+    assert split["success_rate"] == 0.0 and split["grasp_rate"] == 0.0
+    assert "0.0%" in format_table(summary).splitlines()[1].split()[-1]
 
 
 def test_same_seeds_give_the_same_episodes(env, tmp_path):
