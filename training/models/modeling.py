@@ -187,9 +187,7 @@ class VLAPolicy(PreTrainedModel):
         b, n, h, w, _ = x.shape
         x = x.permute(0, 1, 4, 2, 3).reshape(b * n, 3, h, w).float().div_(255.0)
         size = self.config.image_size
-        if (h, w) != (size, size):
-            x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-        return x.reshape(b, n, 3, size, size).to(self.device)
+        return resize_images(x, size).reshape(b, n, 3, size, size).to(self.device)
 
     def prepare_text(self, instructions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         if self.tokenizer is None:
@@ -434,6 +432,17 @@ def check_policy_dir(path: Path) -> None:
             f"{path} is incomplete: model.safetensors (the weights) is missing; "
             "use another checkpoint or re-save with save_pretrained()"
         )
+
+
+def resize_images(x: torch.Tensor, size: int) -> torch.Tensor:
+    """(N, 3, H, W) float -> (N, 3, size, size): the one resize of the policy's input images.
+
+    SFT resizes its demonstrations with it too, so training sees the pixels the policy sees at run
+    time (the exported graph does the same bilinear, antialiased resize).
+    """
+    if tuple(x.shape[-2:]) == (size, size):
+        return x
+    return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
 
 
 def _merge_patches(x: torch.Tensor, m: int) -> torch.Tensor:
