@@ -38,6 +38,7 @@ from simbridge.training.models import (
     VLAPolicy,
     build_policy,
 )
+from simbridge.training.models.modeling import resize_images
 
 # --- configuration ------------------------------------------------------------------------
 
@@ -124,12 +125,18 @@ class SFTConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     eval: SFTEvalConfig = field(default_factory=SFTEvalConfig)
     l1_weight: float = 1.0
+    #: Std (in bins) of Gaussian soft targets for the token cross-entropy; 0 = one-hot targets.
+    bin_sigma: float = 0.0
     log_every: int = 10
     val_every: int = 200
     checkpoint_every: int = 500
     #: "" = fresh run; "auto" = continue the newest run of this name; or a run directory.
     resume: str = ""
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.bin_sigma < 0:
+            raise ValueError("bin_sigma: 0 (one-hot targets) or a positive width in bins, e.g. 1.5")
 
 
 # --- demonstrations -----------------------------------------------------------------------
@@ -168,11 +175,11 @@ class Demos:
 
 
 def _resize(frames: np.ndarray, size: int) -> np.ndarray:
+    """uint8 (N, H, W, 3) -> (N, size, size, 3) with the policy's own resize (see resize_images)."""
     if frames.shape[1:3] == (size, size):
         return frames
-    import cv2
-
-    return np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA) for f in frames])
+    x = resize_images(torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float(), size)
+    return x.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
 
 
 def load_demos(
@@ -293,12 +300,37 @@ def make_batch(
     return batch, target
 
 
-def sft_loss(policy: VLAPolicy, batch: dict[str, torch.Tensor], target: torch.Tensor, l1_weight: float = 1.0):
-    """Token cross-entropy (+ L1 of the regression head); returns (loss, metrics)."""
+def soft_bin_targets(policy: VLAPolicy, target: torch.Tensor, sigma_bins: float) -> torch.Tensor:
+    """(B, T) normalized targets -> (B, T, bins) Gaussian weights over the bins around each target.
+
+    Cross-entropy against these (HL-Gauss: Imani & White 2018, Farebrother et al. 2024) tells the
+    model that neighbouring bins are nearly right, which one-hot targets over 256 unrelated
+    classes do not: it learns the bins' order from the data instead of bin by bin.
+    """
+    values = policy.bin_values(torch.arange(policy.config.num_action_bins, device=target.device))
+    width = float((values[-1] - values[0]) / (len(values) - 1))
+    z = (target.unsqueeze(-1) - values) / (sigma_bins * width)
+    weights = torch.exp(-0.5 * z * z)
+    return weights / weights.sum(-1, keepdim=True)
+
+
+def sft_loss(
+    policy: VLAPolicy,
+    batch: dict[str, torch.Tensor],
+    target: torch.Tensor,
+    l1_weight: float = 1.0,
+    bin_sigma: float = 0.0,
+):
+    """Token cross-entropy (one-hot, or Gaussian soft targets with ``bin_sigma`` > 0) + L1 of the
+    regression head; returns (loss, metrics)."""
     tokens = policy.tokens_from_normalized(target)
     out = policy.forward(**batch, tokens=tokens)
     logits = out.action_logits
-    ce = F.cross_entropy(logits.flatten(0, 1), tokens.flatten())
+    if bin_sigma > 0:
+        soft = soft_bin_targets(policy, target, bin_sigma)
+        ce = -(soft * F.log_softmax(logits, dim=-1)).sum(-1).mean()
+    else:
+        ce = F.cross_entropy(logits.flatten(0, 1), tokens.flatten())
     loss = ce
     with torch.no_grad():
         pred = logits.argmax(-1)
@@ -377,7 +409,7 @@ def evaluate_loss(policy: VLAPolicy, demos: Demos, cfg: SFTConfig, max_rows: int
         for start in range(0, len(rows), cfg.optim.batch_size):
             part = rows[start : start + cfg.optim.batch_size]
             batch, target = make_batch(policy, demos, part)
-            _, m = sft_loss(policy, batch, target, cfg.l1_weight)
+            _, m = sft_loss(policy, batch, target, cfg.l1_weight, cfg.bin_sigma)
             for k, v in m.items():
                 totals[k] = totals.get(k, 0.0) + v * len(part)
     return {f"val/{k}": v / len(rows) for k, v in totals.items()}
@@ -440,7 +472,7 @@ def train_sft(cfg: SFTConfig, demos: Demos | None = None) -> Path:
             lr = _lr_at(step, cfg.optim)
             for group in optim.param_groups:
                 group["lr"] = lr
-            loss, metrics = sft_loss(policy, batch, target, cfg.l1_weight)
+            loss, metrics = sft_loss(policy, batch, target, cfg.l1_weight, cfg.bin_sigma)
             optim.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)

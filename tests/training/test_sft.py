@@ -21,6 +21,7 @@ from simbridge.training.sft import (
     load_demos,
     make_batch,
     sft_loss,
+    soft_bin_targets,
     split_episodes,
     train_sft,
 )
@@ -78,6 +79,21 @@ def test_load_demos_filters_and_chunks(store):
         load_demos(store, 32, cameras=["wrist"])
 
 
+def test_training_images_are_resized_as_the_policy_resizes_them_at_run_time(tmp_path):
+    """SFT trains on the pixels the deployed policy sees (one resize, not cv2 in one place and
+    torch in the other)."""
+    store = write_demo_store(tmp_path / "big.zarr", episodes=2, steps=3, size=128, fail_last=False)
+    demos = load_demos(store, image_size=64)
+    policy = build_for_demos(load_config(SFTConfig), demos)
+    from simbridge.data.store import EpisodeStore
+
+    raw = EpisodeStore(store).episode(0)["image_scene"]  # (3, 128, 128, 3)
+    at_run_time = policy.prepare_images(raw[:, None])  # float in [0, 1], (3, 1, 3, 64, 64)
+    at_training = policy.prepare_images(demos.images[:3])  # already 64 px: no second resize
+    assert demos.images.shape[1:] == (1, 64, 64, 3)
+    assert (at_training - at_run_time).abs().max() <= 0.5 / 255 + 1e-6  # uint8 rounding only
+
+
 def test_split_episodes_is_disjoint_and_covers_all():
     train, val = split_episodes(10, 0.2, seed=0)
     assert len(val) == 2 and set(train) | set(val) == set(range(10)) and not set(train) & set(val)
@@ -110,6 +126,44 @@ def test_tiny_model_overfits_a_small_batch(store, family, regression):
     out = policy.act(batch, deterministic=True)
     tokens = torch.floor((target + 1) * 128).clamp(0, 255).long()
     assert (out.tokens == tokens).float().mean() > 0.7, (out.tokens == tokens).float().mean()
+
+
+def test_soft_bin_targets_are_gaussians_around_the_target_bin(store):
+    demos = load_demos(store, image_size=64)
+    policy = build_for_demos(load_config(SFTConfig), demos)
+    rows = np.arange(0, len(demos), 6)[:8]
+    batch, target = make_batch(policy, demos, rows)
+    soft = soft_bin_targets(policy, target, sigma_bins=2.0)
+    assert soft.shape == (*target.shape, 256)
+    torch.testing.assert_close(soft.sum(-1), torch.ones(target.shape))
+    # The peak is the target's bin (or its neighbour, for a target on a bin edge such as 0.0).
+    assert ((soft.argmax(-1) - policy.tokens_from_normalized(target)).abs() <= 1).all()
+    # About 2 bins wide: the neighbours two bins away keep exp(-1/2) of the peak (within half a bin).
+    peak = soft.max(-1).values
+    assert ((soft > peak[..., None] * 0.2).sum(-1) <= 9).all()
+    # A very narrow Gaussian is the one-hot cross-entropy.
+    with torch.no_grad():
+        hard, _ = sft_loss(policy, batch, target)
+        narrow, _ = sft_loss(policy, batch, target, bin_sigma=0.05)
+    torch.testing.assert_close(narrow, hard, atol=0.05, rtol=0.02)
+
+
+def test_soft_targets_still_learn_the_demonstrated_bins(store):
+    demos = load_demos(store, image_size=64)
+    torch.manual_seed(0)
+    policy = build_for_demos(load_config(SFTConfig), demos)
+    policy.train()
+    batch, target = make_batch(policy, demos, np.arange(0, len(demos), 6)[:8])
+    optim = torch.optim.AdamW(policy.parameters(), lr=1e-3)
+    l1 = []
+    for _ in range(60):
+        loss, metrics = sft_loss(policy, batch, target, bin_sigma=0.5)
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+        l1.append(metrics["action_l1_norm"])
+    assert l1[-1] < l1[0] / 4, l1[::10]
+    assert metrics["token_accuracy"] > 0.5, metrics
 
 
 def test_augmentation_changes_images_but_keeps_range():
@@ -155,6 +209,8 @@ def test_sft_config_errors():
         load_config(SFTConfig, overrides=["model.preset=huge"])
     with pytest.raises(ConfigError, match="regression"):
         load_config(SFTConfig, overrides=["model.family=openvla", "model.use_regression_head=true"])
+    with pytest.raises(ConfigError, match="bin_sigma"):
+        load_config(SFTConfig, overrides=["bin_sigma=-1"])
     with pytest.raises(ConfigError, match="resume"):
         train_sft(load_config(SFTConfig, overrides=["resume=/nonexistent/run"]))
 
