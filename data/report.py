@@ -225,15 +225,22 @@ def plot(report: Report, path: Path) -> Path:
         lo = np.array([r.rates[policy].low if policy in r.rates else np.nan for r in rows])
         hi = np.array([r.rates[policy].high if policy in r.rates else np.nan for r in rows])
         err = np.nan_to_num(np.vstack([vals - lo, hi - vals]))
-        ax.bar(x + (i - (len(report.policies) - 1) / 2) * width, 100 * vals, width, yerr=100 * err,
-               capsize=2, label=policy)
+        pos = x + (i - (len(report.policies) - 1) / 2) * width
+        ax.bar(pos, 100 * vals, width, yerr=100 * err, capsize=2, label=policy)
+        # k/n above every interval: a 0% bar is invisible, and n says how much the interval means.
+        for px, r in zip(pos, rows, strict=True):
+            if policy in r.rates:
+                rate = r.rates[policy]
+                ax.text(px, 100 * rate.high + 1.5, f"{rate.successes}/{rate.trials}", ha="center",
+                        va="bottom", fontsize=6)
     for j, r in enumerate(rows):
         if j and rows[j - 1].category != r.category:
             ax.axvline(j - 0.5, color="grey", lw=0.8, ls="--")
     ax.set_xticks(x, labels, rotation=45, ha="right", fontsize=8)
     ax.set_ylabel("success rate (%)")
-    ax.set_ylim(0, 105)
-    ax.set_title("Success per condition (Wilson 95% intervals)")
+    ax.set_ylim(0, 112)
+    ax.set_yticks(range(0, 101, 20))
+    ax.set_title("Success per condition (Wilson 95% intervals; successes/episodes above each bar)")
     ax.legend()
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
