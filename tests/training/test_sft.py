@@ -58,6 +58,19 @@ def write_demo_store(path, episodes: int = 6, steps: int = 10, size: int = 64, f
     return path
 
 
+def fit_small_batch(policy, batch, target, steps: int = 60, **loss_options) -> list[dict]:
+    """Adam steps on one fixed batch; the metrics of every step."""
+    optim = torch.optim.AdamW(policy.parameters(), lr=1e-3)
+    history = []
+    for _ in range(steps):
+        loss, metrics = sft_loss(policy, batch, target, **loss_options)
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+        history.append(metrics)
+    return history
+
+
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     return write_demo_store(tmp_path_factory.mktemp("demos") / "demos.zarr")
@@ -111,14 +124,8 @@ def test_tiny_model_overfits_a_small_batch(store, family, regression):
     policy.train()
     rows = np.arange(0, len(demos), 6)[:8]
     batch, target = make_batch(policy, demos, rows)
-    optim = torch.optim.AdamW(policy.parameters(), lr=1e-3)
-    losses = []
-    for _ in range(60):
-        loss, metrics = sft_loss(policy, batch, target)
-        optim.zero_grad()
-        loss.backward()
-        optim.step()
-        losses.append(metrics["ce"])
+    history = fit_small_batch(policy, batch, target)
+    losses, metrics = [m["ce"] for m in history], history[-1]
     assert losses[-1] < losses[0] / 10, losses[::10]
     assert metrics["token_accuracy"] > 0.75, metrics
     policy.eval()
@@ -154,14 +161,8 @@ def test_soft_targets_still_learn_the_demonstrated_bins(store):
     policy = build_for_demos(load_config(SFTConfig), demos)
     policy.train()
     batch, target = make_batch(policy, demos, np.arange(0, len(demos), 6)[:8])
-    optim = torch.optim.AdamW(policy.parameters(), lr=1e-3)
-    l1 = []
-    for _ in range(60):
-        loss, metrics = sft_loss(policy, batch, target, bin_sigma=0.5)
-        optim.zero_grad()
-        loss.backward()
-        optim.step()
-        l1.append(metrics["action_l1_norm"])
+    history = fit_small_batch(policy, batch, target, bin_sigma=0.5)
+    l1, metrics = [m["action_l1_norm"] for m in history], history[-1]
     assert l1[-1] < l1[0] / 4, l1[::10]
     assert metrics["token_accuracy"] > 0.5, metrics
 
