@@ -13,6 +13,7 @@
 #   5. each of the three checkpoints on every split (train + vision / semantics / execution),
 #      EPISODES held-out seeds per split starting at EVAL_SEED           -> eval/{sft,ppo,grpo}/
 #   6. the comparison (Wilson 95% intervals, Fisher exact p vs SFT)      -> report/report.{md,png,json}
+#      and the partial progress (episodes that grasped the object)       -> report/progress.md
 # and study.json: the sizes, the commit, the machine and the minutes of every stage.
 # Sizes (environment variables, defaults in brackets): DEMOS [100], SFT_STEPS [2000], PPO_ITERS [20],
 # GRPO_ITERS [10], EPISODES per split [5], EVAL_SEED [10000], SUITE [all], WRIST [1: scene + wrist camera].
@@ -36,9 +37,22 @@ EVAL_SEED="${EVAL_SEED:-10000}"   # demos use seeds 0..; evaluation never sees a
 SUITE="${SUITE:-all}"
 SEED="${SEED:-0}"
 WRIST="${WRIST:-1}"               # 1: scene + wrist camera (grasping needs the close view), 0: scene only
+mkdir -p "$out"
+# A study keeps the sizes (and the commit) it started with: continuing it never mixes two settings.
+if [[ -f "$out/study.env" ]]; then
+  # shellcheck disable=SC1091
+  source "$out/study.env"
+  echo "[mini] continuing $out with its recorded sizes ($out/study.env)"
+else
+  commit="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+  [[ -z "$(git status --porcelain --untracked-files=no 2>/dev/null)" ]] || commit="$commit+dirty"
+  printf '%s\n' "DEMOS=$DEMOS" "SFT_STEPS=$SFT_STEPS" "PPO_ITERS=$PPO_ITERS" "GRPO_ITERS=$GRPO_ITERS" \
+    "EPISODES=$EPISODES" "EVAL_SEED=$EVAL_SEED" "SUITE=$SUITE" "SEED=$SEED" "WRIST=$WRIST" \
+    "STUDY_COMMIT=$commit" > "$out/study.env"
+  STUDY_COMMIT="$commit"
+fi
 wrist_demo=(); wrist_env=()
 if [[ "$WRIST" == 1 ]]; then wrist_demo=(--wrist-camera); wrist_env=(env.wrist_camera=true); fi
-mkdir -p "$out"
 echo "mini study -> $out (DEMOS=$DEMOS SFT_STEPS=$SFT_STEPS PPO_ITERS=$PPO_ITERS GRPO_ITERS=$GRPO_ITERS" \
      "EPISODES=$EPISODES per split, suite $SUITE, WRIST=$WRIST)"
 
@@ -73,14 +87,12 @@ done
 stage report sb report "SFT=$out/eval/sft" "PPO=$out/eval/ppo" "GRPO=$out/eval/grpo" --baseline SFT \
   -o "$out/report"
 
-"$py" - "$out" "$DEMOS" "$SFT_STEPS" "$PPO_ITERS" "$GRPO_ITERS" "$EPISODES" "$EVAL_SEED" "$SUITE" "$WRIST" <<'PY'
-import json, os, platform, subprocess, sys
+"$py" - "$out" "$DEMOS" "$SFT_STEPS" "$PPO_ITERS" "$GRPO_ITERS" "$EPISODES" "$EVAL_SEED" "$SUITE" "$WRIST" \
+  "$STUDY_COMMIT" <<'PY'
+import json, os, platform, sys
 from pathlib import Path
 
-out, demos, sft_steps, ppo_iters, grpo_iters, episodes, eval_seed, suite, wrist = sys.argv[1:]
-commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                            text=True).stdout.strip())
+out, demos, sft_steps, ppo_iters, grpo_iters, episodes, eval_seed, suite, wrist, commit = sys.argv[1:]
 minutes = {}
 for line in Path(out, "timings.txt").read_text().splitlines():
     name, _, seconds = line.rpartition(" ")
@@ -88,12 +100,25 @@ for line in Path(out, "timings.txt").read_text().splitlines():
 study = {
     "command": f"DEMOS={demos} SFT_STEPS={sft_steps} PPO_ITERS={ppo_iters} GRPO_ITERS={grpo_iters} "
                f"EPISODES={episodes} EVAL_SEED={eval_seed} SUITE={suite} WRIST={wrist} launch/reproduce_mini.sh {out}",
-    "commit": commit + ("+dirty" if dirty else ""),
+    "commit": commit,
     "machine": {"cpu_cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
                 "processor": platform.processor() or platform.machine()},
     "minutes": minutes,
     "report": str(Path(out, "report", "report.md")),
 }
+# Partial progress next to success: how often each policy got the object into its gripper.
+table = ["| split | category | " + " | ".join(f"{p} success | {p} grasped" for p in ("SFT", "PPO", "GRPO")) + " |",
+         "|---|---|" + "---|---|" * 3]
+summaries = {p: json.loads(Path(out, "eval", p.lower(), "summary.json").read_text()) for p in ("SFT", "PPO", "GRPO")}
+for split, row in summaries["SFT"]["splits"].items():
+    cells = []
+    for p in ("SFT", "PPO", "GRPO"):
+        r = summaries[p]["splits"][split]
+        g = r.get("grasp_rate")
+        cells += [f"{r['successes']}/{r['episodes']}", "n/a" if g is None else f"{round(g * r['episodes'])}/{r['episodes']}"]
+    table.append(f"| {split} | {row['category']} | " + " | ".join(cells) + " |")
+Path(out, "report", "progress.md").write_text("\n".join(table) + "\n")
+study["progress_table"] = str(Path(out, "report", "progress.md"))
 Path(out, "study.json").write_text(json.dumps(study, indent=2))
 print(json.dumps(study, indent=2))
 PY
