@@ -70,6 +70,7 @@ stage() {  # stage <name> <command...>: run unless it finished before (marker), 
 }
 latest_run() { ls -d "$out/$1"/*/ 2>/dev/null | tail -n 1; }
 
+[[ -e "$out/.stages/demos.done" ]] || rm -rf "$out/demos.zarr"  # a partial store of an interrupted run
 stage demos sb demos --episodes "$DEMOS" --split train --seed "$SEED" --out "$out/demos.zarr" "${wrist_demo[@]}"
 stage sft sb train sft --config launch/configs/sft_tiny.yaml "data.store=$out/demos.zarr" \
   "run_root=$out" name=sft "seed=$SEED" "optim.steps=$SFT_STEPS" eval.enabled=false
