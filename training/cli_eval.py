@@ -4,6 +4,8 @@
     simbridge eval --policy runs/ppo/<stamp>/checkpoints/iter_000100 --suite ood --episodes 20 --video
     simbridge eval --policy exports/latest --suite vision --episodes 10 --out runs/eval/bundle
     simbridge eval --config launch/configs/eval_all.yaml episodes=5
+    simbridge eval --policy <checkpoint> --suite train --execute-steps 1   # re-plan every step
+    simbridge eval --policy <checkpoint> --suite train --chunking ensemble  # ACT temporal ensembling
     simbridge eval --list                      # splits and suites
 
 ``--policy`` is ``expert``, a checkpoint directory or a bundle directory. ``--suite`` is a suite
@@ -17,9 +19,11 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import field
 from pathlib import Path
 
 from simbridge.data.config import ConfigError, config, load_config
+from simbridge.deploy.chunking import ChunkingConfig
 
 
 @config
@@ -36,6 +40,8 @@ class EvalConfig:
     wrist_camera: bool = False
     max_episode_steps: int = 80
     out: str = ""
+    #: How action chunks are executed, as on the robot (simbridge.deploy.chunking).
+    chunking: ChunkingConfig = field(default_factory=ChunkingConfig)
 
     def __post_init__(self) -> None:
         if self.episodes < 1:
@@ -83,6 +89,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-steps", dest="max_episode_steps", type=int, help="episode step limit (default 80)"
     )
+    parser.add_argument(
+        "--chunking", choices=("receding", "ensemble"),
+        help="how chunks are executed: receding (default) or ensemble (ACT temporal ensembling)",
+    )
+    parser.add_argument(
+        "--execute-steps", type=int,
+        help="receding: actions executed per prediction (default 0 = the whole chunk)",
+    )
     parser.add_argument("--out", help="output directory (default runs/eval/<policy>/<stamp>)")
     parser.add_argument("--config", help="an eval YAML (launch/configs/eval_*.yaml); flags override it")
     parser.add_argument("--list", action="store_true", help="list splits and suites and exit")
@@ -107,6 +121,10 @@ def run(args: argparse.Namespace) -> int:
     overrides = list(args.overrides) + [
         f"{k}={getattr(args, k)}" for k in _FLAGS if getattr(args, k, None) is not None
     ]
+    if getattr(args, "chunking", None) is not None:
+        overrides.append(f"chunking.mode={args.chunking}")
+    if getattr(args, "execute_steps", None) is not None:
+        overrides.append(f"chunking.execute_steps={args.execute_steps}")
     cfg = (
         load_config(EvalConfig, args.config, overrides=overrides)
         if args.config
@@ -141,6 +159,7 @@ def run(args: argparse.Namespace) -> int:
             max_episode_steps=cfg.max_episode_steps,
             video_episodes=cfg.video_episodes,
             progress=args.progress,
+            chunking=cfg.chunking,
         )
     except EnvUnavailable as exc:
         print(f"simbridge eval: simulator unavailable: {exc}", file=sys.stderr)

@@ -6,8 +6,9 @@
 
 For every split of the suite, episode ``i`` uses seed ``seed + i``, so two policies evaluated
 with the same arguments see exactly the same scenes. A policy returns a chunk of K actions per
-call; all K are executed open-loop before the policy is asked again (stopping when the episode
-ends). Outputs in ``run_dir``:
+call; they are executed as on the robot, by :mod:`simbridge.deploy.chunking` (``chunking``: by
+default all K open-loop before the policy is asked again; or the first ``execute_steps`` of each
+chunk; or ACT's temporal ensembling). Outputs in ``run_dir``:
 
 * ``episodes.jsonl`` — one line per episode: policy, split, category, seed, episode, success,
   steps, instruction (and task, wall time);
@@ -34,6 +35,7 @@ import numpy as np
 from tqdm import tqdm
 
 from simbridge.data.spec import Observation, Policy, PolicyContract
+from simbridge.deploy.chunking import ChunkExecutor, ChunkingConfig, RecedingHorizon, from_config
 
 
 def wilson_interval(successes: int, trials: int, z: float = 1.959963984540054) -> tuple[float, float]:
@@ -129,40 +131,51 @@ def load_policy_source(spec: str, kind: str | None = None, **options: Any) -> Po
 # --- running episodes --------------------------------------------------------------------
 
 
-def run_episode(env: Any, policy: Policy, seed: int, frames: list | None = None) -> dict:
-    """One episode; chunks are executed open-loop (all K actions, then re-plan).
+def run_episode(
+    env: Any, policy: Policy, seed: int, frames: list | None = None, chunker: ChunkExecutor | None = None
+) -> dict:
+    """One episode; ``chunker`` turns the policy's chunks into one action per step (default: all
+    K actions open-loop, then re-plan).
 
     Besides success it records ``grasped``: whether the target object was ever held (None when
     the task does not report grasps), the partial progress that tells a policy that never
     reaches the object from one that grasps but misplaces it.
     """
+    chunker = chunker or RecedingHorizon(_chunk_size(policy, env))
     obs, info = env.reset(seed=seed)
     policy.reset()
+    chunker.reset()
     done, steps, success = False, 0, False
     grasped = False if "is_grasped" in info else None
     t0 = time.perf_counter()
     if frames is not None:
         frames.append(_frame(obs))
     while not done:
-        chunk = np.asarray(policy.predict(obs), np.float32).reshape(-1, 7)
-        for action in chunk:
-            obs, _, terminated, truncated, info = env.step(action)
-            steps += 1
-            if frames is not None:
-                frames.append(_frame(obs))
-            success = bool(info["success"])
-            if grasped is not None:
-                grasped = grasped or bool(info.get("is_grasped", False))
-            done = terminated or truncated
-            if done:
-                break
+        obs, _, terminated, truncated, info = env.step(chunker.act(policy, obs))
+        steps += 1
+        if frames is not None:
+            frames.append(_frame(obs))
+        success = bool(info["success"])
+        if grasped is not None:
+            grasped = grasped or bool(info.get("is_grasped", False))
+        done = terminated or truncated
     return {
         "success": success,
         "grasped": grasped,
         "steps": steps,
+        "predictions": chunker.num_predictions,
         "instruction": info["instruction"],
         "seconds": round(time.perf_counter() - t0, 3),
     }
+
+
+def _chunk_size(policy: Any, env: Any) -> int:
+    """Actions per prediction: the policy's contract, else the environment's (the expert: 1)."""
+    for owner in (policy, env):
+        contract = getattr(owner, "contract", None)
+        if isinstance(contract, PolicyContract):
+            return contract.chunk_size
+    return 1
 
 
 def _frame(obs: Observation) -> np.ndarray:
@@ -289,6 +302,7 @@ def evaluate(
     video_episodes: int = 2,
     policy_name: str | None = None,
     progress: bool = True,
+    chunking: ChunkingConfig | None = None,
 ) -> dict:
     """Evaluate a policy on every split of ``suite`` (or the explicit ``splits``); see module docstring.
 
@@ -336,6 +350,9 @@ def evaluate(
             max_episode_steps=max_episode_steps,
         )
     policy = source.make(env)
+    chunking = chunking or ChunkingConfig()
+    chunk_size = source.contract.chunk_size if source.contract is not None else _chunk_size(policy, env)
+    chunker = from_config(chunking, chunk_size)
     records: list[dict] = []
     episodes_file = open(out / "episodes.jsonl", "w") if out is not None else None  # noqa: SIM115 - closed below
     bar = tqdm(total=episodes * len(split_names), desc=f"eval {name}", disable=not progress, unit="ep")
@@ -346,7 +363,7 @@ def evaluate(
             successes = 0
             for i in range(episodes):
                 frames: list | None = [] if (video and i < video_episodes) else None
-                result = run_episode(env, policy, seed + i, frames)
+                result = run_episode(env, policy, seed + i, frames, chunker)
                 record = {
                     "policy": name,
                     "task": task,
@@ -383,6 +400,9 @@ def evaluate(
             "episodes_per_split": episodes,
             "seed": seed,
             "obs_mode": obs_mode,
+            "chunking": {"mode": chunking.mode, "chunk_size": chunk_size,
+                         "execute_steps": getattr(chunker, "execute_steps", None),
+                         "ensemble_decay": chunking.ensemble_decay if chunking.mode == "ensemble" else None},
             "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
         },
     )
