@@ -186,3 +186,28 @@ def test_cli_resolves_launch_configs_for_both_algorithms(capsys):
             assert cfg["algorithm"]["clip_high"] in (None, 0.28) and cfg["reward"]["dense_coef"] == 0.0
     rc = main(["train", "ppo", "--config", str(repo / "launch/configs/ppo_toy.yaml"), "env.pipeline_stage_num=3"])
     assert rc == 2 and "pipeline_stage_num" in capsys.readouterr().err
+
+
+def test_a_warm_start_renders_the_cameras_its_checkpoint_was_trained_on(tmp_path):
+    from simbridge.data.config import ConfigError
+    from simbridge.data.spec import CameraSpec, ObservationSpec, PolicyContract
+    from simbridge.training.checkpoint import save_checkpoint
+    from simbridge.training.models import build_policy
+    from simbridge.training.rl.config import EnvConfig, PolicyConfig
+    from simbridge.training.rl.factories import env_for_warm_start
+
+    def checkpoint(*cams: str, size: int = 96):
+        contract = PolicyContract(
+            observation=ObservationSpec(cameras=tuple(CameraSpec(c, size, size) for c in cams)), chunk_size=4
+        )
+        return save_checkpoint(build_policy("openvla-oft", "tiny", contract=contract), tmp_path / "_".join(cams), 1)
+
+    env = EnvConfig()  # scene only, 128 px
+    matched = env_for_warm_start(env, PolicyConfig(init_checkpoint=str(checkpoint("scene", "wrist"))))
+    assert matched.wrist_camera and tuple(matched.camera_size) == (96, 96)
+    assert matched.task == env.task and matched.envs_per_worker == env.envs_per_worker
+    assert env_for_warm_start(env, PolicyConfig()) is env  # a fresh policy: the config decides
+    with pytest.raises(ConfigError, match="agentview"):
+        env_for_warm_start(env, PolicyConfig(init_checkpoint=str(checkpoint("agentview"))))
+    with pytest.raises(ConfigError, match=r"init_checkpoint.*does not exist"):
+        env_for_warm_start(env, PolicyConfig(init_checkpoint=str(tmp_path / "missing")))

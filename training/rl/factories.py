@@ -12,13 +12,21 @@ Heavy imports (ManiSkill, transformers) happen inside the functions, in the work
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from simbridge.data.config import ConfigError
 from simbridge.data.spec import PolicyContract
 from simbridge.training.rl.config import EnvConfig, PolicyConfig
+
+log = logging.getLogger(__name__)
+#: Cameras the simulation tasks render (``make_env(..., wrist_camera=True)`` adds the wrist one).
+SIM_CAMERAS = ("scene", "wrist")
 
 
 def _make_sim_env(cfg: EnvConfig, seed: int) -> Any:
@@ -47,6 +55,41 @@ ENV_BACKENDS: dict[str, Callable[[EnvConfig, int], Any]] = {"sim": _make_sim_env
 
 def make_rl_env(cfg: EnvConfig, seed: int) -> Any:
     return ENV_BACKENDS[cfg.backend](cfg, seed)
+
+
+def env_for_warm_start(env_cfg: EnvConfig, policy_cfg: PolicyConfig) -> EnvConfig:
+    """The env config rendering what ``policy.init_checkpoint`` was trained on (cameras, size).
+
+    Evaluation does the same; without it a scene + wrist SFT checkpoint would fail in the rollout
+    worker, after Ray and the simulators started. Other backends are returned unchanged.
+    """
+    if policy_cfg.backend != "vla" or not policy_cfg.init_checkpoint or env_cfg.backend != "sim":
+        return env_cfg
+    from simbridge.training.checkpoint import CheckpointError, resolve_checkpoint
+
+    try:
+        config_file = resolve_checkpoint(policy_cfg.init_checkpoint) / "config.json"
+    except CheckpointError as exc:
+        raise ConfigError(f"policy.init_checkpoint: {exc}") from None
+    try:
+        contract = json.loads(config_file.read_text()).get("contract") or {}
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"policy.init_checkpoint: cannot read {config_file} ({exc}); pass a complete checkpoint") from None
+    cams = (contract.get("observation") or {}).get("cameras") or []
+    if not cams:
+        return env_cfg
+    names = [c["name"] for c in cams]
+    if "scene" not in names or not set(names) <= set(SIM_CAMERAS):
+        raise ConfigError(
+            f"policy.init_checkpoint was trained with cameras {names}; the simulation renders {list(SIM_CAMERAS)} "
+            "(scene always, wrist with env.wrist_camera=true): warm-start from a checkpoint trained in simulation"
+        )
+    wrist, size = "wrist" in names, (int(cams[0]["height"]), int(cams[0]["width"]))
+    if (wrist, size) == (env_cfg.wrist_camera, tuple(env_cfg.camera_size)):
+        return env_cfg
+    log.info("env: rendering the checkpoint's cameras %s at %dx%d (config had wrist_camera=%s, camera_size=%s)",
+             names, size[0], size[1], env_cfg.wrist_camera, list(env_cfg.camera_size))  # fmt: skip
+    return dataclasses.replace(env_cfg, wrist_camera=wrist, camera_size=size)
 
 
 def env_contract(cfg: EnvConfig) -> PolicyContract:

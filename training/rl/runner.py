@@ -33,6 +33,7 @@ starting any worker; use ``cluster.strategy=SPREAD`` to spread env workers over 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -123,11 +124,12 @@ def train(cfg: RLConfig) -> Path:
                 "start a fresh run instead (runner.resume=null)"
             )
 
+    from simbridge.training.rl.factories import env_contract, env_for_warm_start
+
+    cfg = dataclasses.replace(cfg, env=env_for_warm_start(cfg.env, cfg.policy))
     started_ray = _init_ray(cfg)
     groups = None
     try:
-        from simbridge.training.rl.factories import env_contract
-
         contract = env_contract(cfg.env)
         groups = create_worker_groups(cfg, contract, episodic=algorithm_cls.episodic)
         run = RunDir(cfg.runner.resume, config=cfg) if resume_from else RunDir.create(cfg.runner.root, cfg.runner.name, cfg)
