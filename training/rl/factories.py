@@ -12,11 +12,10 @@ Heavy imports (ManiSkill, transformers) happen inside the functions, in the work
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -89,7 +88,7 @@ def env_for_warm_start(env_cfg: EnvConfig, policy_cfg: PolicyConfig) -> EnvConfi
         return env_cfg
     log.info("env: rendering the checkpoint's cameras %s at %dx%d (config had wrist_camera=%s, camera_size=%s)",
              names, size[0], size[1], env_cfg.wrist_camera, list(env_cfg.camera_size))  # fmt: skip
-    return dataclasses.replace(env_cfg, wrist_camera=wrist, camera_size=size)
+    return replace(env_cfg, wrist_camera=wrist, camera_size=size)
 
 
 def env_contract(cfg: EnvConfig) -> PolicyContract:
