@@ -50,6 +50,9 @@ class SFTModelConfig:
     chunk_size: int = 4
     use_regression_head: bool = False
     lora_rank: int = 0
+    #: Feed the proprio vector (TCP pose + gripper, normalized with the demos' mean/std) as one
+    #: more token: the policy then need not read its own arm's position from the pixels.
+    use_proprio: bool = False
     #: Fine-tune from this checkpoint / policy directory instead of a fresh model ("" = fresh).
     init_from: str = ""
 
@@ -396,6 +399,7 @@ def build_for_demos(cfg: SFTConfig, demos: Demos) -> VLAPolicy:
         seed=cfg.seed,
         use_regression_head=cfg.model.use_regression_head,
         lora_rank=cfg.model.lora_rank,
+        use_proprio=cfg.model.use_proprio,
     )
 
 

@@ -135,6 +135,36 @@ def test_tiny_model_overfits_a_small_batch(store, family, regression):
     assert (out.tokens == tokens).float().mean() > 0.7, (out.tokens == tokens).float().mean()
 
 
+@pytest.mark.parametrize("use_proprio", [False, True])
+def test_model_use_proprio_lets_the_policy_read_its_arm_state(store, use_proprio):
+    """With ``model.use_proprio`` the policy sees the proprio vector: an action that only the arm
+    state explains (the images are blank) is learnt with it and cannot be learnt without it."""
+    cfg = load_config(SFTConfig, overrides=[f"model.use_proprio={str(use_proprio).lower()}"])
+    demos = load_demos(store, image_size=64)
+    rng = np.random.default_rng(0)
+    side = rng.choice([-1.0, 1.0], len(demos)).astype(np.float32)
+    demos.images[:] = 0
+    demos.proprio[:, 0] = 0.4 + 0.1 * side  # the TCP is left or right of the centre...
+    demos.actions[:, 0] = 0.03 * side  # ...and the action moves it further out
+    torch.manual_seed(0)
+    policy = build_for_demos(cfg, demos)
+    assert (policy.proprio_proj is not None) == use_proprio
+    policy.train()
+    rows = np.arange(len(demos))[:16]
+    batch, target = make_batch(policy, demos, rows)
+    fit_small_batch(policy, batch, target, steps=60)
+    policy.eval()
+    # The first action of every chunk: is x moved to the right side?
+    x = policy.act(batch, deterministic=True).actions[:, 0, 0].numpy()
+    right = float((np.sign(x) == side[rows]).mean())
+    if use_proprio:
+        assert right == 1.0, x
+    else:  # blank images: only the instruction differs, so one guess per instruction at best
+        by_instruction = [side[rows][demos.episode[rows] % 2 == k] for k in (0, 1)]
+        best = sum(max((s > 0).sum(), (s < 0).sum()) for s in by_instruction) / len(rows)
+        assert best < 1.0 and right <= best, (x, best)
+
+
 def test_soft_bin_targets_are_gaussians_around_the_target_bin(store):
     demos = load_demos(store, image_size=64)
     policy = build_for_demos(load_config(SFTConfig), demos)
