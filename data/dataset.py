@@ -146,9 +146,15 @@ class EpisodeDataset(Dataset):
     def num_episodes(self) -> int:
         return len(self.episodes)
 
-    def actions(self) -> np.ndarray:
-        """Every executed action of the selected episodes (N, 7), e.g. for ActionStats.from_actions."""
-        return self._lowdim.get("action", np.zeros((0, 7), np.float32))
+    def actions(self, key: str = "action") -> np.ndarray:
+        """Every action of the selected episodes (N, 7), e.g. for ActionStats.from_actions.
+
+        ``key="action"``: what was executed; ``key="policy_action"``: what the policy or expert
+        proposed (NaN where nothing was recorded, e.g. steps a teleoperator drove alone).
+        """
+        if key not in ("action", "policy_action"):
+            raise ValueError(f"key: 'action' or 'policy_action', got {key!r}")
+        return self._lowdim.get(key, np.zeros((0, 7), np.float32))
 
     def proprio(self) -> np.ndarray:
         """Every proprio vector (N, 8): ee_pose + gripper width, as Observation.proprio()."""

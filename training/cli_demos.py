@@ -3,6 +3,7 @@
     simbridge demos --episodes 100 --out runs/demos/train.zarr
     simbridge demos --episodes 50 --split train --seed 1000 --out runs/demos/train.zarr   # appends
     simbridge demos --episodes 20 --keep-failures --noise 0.1 --out runs/demos/noisy.zarr
+    simbridge demos --episodes 100 --dart 0.01 --out runs/demos/dart.zarr   # train with data.action_label=policy_action
 
 Episode ``i`` uses seed ``seed + i`` (failed seeds are skipped and counted unless
 ``--keep-failures``), so demos never overlap an evaluation that starts at a later seed
@@ -28,6 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-steps", type=int, default=80, help="episode step limit (default 80)")
     parser.add_argument("--keep-failures", action="store_true", help="also write failed episodes (labelled)")
     parser.add_argument("--noise", type=float, default=0.0, help="std of Gaussian noise on the expert's actions")
+    parser.add_argument("--dart", type=float, default=0.0, metavar="STD",
+                        help="DART: execute the expert's action plus Gaussian noise of this std (m / rad), "
+                        "record the clean one as policy_action (SFT: data.action_label=policy_action)")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
 
@@ -40,6 +44,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--episodes: at least 1")
     if args.split not in SPLITS:
         raise ConfigError(f"--split: unknown split {args.split!r}; choose from {', '.join(SPLITS)}")
+    if args.noise < 0 or args.dart < 0:
+        raise ConfigError("--noise / --dart: a standard deviation >= 0 (m / rad)")
     if args.camera_size < 16:
         raise ConfigError("--camera-size: at least 16 pixels")
     try:
@@ -47,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
             args.out, args.episodes, split=args.split, seed=args.seed, obs_mode=args.obs_mode,
             camera_size=(args.camera_size, args.camera_size), wrist_camera=args.wrist_camera,
             max_episode_steps=args.max_steps, keep_failures=args.keep_failures,
-            expert_noise_std=args.noise, progress=args.progress,
+            expert_noise_std=args.noise, execution_noise_std=args.dart, progress=args.progress,
         )  # fmt: skip
     except EnvUnavailable as exc:
         print(f"simbridge demos: simulator unavailable: {exc}", file=sys.stderr)

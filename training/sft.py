@@ -76,6 +76,9 @@ class SFTDataConfig:
     cameras: list[str] = field(default_factory=list)
     #: Only episodes recorded in these splits (EpisodeMeta.split; [] = all).
     splits: list[str] = field(default_factory=list)
+    #: Which recorded action to imitate: ``action`` (executed) or ``policy_action`` (what the
+    #: expert proposed; the clean label of DART demos, ``simbridge demos --dart``).
+    action_label: Literal["action", "policy_action"] = "action"
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.val_fraction < 1.0:
@@ -192,6 +195,7 @@ def load_demos(
     only_successful: bool = True,
     max_episodes: int = 0,
     splits: list[str] | None = None,
+    action_label: str = "action",
 ) -> Demos:
     """Read the selected episodes of one or more episode stores into memory for training.
 
@@ -221,7 +225,7 @@ def load_demos(
     stores = [EpisodeStore(p) for p in ds.paths]
     specs = {c.name: c for c in stores[0].cameras}
     names = list(ds.cameras)
-    actions_all, proprio_all = ds.actions(), ds.proprio()
+    actions_all, proprio_all = ds.actions(action_label), ds.proprio()
     images, episode, ends, instructions = [], [], [], []
     total = 0
     for j, ep in enumerate(episodes):
@@ -233,6 +237,13 @@ def load_demos(
         total += n
         ends.append(np.full(n, total))
         instructions.append(ep.meta.instruction)
+    missing = np.isnan(actions_all[:total]).any(axis=1)
+    if missing.any():
+        bad = sorted({instructions[j] for j in np.concatenate(episode)[missing]})[:3]
+        raise ConfigError(
+            f"data.action_label={action_label}: {int(missing.sum())} step(s) of {paths} have no {action_label} "
+            f"recorded (episodes such as {bad}); use data.action_label=action or select other episodes"
+        )
     return Demos(
         images=np.concatenate(images),
         proprio=proprio_all[:total].astype(np.float32),
@@ -427,7 +438,7 @@ def train_sft(cfg: SFTConfig, demos: Demos | None = None) -> Path:
     if demos is None:
         image_size = int(PRESETS[cfg.model.preset].get("image_size", 64))
         demos = load_demos(cfg.data.store, image_size, cfg.data.cameras or None, cfg.data.only_successful,
-                           cfg.data.max_episodes, cfg.data.splits or None)  # fmt: skip
+                           cfg.data.max_episodes, cfg.data.splits or None, cfg.data.action_label)  # fmt: skip
     train_eps, val_eps = split_episodes(len(demos.instructions), cfg.data.val_fraction, cfg.seed)
     train, val = demos.subset(train_eps), (demos.subset(val_eps) if len(val_eps) else None)
 

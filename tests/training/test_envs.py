@@ -218,3 +218,27 @@ def test_expert_demos_are_written_to_the_episode_store(env, tmp_path):
         assert ep["image_scene"].shape[1:] == (64, 64, 3)
         np.testing.assert_array_equal(ep["action"], ep["policy_action"])
         assert ep["action"][:, 6].min() == -1.0 and ep["action"][0, 6] == 1.0  # it grasped
+
+
+def test_dart_demos_execute_noisy_actions_and_label_the_clean_ones(env, tmp_path):
+    """DART: ``action`` is what was executed (clean + noise on the six motion dims), ``policy_action``
+    the expert's own action at the state reached; the expert recovers, so episodes still succeed."""
+    from simbridge.data.store import EpisodeStore
+    from simbridge.training.envs.demos import write_expert_demos
+    from simbridge.training.sft import load_demos
+
+    stats = write_expert_demos(tmp_path / "dart.zarr", episodes=2, seed=0, env=env, split="train",
+                               execution_noise_std=0.01, progress=False)  # fmt: skip
+    assert stats["written"] == 2
+    store = EpisodeStore(tmp_path / "dart.zarr")
+    for i in range(len(store)):
+        ep = store.episode(i)
+        noise = ep["action"] - ep["policy_action"]
+        np.testing.assert_array_equal(noise[:, 6], 0.0)  # the gripper command is not perturbed
+        assert 0.006 < float(noise[:, :6].std()) < 0.012, noise[:, :6].std()
+    clean = load_demos(tmp_path / "dart.zarr", 64, action_label="policy_action")
+    executed = load_demos(tmp_path / "dart.zarr", 64)
+    np.testing.assert_array_equal(clean.actions, np.concatenate([store.episode(i)["policy_action"] for i in range(2)]))
+    assert not np.array_equal(clean.actions, executed.actions)
+    with pytest.raises(ValueError, match="execution_noise_std"):
+        write_expert_demos(tmp_path / "bad.zarr", episodes=1, env=env, execution_noise_std=-1, progress=False)

@@ -7,6 +7,15 @@ Each episode is rolled out with the scripted expert (:mod:`.expert`) and committ
 :class:`~simbridge.data.spec.EpisodeMeta` (instruction, split, seed, success labelled by the
 simulator). Failed rollouts are dropped unless ``keep_failures=True`` (then labelled
 ``success=False``), so SFT never learns from a failure by accident.
+
+Two kinds of noise (both off by default):
+
+* ``expert_noise_std``: the expert's own actions are noisy; ``action`` = ``policy_action`` = the
+  noisy action. More diverse demos, but SFT also learns the noise.
+* ``execution_noise_std`` (DART, Laskey et al. 2017): the expert's clean action is recorded as
+  ``policy_action`` and a noisy copy of it is executed (``action``). The expert corrects the
+  drift on the next steps, so the demos visit the off-course states a learnt policy reaches and
+  label them with the correction. Train on the clean labels with ``data.action_label=policy_action``.
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ def write_expert_demos(
     max_episode_steps: int = 80,
     keep_failures: bool = False,
     expert_noise_std: float = 0.0,
+    execution_noise_std: float = 0.0,
     progress: bool = True,
 ) -> dict:
     """Roll out the expert on seeds ``seed, seed+1, ...`` until ``episodes`` are written.
@@ -40,8 +50,12 @@ def write_expert_demos(
     With ``keep_failures=False`` failed seeds are skipped (and counted); at most ``2 * episodes``
     seeds are tried. Returns ``{"written", "attempted", "successes", "store", "seeds"}``.
     """
+    import numpy as np
+
     from simbridge.training.envs import make_env, make_expert
 
+    if expert_noise_std < 0 or execution_noise_std < 0:
+        raise ValueError("expert_noise_std / execution_noise_std: a standard deviation >= 0 (m / rad)")
     own_env = env is None
     if own_env:
         env = make_env(
@@ -53,6 +67,8 @@ def write_expert_demos(
             max_episode_steps=max_episode_steps,
         )
     expert = make_expert(env, noise_std=expert_noise_std, seed=seed)
+    execution_rng = np.random.default_rng([seed, 1])
+    action_spec = env.contract.action
     written, attempted, successes, seeds = 0, 0, 0, []
     try:
         with (
@@ -68,8 +84,13 @@ def write_expert_demos(
                 attempted += 1
                 done = False
                 while not done:
-                    action = expert.predict(obs)[0]
-                    writer.add_step(obs, action, policy_action=action)
+                    label = expert.predict(obs)[0]
+                    action = label
+                    if execution_noise_std > 0:  # the gripper command stays clean
+                        noise = np.zeros(7, np.float32)
+                        noise[:6] = execution_rng.normal(0.0, execution_noise_std, 6)
+                        action = action_spec.clip(label + noise)
+                    writer.add_step(obs, action, policy_action=label)
                     obs, _, terminated, truncated, info = env.step(action)
                     done = terminated or truncated
                 success = bool(info["success"])
