@@ -237,7 +237,7 @@ def test_train_sft_end_to_end_and_resume(store, tmp_path):
 
 def test_action_label_policy_action_needs_recorded_proposals(store):
     """These synthetic demos record no ``policy_action``: imitating it is refused by name."""
-    with pytest.raises(ConfigError, match="data.action_label=policy_action.*no policy_action"):
+    with pytest.raises(ConfigError, match=r"data\.action_label=policy_action.*no policy_action"):
         load_demos(store, 64, action_label="policy_action")
     with pytest.raises(ConfigError, match="action_label"):
         load_config(SFTConfig, overrides=["data.action_label=proposal"])
