@@ -397,6 +397,11 @@ def build_for_demos(cfg: SFTConfig, demos: Demos) -> VLAPolicy:
         from simbridge.training.models.loaders import load_pretrained_policy
 
         policy = load_pretrained_policy(cfg.model.init_from)
+        if cfg.model.use_proprio and policy.proprio_proj is None:
+            raise ConfigError(
+                f"model.use_proprio=true, but model.init_from={cfg.model.init_from} has no proprio projector; "
+                "set model.use_proprio=false (the policy then sees the arm only in the images)"
+            )
         policy.action_stats = stats
         return policy
     tokenizer = InstructionTokenizer.train(sorted(set(demos.instructions)),

@@ -165,6 +165,19 @@ def test_model_use_proprio_lets_the_policy_read_its_arm_state(store, use_proprio
         assert best < 1.0 and right <= best, (x, best)
 
 
+def test_init_from_fine_tunes_a_saved_policy_and_refuses_proprio_it_lacks(store, tmp_path):
+    demos = load_demos(store, image_size=64)
+    torch.manual_seed(0)
+    saved = build_for_demos(load_config(SFTConfig), demos)
+    saved.save_pretrained(tmp_path / "pretrained")
+    init = f"model.init_from={tmp_path / 'pretrained'}"
+    policy = build_for_demos(load_config(SFTConfig, overrides=[init]), demos)
+    for (name, a), b in zip(saved.state_dict().items(), policy.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    with pytest.raises(ConfigError, match="use_proprio=true.*no proprio projector"):
+        build_for_demos(load_config(SFTConfig, overrides=[init, "model.use_proprio=true"]), demos)
+
+
 def test_soft_bin_targets_are_gaussians_around_the_target_bin(store):
     demos = load_demos(store, image_size=64)
     policy = build_for_demos(load_config(SFTConfig), demos)
