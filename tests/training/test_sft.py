@@ -174,7 +174,7 @@ def test_init_from_fine_tunes_a_saved_policy_and_refuses_proprio_it_lacks(store,
     policy = build_for_demos(load_config(SFTConfig, overrides=[init]), demos)
     for (name, a), b in zip(saved.state_dict().items(), policy.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
-    with pytest.raises(ConfigError, match="use_proprio=true.*no proprio projector"):
+    with pytest.raises(ConfigError, match=r"use_proprio=true.*no proprio projector"):
         build_for_demos(load_config(SFTConfig, overrides=[init, "model.use_proprio=true"]), demos)
 
 
