@@ -12,6 +12,11 @@ Pipeline, all with fixed seeds:
 It reports the success rates before / after, the change in points, and the wall-clock minutes
 of every phase on this machine (target: >= +15 points on ``train`` within 60 min of PPO).
 
+With ``--initial-states N`` RL trains on N fixed initial states (``env.num_initial_states``: seeds
+0..N-1 of ``train``, LIBERO's protocol of fixed initial states per task); those N states are then
+evaluated as well (``train_initial_states``), next to the held-out seeds of ``train`` and the
+execution split. Pair it with an SFT checkpoint trained on the demonstrations of the same seeds.
+
     .venv/bin/python tests/benchmarks/bench_rl_learning.py [--demos 40] [--sft-steps 800]
         [--ppo-iterations 40] [--grpo-iterations 20] [--eval-episodes 20] [--sft-checkpoint DIR]
 
@@ -31,13 +36,20 @@ REPO = Path(__file__).resolve().parents[2]
 SPLITS = ["train", "execution_position"]
 
 
-def evaluate_checkpoint(checkpoint: Path, out: Path, episodes: int, seed: int) -> dict:
+def evaluate_checkpoint(checkpoint: Path, out: Path, episodes: int, seed: int, initial_states: int = 0) -> dict:
     from simbridge.training.evaluation import evaluate, load_policy_source
 
-    summary = evaluate(load_policy_source(str(checkpoint)), splits=SPLITS, episodes=episodes, seed=seed,
-                       run_dir=out, progress=False)
-    return {name: {k: s[k] for k in ("success_rate", "ci95_low", "ci95_high", "episodes")}
-            for name, s in summary["splits"].items()}
+    def rates(summary: dict) -> dict:
+        return {name: {k: s[k] for k in ("success_rate", "ci95_low", "ci95_high", "episodes")}
+                for name, s in summary["splits"].items()}  # fmt: skip
+
+    result = rates(evaluate(load_policy_source(str(checkpoint)), splits=SPLITS, episodes=episodes, seed=seed,
+                            run_dir=out, progress=False))  # fmt: skip
+    if initial_states:  # the RL training states themselves: seeds 0..N-1 of train
+        states = rates(evaluate(load_policy_source(str(checkpoint)), splits=["train"], episodes=initial_states,
+                                seed=0, run_dir=out.with_name(out.name + "_initial_states"), progress=False))  # fmt: skip
+        result["train_initial_states"] = states["train"]
+    return result
 
 
 def run_rl(config: str, sft_ckpt: Path, iterations: int, root: Path, extra: list[str]) -> Path:
@@ -65,7 +77,11 @@ def main() -> None:
     parser.add_argument("--eval-seed", type=int, default=10_000)
     parser.add_argument("--root", type=Path, default=REPO / "runs" / "bench_rl_learning")
     parser.add_argument("--rl-override", action="append", default=[], help="extra key=value for both RL runs")
+    parser.add_argument("--initial-states", type=int, default=0, metavar="N",
+                        help="RL on the N fixed initial states of seeds 0..N-1 (and evaluate them too)")
     args = parser.parse_args()
+    if args.initial_states:
+        args.rl_override = [f"env.num_initial_states={args.initial_states}", "env.seed=0", *args.rl_override]
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     RESULTS.mkdir(parents=True, exist_ok=True)
     args.root.mkdir(parents=True, exist_ok=True)
@@ -101,18 +117,19 @@ def main() -> None:
         })
         sft_ckpt = latest_checkpoint(timed("sft", train_sft, sft_cfg))
     result["sft_checkpoint"] = str(sft_ckpt)
+    result["initial_states"] = args.initial_states
     result["before"] = timed("eval_sft", evaluate_checkpoint, sft_ckpt, args.root / "eval_sft",
-                             args.eval_episodes, args.eval_seed)
+                             args.eval_episodes, args.eval_seed, args.initial_states)
     for algo, config, iters in (("ppo", "ppo_maniskill.yaml", args.ppo_iterations),
                                 ("grpo", "grpo_maniskill.yaml", args.grpo_iterations)):
         if iters <= 0:
             continue
         ckpt = timed(f"{algo}_train", run_rl, config, sft_ckpt, iters, args.root, args.rl_override)
         after = timed(f"eval_{algo}", evaluate_checkpoint, ckpt, args.root / f"eval_{algo}",
-                      args.eval_episodes, args.eval_seed)
+                      args.eval_episodes, args.eval_seed, args.initial_states)
         result[f"after_{algo}"] = after
         result[f"delta_points_{algo}"] = {
-            s: round(100 * (after[s]["success_rate"] - result["before"][s]["success_rate"]), 1) for s in SPLITS
+            s: round(100 * (after[s]["success_rate"] - result["before"][s]["success_rate"]), 1) for s in after
         }
         result[f"{algo}_checkpoint"] = str(ckpt)
         save()

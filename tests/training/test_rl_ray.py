@@ -159,3 +159,14 @@ def test_grpo_runs_one_episode_per_env_per_iteration_in_same_state_groups(tmp_pa
         assert r["episodes"] == 8  # every env ran exactly one (whole) episode
         assert 0.0 <= r["groups_kept_fraction"] <= 1.0
         assert r["env_steps"] <= 8 * 12
+
+
+def test_fixed_initial_states_cycle_through_the_configured_seeds(tmp_path):
+    """``env.num_initial_states=3``: every training episode starts from seed 5, 6 or 7 (LIBERO-style
+    fixed initial states), and all three are used."""
+    cfg = toy_config(tmp_path, env={"seed": 5, "num_initial_states": 3, "max_episode_steps": 4})
+    [(_, stats)], _ = _collect(cfg, iterations=1)
+    seeds = [e["seed"] for e in stats.episodes]
+    assert len(seeds) >= 8 and set(seeds) == {5, 6, 7}, seeds
+    with pytest.raises(Exception, match="num_initial_states"):
+        toy_config(tmp_path, env={"num_initial_states": -1})

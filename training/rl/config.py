@@ -64,6 +64,10 @@ class EnvConfig:
     pipeline_stage_num: int = 2
     cpus_per_worker: float = 1.0
     seed: int = 0
+    #: 0: every episode starts from a new initial state (seeds seed, seed+1, ...). N > 0: episodes
+    #: cycle through the N fixed initial states of seeds seed..seed+N-1, as LIBERO's benchmarks
+    #: train and evaluate on 50 fixed initial states per task (evaluate: ``--seed seed --episodes N``).
+    num_initial_states: int = 0
     #: Extra keyword arguments for the env factory (e.g. the toy task's ``step_cost_s``).
     kwargs: dict[str, float | int | str | bool] = field(default_factory=dict)
 
@@ -79,6 +83,8 @@ class EnvConfig:
             raise ValueError("max_episode_steps: must be >= 1")
         if self.cpus_per_worker <= 0:
             raise ValueError("cpus_per_worker: must be > 0")
+        if self.num_initial_states < 0:
+            raise ValueError("num_initial_states: 0 (a new initial state every episode) or a positive count")
 
     @property
     def num_envs(self) -> int:

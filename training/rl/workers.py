@@ -37,9 +37,11 @@ class StaleWeights(RuntimeError):
     """The rollout worker was asked to act with a weights version it does not hold."""
 
 
-def episode_seed(base: int, env_id: int, num_envs: int, episode: int) -> int:
-    """Unique, reproducible reset seed of episode ``episode`` of env (or GRPO group) ``env_id``."""
-    return base + env_id + num_envs * episode
+def episode_seed(base: int, env_id: int, num_envs: int, episode: int, num_initial_states: int = 0) -> int:
+    """Reproducible reset seed of episode ``episode`` of env (or GRPO group) ``env_id``: unique per
+    episode, or cycling through ``base .. base + num_initial_states - 1`` when that is > 0."""
+    k = env_id + num_envs * episode
+    return base + (k % num_initial_states if num_initial_states > 0 else k)
 
 
 def _device(gpus: float) -> torch.device:
@@ -106,8 +108,10 @@ class EnvWorker:
         if self.episodic:  # GRPO: all members of a group share the initial state
             group = self.env_ids[j] // self.cfg.algorithm.group_size
             num_groups = self.cfg.env.num_envs // self.cfg.algorithm.group_size
-            return episode_seed(self.cfg.env.seed, group, num_groups, int(self.episode_counter[j]))
-        return episode_seed(self.cfg.env.seed, self.env_ids[j], self.cfg.env.num_envs, int(self.episode_counter[j]))
+            return episode_seed(self.cfg.env.seed, group, num_groups, int(self.episode_counter[j]),
+                                self.cfg.env.num_initial_states)  # fmt: skip
+        return episode_seed(self.cfg.env.seed, self.env_ids[j], self.cfg.env.num_envs, int(self.episode_counter[j]),
+                            self.cfg.env.num_initial_states)  # fmt: skip
 
     def _reset_env(self, j: int) -> None:
         seed = self._seed_for(j)
