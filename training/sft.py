@@ -51,8 +51,9 @@ class SFTModelConfig:
     use_regression_head: bool = False
     lora_rank: int = 0
     #: Feed the proprio vector (TCP pose + gripper, normalized with the demos' mean/std) as one
-    #: more token: the policy then need not read its own arm's position from the pixels.
-    use_proprio: bool = False
+    #: more token, so the policy need not read its own arm's position from the pixels.
+    #: null = the family's default: on for openvla-oft (as OpenVLA-OFT), off for openvla.
+    use_proprio: bool | None = None
     #: Fine-tune from this checkpoint / policy directory instead of a fresh model ("" = fresh).
     init_from: str = ""
 
@@ -415,7 +416,7 @@ def build_for_demos(cfg: SFTConfig, demos: Demos) -> VLAPolicy:
         seed=cfg.seed,
         use_regression_head=cfg.model.use_regression_head,
         lora_rank=cfg.model.lora_rank,
-        use_proprio=cfg.model.use_proprio,
+        **({} if cfg.model.use_proprio is None else {"use_proprio": cfg.model.use_proprio}),
     )
 
 

@@ -135,11 +135,14 @@ def test_tiny_model_overfits_a_small_batch(store, family, regression):
     assert (out.tokens == tokens).float().mean() > 0.7, (out.tokens == tokens).float().mean()
 
 
-@pytest.mark.parametrize("use_proprio", [False, True])
+@pytest.mark.parametrize("use_proprio", [False, True, None])
 def test_model_use_proprio_lets_the_policy_read_its_arm_state(store, use_proprio):
-    """With ``model.use_proprio`` the policy sees the proprio vector: an action that only the arm
-    state explains (the images are blank) is learnt with it and cannot be learnt without it."""
-    cfg = load_config(SFTConfig, overrides=[f"model.use_proprio={str(use_proprio).lower()}"])
+    """With ``model.use_proprio`` (the default of openvla-oft) the policy sees the proprio vector:
+    an action that only the arm state explains (the images are blank) is learnt with it and cannot
+    be learnt without it."""
+    overrides = [] if use_proprio is None else [f"model.use_proprio={str(use_proprio).lower()}"]
+    cfg = load_config(SFTConfig, overrides=overrides)
+    use_proprio = True if use_proprio is None else use_proprio
     demos = load_demos(store, image_size=64)
     rng = np.random.default_rng(0)
     side = rng.choice([-1.0, 1.0], len(demos)).astype(np.float32)
@@ -168,7 +171,7 @@ def test_model_use_proprio_lets_the_policy_read_its_arm_state(store, use_proprio
 def test_init_from_fine_tunes_a_saved_policy_and_refuses_proprio_it_lacks(store, tmp_path):
     demos = load_demos(store, image_size=64)
     torch.manual_seed(0)
-    saved = build_for_demos(load_config(SFTConfig), demos)
+    saved = build_for_demos(load_config(SFTConfig, overrides=["model.use_proprio=false"]), demos)
     saved.save_pretrained(tmp_path / "pretrained")
     init = f"model.init_from={tmp_path / 'pretrained'}"
     policy = build_for_demos(load_config(SFTConfig, overrides=[init]), demos)
