@@ -151,7 +151,10 @@ def run_episode(
     if frames is not None:
         frames.append(_frame(obs))
     while not done:
-        obs, _, terminated, truncated, info = env.step(chunker.act(policy, obs))
+        action = chunker.act(policy, obs)
+        # Mid-chunk observations go unread unless frames are recorded: let the env skip rendering.
+        observe = frames is not None or chunker.needs_prediction()
+        obs, _, terminated, truncated, info = env.step(action, observe=observe)
         steps += 1
         if frames is not None:
             frames.append(_frame(obs))

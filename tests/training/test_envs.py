@@ -242,3 +242,37 @@ def test_dart_demos_execute_noisy_actions_and_label_the_clean_ones(env, tmp_path
     assert not np.array_equal(clean.actions, executed.actions)
     with pytest.raises(ValueError, match="execution_noise_std"):
         write_expert_demos(tmp_path / "bad.zarr", episodes=1, env=env, execution_noise_std=-1, progress=False)
+
+
+def test_unobserved_steps_skip_rendering_but_not_the_physics():
+    """``step(observe=False)`` (mid-chunk steps) returns None, moves the robot exactly as an
+    observed step does, and still renders the episode's final observation."""
+    env = make_env("PutOnTarget-v1", split="train", seed=0, obs_mode="rgb", camera_size=(64, 64),
+                   wrist_camera=True, max_episode_steps=10)  # fmt: skip
+    try:
+        obs, _ = env.reset(seed=4)
+        expert = make_expert(env)
+        expert.reset()
+        actions = []
+        for _ in range(10):  # the expert's actions, replayed below
+            actions.append(expert.predict(obs)[0])
+            obs, *_ = env.step(actions[-1])
+
+        def replay(observe_every: int) -> list:
+            env.reset(seed=4)
+            return [env.step(a, observe=t % observe_every == observe_every - 1) for t, a in enumerate(actions)]
+
+        every_step, chunked = replay(1), replay(4)  # chunks of 4: only what a policy would read
+        for t, ((ref, *_), (obs, _, terminated, truncated, info)) in enumerate(zip(every_step, chunked, strict=True)):
+            if t % 4 == 3 or t == len(actions) - 1:  # the episode's last observation is always rendered
+                assert isinstance(obs, Observation), t
+                obs.validate(env.contract.observation)
+                np.testing.assert_array_equal(obs.ee_pose, ref.ee_pose)
+                for cam in ("scene", "wrist"):
+                    np.testing.assert_array_equal(obs.images[cam], ref.images[cam])
+                    assert obs.images[cam].std() > 5  # really rendered, not a black frame
+            else:
+                assert obs is None, t
+        assert truncated and not terminated and info["elapsed_steps"] == 10  # step 10 was unobserved
+    finally:
+        env.close()

@@ -135,7 +135,8 @@ class LiberoEnv:
         self._steps = 0
         return self._observation(raw), self._info(False)
 
-    def step(self, action: np.ndarray) -> tuple[Observation, float, bool, bool, dict]:
+    def step(self, action: np.ndarray, *, observe: bool = True) -> tuple[Observation, float, bool, bool, dict]:
+        # ``observe=False`` (see ContractEnv.step) is only a hint: robosuite renders inside its step.
         a = self.contract.action.clip(action)
         raw_action = np.concatenate([a[:3] / _OSC_MAX_POS, a[3:6] / _OSC_MAX_ROT, [-a[6]]])
         raw, _, _, _ = self.env.step(raw_action)

@@ -140,15 +140,29 @@ class ContractEnv(gym.Env):
         info = self._info(raw_obs, ms_info)
         return self._observation(raw_obs), info
 
-    def step(self, action: np.ndarray) -> tuple[Observation, float, bool, bool, dict]:
+    def step(self, action: np.ndarray, *, observe: bool = True) -> tuple[Observation | None, float, bool, bool, dict]:
+        """One control step. ``observe=False``: the caller will not read this step's observation
+        (a step inside an open-loop action chunk), so the cameras are not rendered and ``None`` is
+        returned instead, unless the episode ends on this step: a final observation is always real.
+        """
         a = self.contract.action.clip(action)
-        raw_obs, ms_reward, _, _, ms_info = self.ms_env.step(self._controller_action(a))
+        self.unwrapped_ms.render_sensors = observe
+        try:
+            raw_obs, ms_reward, _, _, ms_info = self.ms_env.step(self._controller_action(a))
+        finally:
+            self.unwrapped_ms.render_sensors = True
         self._steps += 1
         info = self._info(raw_obs, ms_info, float(_np(ms_reward).reshape(-1)[0]))
         success = info["success"]
         reward = (1.0 if success else 0.0) + (info["dense_reward"] if self.dense_reward else 0.0)
         truncated = (not success) and self._steps >= self.max_episode_steps
-        return self._observation(raw_obs), float(reward), bool(success), bool(truncated), info
+        if observe:
+            obs = self._observation(raw_obs)
+        elif success or truncated:
+            obs = self._observation(self.unwrapped_ms.get_obs(ms_info))
+        else:
+            obs, self._last_tcp = None, self._tcp_pose_base()  # the next action is applied to this pose
+        return obs, float(reward), bool(success), bool(truncated), info
 
     def render(self) -> np.ndarray:
         return _np(self.ms_env.render())[0]

@@ -78,7 +78,8 @@ class ToyReachEnv:
         return self._obs(), {"instruction": self.instruction, "split": self.split, "seed": seed,
                              "state": self._state()}
 
-    def step(self, action: np.ndarray) -> tuple[Observation, float, bool, bool, dict]:
+    def step(self, action: np.ndarray, *, observe: bool = True) -> tuple[Observation, float, bool, bool, dict]:
+        del observe  # rendering is free here; the observation is always returned
         action = self.contract.action.clip(np.asarray(action, np.float32).reshape(ACTION_DIM))
         self._burn_cpu()
         self._maybe_crash()

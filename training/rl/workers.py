@@ -141,8 +141,11 @@ class EnvWorker:
         for k, j in enumerate(self._stage(stage)):
             if not self.active[j]:
                 continue  # frozen after its episode (GRPO): nothing to do until the next reset
-            for action in chunk[k]:  # the policy's whole action chunk (K actions), stopping at episode end
-                obs, reward, terminated, truncated, info = self.envs[j].step(action)
+            last = len(chunk[k]) - 1
+            for i, action in enumerate(chunk[k]):  # the policy's whole chunk (K actions), stopping at episode end
+                # Only the chunk's last observation is read (by the next policy call): the envs may
+                # skip rendering the others (None), except at an episode's end.
+                obs, reward, terminated, truncated, info = self.envs[j].step(action, observe=i == last)
                 steps += 1
                 r = self.cfg.reward.success * float(reward) + self.cfg.reward.dense_coef * float(
                     info.get("dense_reward", 0.0)
@@ -150,7 +153,8 @@ class EnvWorker:
                 rewards[k] += r
                 self.ep_return[j] += r
                 self.ep_length[j] += 1
-                self.obs[j] = obs
+                if obs is not None:
+                    self.obs[j] = obs
                 if terminated or truncated:
                     dones[k] = True
                     finished.append(
