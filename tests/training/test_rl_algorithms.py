@@ -145,6 +145,43 @@ def test_ppo_update_on_toy_batch_moves_logprobs_towards_positive_advantages():
     assert metrics["approx_kl"] >= 0 and 0 <= metrics["clip_fraction"] <= 1 and metrics["grad_norm"] > 0
 
 
+def test_critic_warmup_trains_only_the_value_head_first():
+    torch.manual_seed(0)
+    policy = ToyPolicy(hidden=16)
+    env = ToyReachEnv()
+    obs = [env.reset(seed=i)[0] for i in range(8)]
+    batch_in = policy.prepare(obs)
+    with torch.no_grad():
+        out = policy.act(batch_in)
+    N = 8
+    batch = RolloutBatch(
+        obs={k: v.numpy()[None] for k, v in batch_in.items()}, tokens=out.tokens.numpy()[None],
+        logprobs=out.logprobs.numpy()[None], values=out.values.numpy()[None],
+        rewards=np.where(np.arange(N) % 2 == 0, 1.0, -1.0).astype(np.float32)[None],
+        dones=np.ones((1, N), bool), valid=np.ones((1, N), bool), last_values=np.zeros(N, np.float32),
+        group_ids=np.zeros(N, np.int64), dropped=np.zeros(N, bool),
+    )
+    algo = ALGORITHMS["ppo"](AlgorithmConfig(critic_warmup_iterations=1), ActorConfig(minibatch_size=4, lr=1e-2))
+    opt = torch.optim.Adam(policy.parameters(), lr=1e-2)
+
+    def snapshot() -> dict[str, torch.Tensor]:
+        return {n: p.detach().clone() for n, p in policy.named_parameters()}
+
+    def moved(before: dict, after: dict) -> set[str]:
+        return {n for n in before if not torch.equal(before[n], after[n])}
+
+    start = snapshot()
+    warm = algo.update(policy, opt, batch, iteration=0)
+    after_warmup = snapshot()
+    assert moved(start, after_warmup) == {"value_head.weight", "value_head.bias"}
+    assert warm["critic_warmup"] == 1.0
+    normal = algo.update(policy, opt, batch, iteration=1)
+    assert {"trunk.0.weight", "action_head.weight"} <= moved(after_warmup, snapshot())
+    assert normal["critic_warmup"] == 0.0
+    with pytest.raises(ConfigError, match="critic_warmup_iterations"):
+        load_config(RLConfig, data={"algorithm": {"name": "grpo", "critic_warmup_iterations": 2}})
+
+
 def test_config_rejects_bad_values_with_the_key():
     with pytest.raises(ConfigError, match="pipeline_stage_num"):
         load_config(RLConfig, data={"env": {"envs_per_worker": 3, "pipeline_stage_num": 2}})

@@ -158,6 +158,9 @@ class AlgorithmConfig:
     group_size: int = 8
     #: GRPO: drop groups whose episode rewards are all equal (no learning signal).
     filter_equal_groups: bool = True
+    #: PPO: the first N updates train the value head only (verl's ``critic_warmup``). A warm
+    #: start has a random critic; its advantages are noise that would move the SFT policy at random.
+    critic_warmup_iterations: int = 0
 
     def __post_init__(self) -> None:
         if not (0 < self.gamma <= 1 and 0 <= self.gae_lambda <= 1):
@@ -166,6 +169,10 @@ class AlgorithmConfig:
             raise ValueError("clip_low/clip_high: must be > 0")
         if self.group_size < 2:
             raise ValueError("group_size: must be >= 2")
+        if self.critic_warmup_iterations < 0:
+            raise ValueError("critic_warmup_iterations: must be >= 0")
+        if self.critic_warmup_iterations and self.name == "grpo":
+            raise ValueError("critic_warmup_iterations: GRPO has no critic; leave it at 0")
 
     @property
     def clip_upper(self) -> float:

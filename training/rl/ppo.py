@@ -20,6 +20,11 @@ from simbridge.training.rl.batch import RolloutBatch
 from simbridge.training.rl.config import ActorConfig, AlgorithmConfig
 
 
+def is_critic_parameter(name: str) -> bool:
+    """The value head's parameters (own learning rate; the only ones trained in critic warm-up)."""
+    return "value" in name
+
+
 def ppo_loss(
     new_logprobs: torch.Tensor,
     old_logprobs: torch.Tensor,
@@ -101,8 +106,13 @@ class PPO:
         batch: RolloutBatch,
         seed: int = 0,
         device: torch.device | str = "cpu",
+        iteration: int = 0,
     ) -> dict[str, float]:
         flat, metrics = self.compute_advantages(batch)
+        # Critic warm-up: only the value head learns (the policy's parameters get no gradient,
+        # so Adam leaves them and their moments untouched).
+        warmup = iteration < self.cfg.critic_warmup_iterations
+        metrics["critic_warmup"] = float(warmup)
         num = len(flat["logprobs"])
         if num == 0:
             return {**metrics, "skipped_update": 1.0}
@@ -121,6 +131,10 @@ class PPO:
                 loss, m = self.loss(ev, mb)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                if warmup:
+                    for name, p in policy.named_parameters():
+                        if not is_critic_parameter(name):
+                            p.grad = None
                 grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), self.actor.max_grad_norm)
                 optimizer.step()
                 m["grad_norm"] = float(grad_norm)

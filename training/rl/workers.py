@@ -27,6 +27,7 @@ from simbridge.training.rl.algorithms import build_algorithm
 from simbridge.training.rl.batch import RolloutBatch
 from simbridge.training.rl.config import RLConfig
 from simbridge.training.rl.factories import build_rl_policy, load_rl_policy, make_rl_env
+from simbridge.training.rl.ppo import is_critic_parameter
 
 
 class EnvStageNotReset(RuntimeError):
@@ -265,7 +266,7 @@ class ActorWorker:
         value, other = [], []
         for name, p in self.policy.named_parameters():
             if p.requires_grad:
-                (value if "value" in name else other).append(p)
+                (value if is_critic_parameter(name) else other).append(p)
         groups = [{"params": other, "lr": self.cfg.actor.lr}]
         if value:
             groups.append({"params": value, "lr": self.cfg.actor.value_lr})
@@ -280,7 +281,7 @@ class ActorWorker:
             _set_threads(threads)
         t0 = time.perf_counter()
         metrics = self.algorithm.update(self.policy, self.optimizer, batch, seed=self.cfg.runner.seed + self.updates,
-                                        device=self.device)
+                                        device=self.device, iteration=self.updates)
         self.updates += 1
         self.version += 1
         _set_threads(self.cpus)
