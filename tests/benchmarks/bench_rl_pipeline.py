@@ -15,7 +15,7 @@ that both see the same machine load. The figure is env steps per second of a who
 inference busy time) shows how much there is to overlap: with two cores, pipelining can at
 best hide the shorter of the two phases.
 
-    .venv/bin/python tests/benchmarks/bench_rl_pipeline.py [--rounds 3] [--steps 8] [--preset tiny]
+    .venv/bin/python tests/benchmarks/bench_rl_pipeline.py [--rounds 3] [--steps 8] [--preset tiny] [--wrist-camera]
     .venv/bin/python tests/benchmarks/bench_rl_pipeline.py --toy   # the ToyReach task (seconds)
 
 Prints JSON and writes tests/benchmarks/results/rl_pipeline.json.
@@ -46,6 +46,7 @@ def build_config(mode: str, args: argparse.Namespace):
         f"env.pipeline_stage_num={args.stages}",
         f"runner.rollout_steps={args.steps}",
         f"policy.preset={args.preset}",
+        f"env.wrist_camera={str(args.wrist_camera).lower()}",
     ]
     if args.toy:
         path = REPO / "launch/configs/ppo_toy.yaml"
@@ -62,6 +63,7 @@ def main() -> None:
     parser.add_argument("--envs", type=int, default=4, help="envs in the env worker")
     parser.add_argument("--stages", type=int, default=2, help="pipeline stages")
     parser.add_argument("--preset", default="tiny", help="VLA preset (tiny | small)")
+    parser.add_argument("--wrist-camera", action="store_true", help="render (and feed the policy) the wrist camera too")
     parser.add_argument("--toy", action="store_true", help="ToyReach + toy policy instead of ManiSkill + VLA")
     parser.add_argument("--toy-step-cost", type=float, default=0.02, help="CPU seconds burnt per toy env step")
     args = parser.parse_args()
@@ -122,7 +124,8 @@ def main() -> None:
     env_b, inf_b = col["env_busy_s_median"], col["inference_busy_s_median"]
     result = {
         "benchmark": "rl_pipeline",
-        "task": "ToyReach (toy)" if args.toy else "ManiSkill3 PutOnTarget-v1, rgb 128x128",
+        "task": "ToyReach (toy)" if args.toy else
+                f"ManiSkill3 PutOnTarget-v1, rgb 128x128, {'scene + wrist' if args.wrist_camera else 'scene'} camera",
         "policy": "toy MLP" if args.toy else f"openvla-oft {args.preset}",
         "envs": args.envs,
         "pipeline_stages": args.stages,

@@ -189,6 +189,8 @@ def test_config_rejects_bad_values_with_the_key():
         load_config(RLConfig, data={"algorithm": {"name": "grpo", "group_size": 3}, "env": {"envs_per_worker": 4}})
     with pytest.raises(ConfigError, match="unknown key"):
         load_config(RLConfig, data={"runner": {"iteratons": 3}})
+    with pytest.raises(ConfigError, match="time_budget_min"):
+        load_config(RLConfig, data={"runner": {"time_budget_min": 0}})
 
 
 def test_resource_plans_per_placement_mode():

@@ -105,6 +105,17 @@ def test_resume_continues_from_the_checkpoint_iteration(tmp_path):
     assert len((first / "checkpoints" / "announce.jsonl").read_text().splitlines()) == 4
 
 
+def test_time_budget_stops_with_a_checkpoint_that_resumes(tmp_path):
+    # A budget shorter than Ray's start-up: the run stops after its first iteration, saving it
+    # although checkpoint_every is 5, and resuming it without a budget finishes the run.
+    run = train(toy_config(tmp_path, runner={"iterations": 10, "checkpoint_every": 5, "time_budget_min": 1e-4}))
+    assert [r["step"] for r in read_metrics(run)] == [1]
+    assert sorted(p.name for p in (run / "checkpoints").glob("iter_*")) == ["iter_000001"]
+    train(toy_config(tmp_path, runner={"iterations": 3, "checkpoint_every": 5, "resume": str(run)}))
+    assert [r["step"] for r in read_metrics(run)] == [1, 2, 3]
+    assert (run / "checkpoints" / "iter_000003").is_dir()
+
+
 def test_resource_shortfall_fails_before_starting(tmp_path):
     cfg = toy_config(tmp_path, cluster={"placement": "disaggregated"})  # 1 env + rollout + actor = 3 CPU
     with pytest.raises(ResourceShortfall, match=r"3 CPU needed but the Ray cluster has 2 \(short by 1\)"):

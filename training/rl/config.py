@@ -201,10 +201,16 @@ class RunnerConfig:
     resume: str | None = None
     seed: int = 0
     progress: bool = True
+    #: Wall-clock budget of one ``train`` call in minutes, Ray start-up included (None: no limit).
+    #: The run stops with a checkpoint before an iteration that would overrun it (e.g. a cluster
+    #: time slot); ``runner.resume`` continues it later.
+    time_budget_min: float | None = None
 
     def __post_init__(self) -> None:
         if self.iterations < 1 or self.rollout_steps < 1:
             raise ValueError("iterations/rollout_steps: must be >= 1")
+        if self.time_budget_min is not None and self.time_budget_min <= 0:
+            raise ValueError("time_budget_min: must be > 0 minutes (or null: no limit)")
         if self.checkpoint_every < 1:
             raise ValueError("checkpoint_every: must be >= 1")
 

@@ -110,6 +110,8 @@ def train(cfg: RLConfig) -> Path:
     """Run RL training as configured; returns the run directory."""
     import ray
 
+    started = time.perf_counter()
+
     algorithm_cls = ALGORITHMS.get(cfg.algorithm.name)
     if algorithm_cls is None:
         raise ConfigError(f"algorithm.name {cfg.algorithm.name!r} is not registered; choose from {sorted(ALGORITHMS)}")
@@ -139,7 +141,8 @@ def train(cfg: RLConfig) -> Path:
             ray.get(groups.actor.load.remote(str(path)))
             log.info("resumed %s from %s (iteration %d)", run.path, path, start)
         with run:
-            _loop(cfg, groups, run, contract, algorithm_cls, start)
+            budget = cfg.runner.time_budget_min
+            _loop(cfg, groups, run, contract, algorithm_cls, start, None if budget is None else started + 60 * budget)
         return run.path
     finally:
         if groups is not None:
@@ -148,7 +151,9 @@ def train(cfg: RLConfig) -> Path:
             ray.shutdown()
 
 
-def _loop(cfg: RLConfig, groups: Any, run: RunDir, contract: Any, algorithm_cls: Any, start: int) -> None:
+def _loop(
+    cfg: RLConfig, groups: Any, run: RunDir, contract: Any, algorithm_cls: Any, start: int, deadline: float | None
+) -> None:
     import ray
     from tqdm import tqdm
 
@@ -179,8 +184,15 @@ def _loop(cfg: RLConfig, groups: Any, run: RunDir, contract: Any, algorithm_cls:
                         ret=f"{metrics.get('episode_return', float('nan')):.2f}",
                         sps=f"{metrics['env_steps_per_s']:.0f}")
         done = it + 1
-        if done % cfg.runner.checkpoint_every == 0 or done == cfg.runner.iterations:
+        # Stop before an iteration that would end past the deadline (iterations take about as long as the last).
+        out_of_time = deadline is not None and time.perf_counter() + (time.perf_counter() - t0) > deadline
+        if done % cfg.runner.checkpoint_every == 0 or done == cfg.runner.iterations or out_of_time:
             ray.get(groups.actor.save.remote(str(run.path), done, _scalars(metrics), {"algorithm": cfg.algorithm.name}))
+        if out_of_time and done < cfg.runner.iterations:
+            log.warning("runner.time_budget_min=%s reached after iteration %d of %d: checkpoint saved, stopping "
+                        "(continue with runner.resume=%s)", cfg.runner.time_budget_min, done, cfg.runner.iterations,
+                        run.path)  # fmt: skip
+            break
 
 
 def _scalars(metrics: dict) -> dict:
