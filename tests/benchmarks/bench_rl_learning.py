@@ -18,7 +18,8 @@ evaluated as well (``train_initial_states``), next to the held-out seeds of ``tr
 execution split. Pair it with an SFT checkpoint trained on the demonstrations of the same seeds.
 
     .venv/bin/python tests/benchmarks/bench_rl_learning.py [--demos 40] [--sft-steps 800]
-        [--ppo-iterations 40] [--grpo-iterations 20] [--eval-episodes 20] [--sft-checkpoint DIR]
+        [--ppo-iterations 40] [--grpo-iterations 20] [--ppo-minutes 60] [--grpo-minutes 60]
+        [--eval-episodes 20] [--sft-checkpoint DIR]
 
 Prints JSON and writes tests/benchmarks/results/rl_learning.json (updated after every phase).
 """
@@ -52,7 +53,8 @@ def evaluate_checkpoint(checkpoint: Path, out: Path, episodes: int, seed: int, i
     return result
 
 
-def run_rl(config: str, sft_ckpt: Path, iterations: int, root: Path, extra: list[str]) -> Path:
+def run_rl(config: str, sft_ckpt: Path, iterations: int, root: Path, extra: list[str],
+           minutes: float | None = None) -> Path:
     from simbridge.data.config import load_config
     from simbridge.training.checkpoint import latest_checkpoint
     from simbridge.training.rl.config import RLConfig
@@ -60,7 +62,7 @@ def run_rl(config: str, sft_ckpt: Path, iterations: int, root: Path, extra: list
 
     cfg = load_config(RLConfig, REPO / "launch/configs" / config, overrides=[
         f"policy.init_checkpoint={sft_ckpt}", f"runner.iterations={iterations}", f"runner.root={root}",
-        f"runner.checkpoint_every={max(1, iterations // 4)}", *extra,
+        f"runner.checkpoint_every={max(1, iterations // 4)}", f"runner.time_budget_min={minutes or 'null'}", *extra,
     ])
     run_dir = train(cfg)
     return latest_checkpoint(run_dir)
@@ -76,6 +78,9 @@ def main() -> None:
     parser.add_argument("--eval-episodes", type=int, default=20)
     parser.add_argument("--eval-seed", type=int, default=10_000)
     parser.add_argument("--root", type=Path, default=REPO / "runs" / "bench_rl_learning")
+    parser.add_argument("--ppo-minutes", type=float, default=60.0,
+                        help="wall-clock budget of the PPO run (runner.time_budget_min; iterations are the cap)")
+    parser.add_argument("--grpo-minutes", type=float, default=60.0, help="the same for GRPO")
     parser.add_argument("--rl-override", action="append", default=[], help="extra key=value for both RL runs")
     parser.add_argument("--initial-states", type=int, default=0, metavar="N",
                         help="RL on the N fixed initial states of seeds 0..N-1 (and evaluate them too)")
@@ -120,11 +125,12 @@ def main() -> None:
     result["initial_states"] = args.initial_states
     result["before"] = timed("eval_sft", evaluate_checkpoint, sft_ckpt, args.root / "eval_sft",
                              args.eval_episodes, args.eval_seed, args.initial_states)
-    for algo, config, iters in (("ppo", "ppo_maniskill.yaml", args.ppo_iterations),
-                                ("grpo", "grpo_maniskill.yaml", args.grpo_iterations)):
+    for algo, config, iters, minutes in (("ppo", "ppo_maniskill.yaml", args.ppo_iterations, args.ppo_minutes),
+                                         ("grpo", "grpo_maniskill.yaml", args.grpo_iterations, args.grpo_minutes)):
         if iters <= 0:
             continue
-        ckpt = timed(f"{algo}_train", run_rl, config, sft_ckpt, iters, args.root, args.rl_override)
+        ckpt = timed(f"{algo}_train", run_rl, config, sft_ckpt, iters, args.root, args.rl_override, minutes)
+        result[f"{algo}_iterations"] = int(ckpt.name.split("_")[-1])  # fewer than asked if the budget ran out
         after = timed(f"eval_{algo}", evaluate_checkpoint, ckpt, args.root / f"eval_{algo}",
                       args.eval_episodes, args.eval_seed, args.initial_states)
         result[f"after_{algo}"] = after
