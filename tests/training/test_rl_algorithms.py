@@ -145,6 +145,33 @@ def test_ppo_update_on_toy_batch_moves_logprobs_towards_positive_advantages():
     assert metrics["approx_kl"] >= 0 and 0 <= metrics["clip_fraction"] <= 1 and metrics["grad_norm"] > 0
 
 
+def test_ppo_ratio_is_taken_at_the_rollout_temperature():
+    # Rollouts sampled at temperature 0.5 record that distribution's log-probs; the update must
+    # evaluate at the same temperature, else its ratio is off before any weight moved.
+    torch.manual_seed(0)
+    policy = ToyPolicy(hidden=16)
+    with torch.no_grad():  # a peaked distribution (the fresh head is near uniform at any temperature)
+        policy.action_head.weight.normal_(0.0, 3.0)
+    obs = [ToyReachEnv().reset(seed=i)[0] for i in range(16)]
+    batch_in = policy.prepare(obs)
+    with torch.no_grad():
+        out = policy.act(batch_in, temperature=0.5)
+    N = 16
+    batch = RolloutBatch(
+        obs={k: v.numpy()[None] for k, v in batch_in.items()}, tokens=out.tokens.numpy()[None],
+        logprobs=out.logprobs.numpy()[None], values=out.values.numpy()[None],
+        rewards=np.linspace(-1, 1, N, dtype=np.float32)[None], dones=np.ones((1, N), bool),
+        valid=np.ones((1, N), bool), last_values=np.zeros(N, np.float32),
+        group_ids=np.zeros(N, np.int64), dropped=np.zeros(N, bool),
+    )
+    algo = ALGORITHMS["ppo"](AlgorithmConfig(), ActorConfig(minibatch_size=N))
+    frozen = torch.optim.SGD(policy.parameters(), lr=0.0)  # weights stay: the ratio must be exactly 1
+    same = algo.update(policy, frozen, batch, temperature=0.5)
+    assert same["approx_kl"] == pytest.approx(0.0, abs=1e-6) and same["clip_fraction"] == 0.0
+    wrong = algo.update(policy, frozen, batch, temperature=1.0)
+    assert wrong["approx_kl"] > 1e-2
+
+
 def test_critic_warmup_trains_only_the_value_head_first():
     torch.manual_seed(0)
     policy = ToyPolicy(hidden=16)

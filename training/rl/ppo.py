@@ -3,8 +3,8 @@
 Read top to bottom: advantages with GAE, then the clipped surrogate objective with a clipped
 Huber value loss and an entropy bonus, minibatch SGD with gradient clipping, monitored by the
 approximate KL and the clip fraction. One epoch per batch by default (RL4VLA's efficient
-recipe). The policy is any module with ``evaluate(batch, tokens) -> (logprobs, entropy,
-values)``; log-probs are sums over a step's action tokens.
+recipe). The policy is any module with ``evaluate(batch, tokens, temperature) -> (logprobs,
+entropy, values)``; log-probs are sums over a step's action tokens.
 """
 
 from __future__ import annotations
@@ -107,7 +107,9 @@ class PPO:
         seed: int = 0,
         device: torch.device | str = "cpu",
         iteration: int = 0,
+        temperature: float = 1.0,
     ) -> dict[str, float]:
+        """``temperature``: the rollout's sampling temperature; its log-probs are of that distribution."""
         flat, metrics = self.compute_advantages(batch)
         # Critic warm-up: only the value head learns (the policy's parameters get no gradient,
         # so Adam leaves them and their moments untouched).
@@ -127,7 +129,7 @@ class PPO:
                 idx = torch.as_tensor(order[start : start + self.actor.minibatch_size], device=device)
                 mb = {k: v[idx] for k, v in tensors.items()}
                 obs = {k[4:]: v for k, v in mb.items() if k.startswith("obs.")}
-                ev = policy.evaluate(obs, mb["tokens"])
+                ev = policy.evaluate(obs, mb["tokens"], temperature=temperature)
                 loss, m = self.loss(ev, mb)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()

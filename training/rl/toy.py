@@ -181,13 +181,13 @@ class ToyPolicy(nn.Module):
         logits, values = self._forward(batch)
         dist = torch.distributions.Categorical(logits=logits / temperature)
         tokens = logits.argmax(-1) if deterministic else dist.sample()
-        logprobs = torch.distributions.Categorical(logits=logits).log_prob(tokens).sum(-1)
+        logprobs = dist.log_prob(tokens).sum(-1)  # of the distribution sampled from, as the VLA policies
         actions = (self.bin_values[tokens] * self.action_scale).unsqueeze(1)
         return ToyActOutput(actions=actions, tokens=tokens, logprobs=logprobs, values=values)
 
-    def evaluate(self, batch: dict[str, torch.Tensor], tokens: torch.Tensor) -> ToyEvalOutput:
+    def evaluate(self, batch: dict[str, torch.Tensor], tokens: torch.Tensor, temperature: float = 1.0) -> ToyEvalOutput:
         logits, values = self._forward(batch)
-        dist = torch.distributions.Categorical(logits=logits)
+        dist = torch.distributions.Categorical(logits=logits / temperature)
         return ToyEvalOutput(logprobs=dist.log_prob(tokens).sum(-1), entropy=dist.entropy().sum(-1), values=values)
 
     # --- spec.Policy, for evaluation harnesses ----------------------------------------------

@@ -281,7 +281,8 @@ class ActorWorker:
             _set_threads(threads)
         t0 = time.perf_counter()
         metrics = self.algorithm.update(self.policy, self.optimizer, batch, seed=self.cfg.runner.seed + self.updates,
-                                        device=self.device, iteration=self.updates)
+                                        device=self.device, iteration=self.updates,
+                                        temperature=self.cfg.policy.temperature)
         self.updates += 1
         self.version += 1
         _set_threads(self.cpus)
