@@ -120,22 +120,24 @@ def test_grpo_loss_uses_asymmetric_clip():
     assert m["clip_fraction"] == 1.0
 
 
+def toy_batch(policy: ToyPolicy, n: int, rewards: np.ndarray, temperature: float = 1.0):
+    """One-step episodes of ``n`` ToyReach envs sampled by ``policy``: (policy inputs, act output, batch)."""
+    batch_in = policy.prepare([ToyReachEnv().reset(seed=i)[0] for i in range(n)])
+    with torch.no_grad():
+        out = policy.act(batch_in, temperature=temperature)
+    batch = RolloutBatch(
+        obs={k: v.numpy()[None] for k, v in batch_in.items()}, tokens=out.tokens.numpy()[None],
+        logprobs=out.logprobs.numpy()[None], values=out.values.numpy()[None],
+        rewards=np.asarray(rewards, np.float32)[None], dones=np.ones((1, n), bool), valid=np.ones((1, n), bool),
+        last_values=np.zeros(n, np.float32), group_ids=np.zeros(n, np.int64), dropped=np.zeros(n, bool),
+    )
+    return batch_in, out, batch
+
+
 def test_ppo_update_on_toy_batch_moves_logprobs_towards_positive_advantages():
     torch.manual_seed(0)
     policy = ToyPolicy(hidden=16)
-    env = ToyReachEnv()
-    obs = [env.reset(seed=i)[0] for i in range(8)]
-    batch_in = policy.prepare(obs)
-    with torch.no_grad():
-        out = policy.act(batch_in)
-    T, N = 1, 8
-    rewards = np.where(np.arange(N) % 2 == 0, 1.0, -1.0).astype(np.float32)[None]
-    batch = RolloutBatch(
-        obs={k: v.numpy()[None] for k, v in batch_in.items()}, tokens=out.tokens.numpy()[None],
-        logprobs=out.logprobs.numpy()[None], values=out.values.numpy()[None], rewards=rewards,
-        dones=np.ones((T, N), bool), valid=np.ones((T, N), bool), last_values=np.zeros(N, np.float32),
-        group_ids=np.zeros(N, np.int64), dropped=np.zeros(N, bool),
-    )
+    batch_in, out, batch = toy_batch(policy, 8, np.where(np.arange(8) % 2 == 0, 1.0, -1.0))
     algo = ALGORITHMS["ppo"](AlgorithmConfig(), ActorConfig(minibatch_size=8, update_epochs=4, lr=1e-2))
     opt = torch.optim.Adam(policy.parameters(), lr=1e-2)
     metrics = algo.update(policy, opt, batch)
@@ -152,18 +154,8 @@ def test_ppo_ratio_is_taken_at_the_rollout_temperature():
     policy = ToyPolicy(hidden=16)
     with torch.no_grad():  # a peaked distribution (the fresh head is near uniform at any temperature)
         policy.action_head.weight.normal_(0.0, 3.0)
-    obs = [ToyReachEnv().reset(seed=i)[0] for i in range(16)]
-    batch_in = policy.prepare(obs)
-    with torch.no_grad():
-        out = policy.act(batch_in, temperature=0.5)
     N = 16
-    batch = RolloutBatch(
-        obs={k: v.numpy()[None] for k, v in batch_in.items()}, tokens=out.tokens.numpy()[None],
-        logprobs=out.logprobs.numpy()[None], values=out.values.numpy()[None],
-        rewards=np.linspace(-1, 1, N, dtype=np.float32)[None], dones=np.ones((1, N), bool),
-        valid=np.ones((1, N), bool), last_values=np.zeros(N, np.float32),
-        group_ids=np.zeros(N, np.int64), dropped=np.zeros(N, bool),
-    )
+    _, _, batch = toy_batch(policy, N, np.linspace(-1, 1, N), temperature=0.5)
     algo = ALGORITHMS["ppo"](AlgorithmConfig(), ActorConfig(minibatch_size=N))
     frozen = torch.optim.SGD(policy.parameters(), lr=0.0)  # weights stay: the ratio must be exactly 1
     same = algo.update(policy, frozen, batch, temperature=0.5)
@@ -175,19 +167,7 @@ def test_ppo_ratio_is_taken_at_the_rollout_temperature():
 def test_critic_warmup_trains_only_the_value_head_first():
     torch.manual_seed(0)
     policy = ToyPolicy(hidden=16)
-    env = ToyReachEnv()
-    obs = [env.reset(seed=i)[0] for i in range(8)]
-    batch_in = policy.prepare(obs)
-    with torch.no_grad():
-        out = policy.act(batch_in)
-    N = 8
-    batch = RolloutBatch(
-        obs={k: v.numpy()[None] for k, v in batch_in.items()}, tokens=out.tokens.numpy()[None],
-        logprobs=out.logprobs.numpy()[None], values=out.values.numpy()[None],
-        rewards=np.where(np.arange(N) % 2 == 0, 1.0, -1.0).astype(np.float32)[None],
-        dones=np.ones((1, N), bool), valid=np.ones((1, N), bool), last_values=np.zeros(N, np.float32),
-        group_ids=np.zeros(N, np.int64), dropped=np.zeros(N, bool),
-    )
+    _, _, batch = toy_batch(policy, 8, np.where(np.arange(8) % 2 == 0, 1.0, -1.0))
     algo = ALGORITHMS["ppo"](AlgorithmConfig(critic_warmup_iterations=1), ActorConfig(minibatch_size=4, lr=1e-2))
     opt = torch.optim.Adam(policy.parameters(), lr=1e-2)
 
