@@ -1,8 +1,10 @@
 """ament_python package of the SimBridge ROS 2 nodes (``colcon build --packages-select simbridge_ros``).
 
 Console scripts are installed to ``lib/simbridge_ros`` (setup.cfg), where ``ros2 run`` and
-launch_ros look for executables. The launch and parameter files live in the repository's
-``launch/`` folder and are installed to ``share/simbridge_ros/launch``.
+launch_ros look for executables. The launch files, the parameter files and the evaluation
+protocols live in the repository's ``launch/`` folder; ``launch`` here is a symlink to it, so the
+data_files paths stay relative to this package (colcon refuses absolute ones) and the files are
+installed to ``share/simbridge_ros/launch`` (``ros2 launch simbridge_ros sim_eval.launch.py``).
 """
 
 from pathlib import Path
@@ -11,7 +13,6 @@ from setuptools import setup
 
 PACKAGE = "simbridge_ros"
 HERE = Path(__file__).resolve().parent
-REPO_LAUNCH = HERE.parents[2] / "launch"
 
 NODES = {
     "camera": "camera",
@@ -25,12 +26,18 @@ NODES = {
 
 
 def launch_files() -> list[tuple[str, list[str]]]:
-    if not REPO_LAUNCH.is_dir():  # building from an sdist without the repository around it
+    """``(install dir, [paths relative to this package])`` for the launch, parameter and protocol files."""
+    launch = HERE / "launch"
+    if not launch.is_dir():  # an sdist without the repository around it
         return []
-    rel = lambda p: str(p.relative_to(HERE)) if p.is_relative_to(HERE) else str(p)  # noqa: E731
-    files = [rel(p) for p in sorted(REPO_LAUNCH.glob("*.launch.py")) + sorted(REPO_LAUNCH.glob("*.yaml"))]
-    protocols = [rel(p) for p in sorted((REPO_LAUNCH / "protocols").glob("*.yaml"))]
-    return [(f"share/{PACKAGE}/launch", files), (f"share/{PACKAGE}/launch/protocols", protocols)]
+
+    def rel(pattern: str) -> list[str]:
+        return [f"launch/{p.relative_to(launch)}" for p in sorted(launch.glob(pattern))]
+
+    return [
+        (f"share/{PACKAGE}/launch", rel("*.launch.py") + rel("*.yaml")),
+        (f"share/{PACKAGE}/launch/protocols", rel("protocols/*.yaml")),
+    ]
 
 
 setup(
