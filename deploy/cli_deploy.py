@@ -1,12 +1,12 @@
 """``simbridge deploy [--sim]``: the ROS 2 nodes in one process, for pip-only users without ``ros2 launch``.
 
-Builds the same nodes as ``launch/robot_eval.launch.py`` (camera, franka, policy, logger and,
-with ``--protocol``, the evaluation orchestrator) or ``launch/sim_eval.launch.py`` (``--sim``:
-the franky-sim twin instead of the camera and a real arm) from the same parameter files, and
-spins them on one ``MultiThreadedExecutor``. The launch arguments are options here::
+Runs the same node graph as ``launch/robot_eval.launch.py`` (camera, franka, policy, logger and,
+with ``--protocol``, the evaluation orchestrator) or ``launch/sim_eval.launch.py`` (``--sim``: the
+franky-sim twin instead of the camera and a real arm): :mod:`simbridge.deploy.node_graph` plans
+both, from the same parameter files. The launch arguments are options here::
 
     simbridge deploy --sim --bundle runs/export/sft/latest --instruction "put the red cube on the green target"
-    simbridge deploy --robot-ip 172.16.0.2 --camera 0 --bundle runs/export/ppo/latest --protocol launch/protocols/rl4vla_hardware.yaml
+    simbridge deploy --robot-ip 172.16.0.2 --camera 0 --bundle runs/export/ppo/latest --protocol rl4vla_hardware
     simbridge deploy --sim --set policy.chunk_mode=ensemble --duration 60
 
 The node classes come from the ``simbridge_ros`` package: the installed one when colcon built
@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from simbridge.data.config import ConfigError
-from simbridge.deploy.ros_params import LAUNCH_DIR, node_parameters, parse_overrides
+from simbridge.deploy.node_graph import GRAPHS, Plan, plan
+from simbridge.deploy.ros_params import node_parameters, parse_overrides
 
 ROS_PACKAGE_SRC = Path(__file__).resolve().parents[1] / "ros2_ws" / "src" / "simbridge_ros"
 
@@ -84,56 +85,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--duration", type=float, default=0.0, help="stop after this many seconds (0: until Ctrl-C)"
     )
+    parser.add_argument(
+        "--processes", action="store_true",
+        help="one process per node with the command lines ros2 launch uses (franky-sim then has an "
+        "interpreter of its own); any node exiting stops them all, with the reason",
+    )
 
 
-def launch_overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
-    """The launch arguments as per-node parameter overrides (the launch files map them the same way)."""
-    out: dict[str, dict[str, Any]] = {}
-
-    def put(node: str, key: str, value: Any) -> None:
-        if value is not None:
-            out.setdefault(node, {})[key] = value
-
-    put("franka", "robot_ip", args.robot_ip)
-    put("camera", "source", args.camera)
-    put("policy", "bundle", args.bundle)
-    put("policy", "instruction", args.instruction)
-    put("logger", "instruction", args.instruction)
-    put("orchestrator", "protocol", args.protocol)
-    if args.protocol_overrides:
-        put("orchestrator", "protocol_overrides", list(args.protocol_overrides))
-    if args.teleop:
-        put("teleop", "device", args.teleop)
-        put("teleop", "mode", "intervention" if args.bundle else "teleop")
-        put("policy", "publish_actions", False)  # the teleop node forwards the policy's proposals
-    if args.log_dir:
-        put("logger", "store", str(Path(args.log_dir) / "episodes.zarr"))
-        put("orchestrator", "log_dir", str(args.log_dir))
+def plan_from_args(args: argparse.Namespace) -> tuple[Plan, dict[str, dict[str, Any]]]:
+    """The node graph's plan for these options (they are its launch arguments), plus ``--set`` overrides."""
+    graph = GRAPHS["sim" if args.sim else "robot"]
+    launch_args = {
+        "robot_ip": args.robot_ip, "bundle": args.bundle, "instruction": args.instruction,
+        "protocol": args.protocol, "log_dir": args.log_dir, "teleop": args.teleop,
+        "protocol_set": " ".join(args.protocol_overrides) or None,
+        "params_file": str(args.params) if args.params else None,
+        ("cameras" if args.sim else "camera"): args.camera,
+    }
+    planned = plan(graph, {k: v for k, v in launch_args.items() if v is not None},
+                   without={"logger"} if args.no_logger else set())
+    extra: dict[str, dict[str, Any]] = {}
     for node_key, value in parse_overrides(args.overrides).items():
         node, dot, key = node_key.partition(".")
         if not dot:
             raise ConfigError(f"--set {node_key}=...: name the node, e.g. policy.{node_key}=...")
-        out.setdefault(node, {})[key] = value
-    return out
+        extra.setdefault(node, {})[key] = value
+    return planned, extra
 
 
-def node_plan(sim: bool, with_logger: bool, with_orchestrator: bool, with_teleop: bool = False) -> list[str]:
-    """Which nodes run, in start order (the twin before the franka node that connects to it)."""
-    plan = ["twin"] if sim else ["camera"]
-    plan += ["franka", "policy"]
-    if with_teleop:
-        plan.append("teleop")
-    if with_logger:
-        plan.append("logger")
-    if with_orchestrator:
-        plan.append("orchestrator")
-    return plan
-
-
-def build_nodes(
-    params_file: Path, plan: list[str], overrides: dict[str, dict[str, Any]], context=None
-) -> list:
-    """Construct the planned nodes with their parameters from ``params_file`` + ``overrides``."""
+def build_nodes(planned: Plan, extra: dict[str, dict[str, Any]] | None = None, context=None) -> list:
+    """Construct the planned nodes, in order, with the base file's parameters, the plan's overrides
+    (the launch arguments) and ``extra`` (``--set``) on top."""
     ensure_ros_package()
     from rclpy.exceptions import ParameterException
     from rclpy.parameter import Parameter
@@ -156,10 +138,12 @@ def build_nodes(
     }
     nodes = []
     try:
-        for name in plan:
-            params = node_parameters(params_file, name, overrides.get(name, {}))
-            if name == "franka" and nodes and isinstance(nodes[0], TwinNode):
-                params["robot_ip"] = nodes[0].hostname
+        for planned_node in planned.nodes:
+            name = planned_node.name
+            params = node_parameters(planned.params_file, name,
+                                     {**planned_node.overrides, **(extra or {}).get(name, {})})
+            if name == "franka" and not params.get("robot_ip") and nodes and isinstance(nodes[0], TwinNode):
+                params["robot_ip"] = nodes[0].hostname  # in one process the twin is up already
             try:
                 nodes.append(
                     classes[name](
@@ -170,7 +154,7 @@ def build_nodes(
                 )
             except ParameterException as err:  # e.g. source=0 (int) for a string parameter
                 raise ConfigError(
-                    f"node {name!r}: {err}; check the value's type in {params_file} or --set "
+                    f"node {name!r}: {err}; check the value's type in {planned.params_file} or --set "
                     f"(quote strings: {name}.key='\"0\"', write floats with a dot: 10.0)"
                 ) from None
     except BaseException:
@@ -191,21 +175,21 @@ def close_nodes(nodes: list) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.processes:
+        return run_processes(args)
     ensure_ros_package()
     import rclpy
     from rclpy.context import Context
     from simbridge_ros.common import spin_nodes
 
-    params_file = args.params or LAUNCH_DIR / ("sim.yaml" if args.sim else "robot.yaml")
-    overrides = launch_overrides(args)
-    with_orchestrator = bool(args.protocol or overrides.get("orchestrator", {}).get("protocol"))
-    plan = node_plan(args.sim, not args.no_logger, with_orchestrator, bool(args.teleop))
+    planned, extra = plan_from_args(args)
     context = Context()
     rclpy.init(context=context)
     nodes: list = []
     try:
-        nodes = build_nodes(params_file, plan, overrides, context)
-        print(f"simbridge deploy: running {', '.join(plan)} ({params_file}); Ctrl-C stops the arm and exits")
+        nodes = build_nodes(planned, extra, context)
+        print(f"simbridge deploy: running {', '.join(planned.names)} ({planned.params_file}); "
+              "Ctrl-C stops the arm and exits")
         orchestrator = next((n for n in nodes if n.get_name() == "orchestrator"), None)
         deadline = time.monotonic() + args.duration if args.duration > 0 else float("inf")
 
@@ -222,3 +206,31 @@ def run(args: argparse.Namespace) -> int:
         close_nodes(nodes)
         context.try_shutdown()
     return 0
+
+
+def run_processes(args: argparse.Namespace) -> int:
+    """The graph as one process per node (like ``ros2 launch``); exit 1 unless the protocol finished."""
+    import tempfile
+
+    from simbridge.deploy.supervisor import NodeProcesses
+
+    planned, extra = plan_from_args(args)
+    source = None if importlib.util.find_spec("simbridge_ros") is not None else ROS_PACKAGE_SRC
+    with tempfile.TemporaryDirectory(prefix="simbridge_deploy_") as tmp:
+        graph = NodeProcesses(planned, Path(tmp), extra, ros_package_src=source)
+        print(f"simbridge deploy: starting {', '.join(planned.names)} as processes ({planned.params_file}, "
+              f"launch arguments in {graph.overrides_file}); Ctrl-C stops the arm and exits", flush=True)
+        try:
+            graph.start()
+            outcome = graph.wait(args.duration if args.duration > 0 else None)
+        except KeyboardInterrupt:
+            print("simbridge deploy: interrupted; stopping the arm", flush=True)
+            outcome = None
+        finally:
+            graph.stop()
+    if outcome is None:
+        return 0
+    print(f"simbridge deploy: {outcome.reason}; stopped the other nodes", file=sys.stderr if not outcome.ok
+          else sys.stdout, flush=True)
+    finished_without_protocol = outcome.returncode == 0 and "orchestrator" not in planned.names
+    return 0 if outcome.ok or finished_without_protocol else 1

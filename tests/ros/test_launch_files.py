@@ -1,9 +1,14 @@
-"""Launch files, parameter files and the ament_python package are consistent (no ``launch`` on PyPI:
-the launch files are checked by parsing them)."""
+"""Launch files, parameter files and the ament_python package: consistent, and built by colcon.
+
+``launch`` is not on PyPI, so the launch files are checked by parsing them; the node graph they
+read is checked against the parameters each node declares, and the package is built with the real
+colcon into a temporary workspace and its install tree inspected as ``ros2 pkg`` would."""
 
 from __future__ import annotations
 
 import ast
+import os
+import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -12,13 +17,12 @@ from pathlib import Path
 import pytest
 
 from simbridge.data.config import ConfigError
+from simbridge.deploy.node_graph import ROBOT_GRAPH, SIM_GRAPH, plan
 from simbridge.deploy.ros_params import node_parameters, nodes_in, parse_overrides
 
 REPO = Path(__file__).resolve().parents[2]
 PKG = REPO / "ros2_ws" / "src" / "simbridge_ros"
 LAUNCH = REPO / "launch"
-LAUNCH_ARGS = {"robot_ip", "camera", "bundle", "instruction", "protocol", "log_dir"}
-PARAM_FILE = {"robot_eval.launch.py": "robot.yaml", "sim_eval.launch.py": "sim.yaml"}
 
 
 def _call_name(node: ast.Call) -> str:
@@ -46,29 +50,36 @@ def declared_parameters(module: str) -> dict[str, type]:
     return out
 
 
-@pytest.mark.parametrize("launch_file", sorted(PARAM_FILE))
-def test_launch_file_nodes_exist_and_their_parameters_are_declared(launch_file: str) -> None:
-    tree = ast.parse((LAUNCH / launch_file).read_text())
-    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call)]
-    declared = {ast.literal_eval(c.args[0]) for c in calls if _call_name(c) == "DeclareLaunchArgument"}
-    assert declared >= LAUNCH_ARGS
-    used = {ast.literal_eval(c.args[0]) for c in calls if _call_name(c) == "LaunchConfiguration"}
-    assert used == declared, "every launch argument is used and every used one declared"
+@pytest.mark.parametrize("graph", [SIM_GRAPH, ROBOT_GRAPH], ids=["sim", "robot"])
+def test_graph_nodes_exist_and_every_argument_sets_declared_parameters_with_their_type(graph) -> None:
+    """Each launch argument reaches parameters its node declares, with the declared type (rcl refuses
+    a mismatch, e.g. camera:=0 as an integer where a string is declared)."""
     scripts = console_scripts()
-    nodes = [c for c in calls if _call_name(c) == "Node"]
-    assert {ast.literal_eval(_kw(n, "executable")) for n in nodes} >= {"franka", "policy", "logger", "orchestrator"}
-    params_path = LAUNCH / PARAM_FILE[launch_file]
-    for node in nodes:
-        assert ast.literal_eval(_kw(node, "package")) == "simbridge_ros"
-        exe, name = ast.literal_eval(_kw(node, "executable")), ast.literal_eval(_kw(node, "name"))
-        assert exe in scripts, f"{launch_file}: executable {exe!r} is not a console script of setup.py"
-        params = _kw(node, "parameters")
-        assert isinstance(params, ast.List) and isinstance(params.elts[0], ast.Name) and params.elts[0].id == "PARAMS"
-        assert name in nodes_in(params_path), f"{params_path.name} has no section for node {name!r}"
-        # The launch-time overrides (dict) name parameters the node really declares.
-        declared_params = declared_parameters(scripts[exe])
-        for key in (ast.literal_eval(k) for k in params.elts[1].keys):
-            assert key in declared_params, f"{launch_file}: {name} has no parameter {key!r}"
+    params_path = LAUNCH / graph.params_file
+    values = {a.name: "1" for a in graph.arguments}  # numeric-looking strings: the type trap
+    values.update(protocol="", teleop="keyboard", params_file="", protocol_set="a=1 b=2")
+    if "cameras" in values:
+        values["cameras"] = "scene,wrist"
+    planned = plan(graph, values)
+    for node in planned.nodes:
+        assert node.executable in scripts, f"{graph.name}: executable {node.executable!r} is not a console script"
+        assert node.name in nodes_in(params_path), f"{params_path.name} has no section for node {node.name!r}"
+        declared = declared_parameters(scripts[node.executable])
+        for key, value in node.overrides.items():
+            assert key in declared, f"{graph.name}: {node.name} has no parameter {key!r}"
+            expected = declared[key]
+            if expected is list:
+                assert isinstance(value, list) and all(isinstance(v, str) for v in value), (node.name, key, value)
+            else:
+                assert type(value) is expected, f"{graph.name}: {node.name}.{key}={value!r} must be {expected.__name__}"
+
+
+@pytest.mark.parametrize("launch_file,graph", [("sim_eval.launch.py", "sim"), ("robot_eval.launch.py", "robot")])
+def test_launch_files_describe_their_graph(launch_file: str, graph: str) -> None:
+    tree = ast.parse((LAUNCH / launch_file).read_text())
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and _call_name(n) == "launch_description"]
+    assert len(calls) == 1 and ast.literal_eval(calls[0].args[0]) == graph
+    assert any(isinstance(n, ast.FunctionDef) and n.name == "generate_launch_description" for n in tree.body)
 
 
 @pytest.mark.parametrize("param_file", ["robot.yaml", "sim.yaml"])
@@ -113,3 +124,30 @@ def test_ament_python_package_is_complete() -> None:
     for exe, module in console_scripts().items():
         source = (PKG / "simbridge_ros" / f"{module}.py").read_text()
         assert "\ndef main(" in source, f"console script {exe}: {module}.py has no main()"
+
+
+@pytest.mark.parametrize("symlink", [False, True], ids=["copy", "symlink-install"])
+def test_colcon_builds_the_package_and_installs_executables_launch_and_parameter_files(tmp_path, symlink) -> None:
+    colcon = shutil.which("colcon", path=str(Path(sys.executable).parent)) or shutil.which("colcon")
+    assert colcon, "colcon is part of the dev extra: pip install -e .[dev]"
+    cmd = [colcon, "--log-base", str(tmp_path / "log"), "build", "--base-paths", str(REPO / "ros2_ws" / "src"),
+           "--build-base", str(tmp_path / "build"), "--install-base", str(tmp_path / "install"),
+           "--packages-select", "simbridge_ros", *(["--symlink-install"] if symlink else [])]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    prefix = tmp_path / "install" / "simbridge_ros"
+    # What `ros2 pkg prefix / executables` read: the ament index marker and lib/<package>/<exe>.
+    assert (prefix / "share/ament_index/resource_index/packages/simbridge_ros").is_file()
+    for exe in console_scripts():
+        path = prefix / "lib" / "simbridge_ros" / exe
+        assert path.is_file() and os.access(path, os.X_OK), f"executable {exe} not installed"
+    share = prefix / "share" / "simbridge_ros"
+    assert (share / "package.xml").is_file()
+    for name in ["sim_eval.launch.py", "robot_eval.launch.py", "sim.yaml", "robot.yaml",
+                 "protocols/twin_smoke.yaml", "protocols/twin_demo.yaml", "protocols/rl4vla_hardware.yaml"]:
+        installed = share / "launch" / name
+        assert installed.is_file(), f"{name} not installed to share/simbridge_ros/launch"
+        assert installed.read_bytes() == (LAUNCH / name).read_bytes()
+    # The installed launch file finds its parameter file and protocols next to itself.
+    launch_dir = (share / "launch" / "sim_eval.launch.py").resolve().parent
+    assert plan(SIM_GRAPH, {"protocol": "twin_smoke"}, launch_dir).params_file.is_file()

@@ -14,6 +14,7 @@ from rclpy.parameter import Parameter
 
 from simbridge.data.config import load_config
 from simbridge.deploy.cli_deploy import build_nodes
+from simbridge.deploy.node_graph import SIM_GRAPH, plan
 from simbridge.deploy.robot import FaultInjector, FrankyRobot, FrankyRobotConfig
 from simbridge.deploy.safety import SafetyLimits
 
@@ -22,7 +23,6 @@ from .conftest import wait_until
 pytestmark = [pytest.mark.ros, pytest.mark.robot, pytest.mark.integration]
 
 REPO = Path(__file__).resolve().parents[2]
-PARAMS = REPO / "launch" / "sim.yaml"
 
 
 def start_stack(graph, tmp_path: Path, bundle_dir: Path, limits: str, label: str):
@@ -32,9 +32,10 @@ def start_stack(graph, tmp_path: Path, bundle_dir: Path, limits: str, label: str
     from simbridge_ros.orchestrator import OrchestratorNode
     from simbridge_ros.protocol import load_protocol
 
-    overrides = {"policy": {"bundle": str(bundle_dir / "latest"), "max_observation_age_s": 2.0, "enabled": False},
-                 "logger": {"store": str(tmp_path / "episodes.zarr")}}
-    twin, policy, logger = build_nodes(PARAMS, ["twin", "policy", "logger"], overrides, context=graph.context)
+    planned = plan(SIM_GRAPH, {"bundle": str(bundle_dir / "latest"), "log_dir": str(tmp_path)},
+                   without={"franka"})  # the franka node is built below, around a fault injector
+    extra = {"policy": {"max_observation_age_s": 2.0, "enabled": False}}
+    twin, policy, logger = build_nodes(planned, extra, context=graph.context)
     graph.add(twin)
     faults = FaultInjector()
     robot = FrankyRobot(FrankyRobotConfig(host=twin.hostname, sim=True, safety=load_config(SafetyLimits, limits)),
