@@ -150,3 +150,7 @@ class CameraNode(Node):
 
 def main(args=None) -> None:
     run_node(CameraNode, args)
+
+
+if __name__ == "__main__":
+    main()

@@ -46,6 +46,7 @@ EE_POSE_TOPIC = "/simbridge/ee_pose"
 FRANKA_STATUS_TOPIC = "/simbridge/franka/status"  # std_msgs/String JSON
 POLICY_STATUS_TOPIC = "/simbridge/policy/status"
 TWIN_SUCCESS_TOPIC = "/simbridge/twin/success"  # std_msgs/Bool
+TWIN_STATUS_TOPIC = "/simbridge/twin/status"  # latched JSON: {"ready": true, "hostname": ...} once franky-sim serves
 EVAL_STATUS_TOPIC = "/simbridge/eval/status"
 
 
@@ -218,20 +219,35 @@ def spin_nodes(nodes: Sequence[Node], context=None, threads: int | None = None,
         executor.shutdown(timeout_sec=5.0)
 
 
-def run_node(factory: Callable[..., Node], args: Sequence[str] | None = None) -> None:
-    """Entry point body of a ``ros2 run`` executable: init, spin one node, close it, shut down."""
+def run_node(factory: Callable[..., Node], args: Sequence[str] | None = None,
+             finished: Callable[[Node], bool] | None = None,
+             exit_code: Callable[[Node], int] | None = None) -> None:
+    """Entry point body of a ``ros2 run`` executable: init, spin one node, close it, shut down.
+
+    The process exits when ROS shuts down (Ctrl-C, launch stopping) or ``finished(node)`` is true,
+    with ``exit_code(node)`` (default 0). A node that cannot start (robot unreachable, bad parameter)
+    exits 1 with one line naming the problem: launch then reports it and stops the evaluation."""
     import rclpy
 
     rclpy.init(args=list(args) if args is not None else sys.argv)
-    node = factory()
+    name = getattr(factory, "__name__", "node")
     try:
-        spin_nodes([node])
+        node = factory()
+    except (Exception, KeyboardInterrupt) as err:
+        what = "interrupted while starting" if isinstance(err, KeyboardInterrupt) else f"{type(err).__name__}: {err}"
+        print(f"[{name}] cannot start: {what}", file=sys.stderr, flush=True)
+        if rclpy.ok():
+            rclpy.shutdown()
+        raise SystemExit(1) from None
+    try:
+        spin_nodes([node], should_stop=(lambda: finished(node)) if finished else None)
     except KeyboardInterrupt:
         pass
     finally:
         node.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()
+    raise SystemExit(exit_code(node) if exit_code else 0)
 
 
 def monotonic() -> float:

@@ -12,12 +12,18 @@ the franky-sim twin) and puts four guards in front of it:
 * **latched e-stop** (``~/estop``, std_srvs/SetBool): ``true`` stops the arm and drops every
   command until ``false``; ``~/recover`` (std_srvs/Trigger) clears robot errors after a reflex.
 
+Start-up does not depend on who starts first: with ``sim: true`` and no ``robot_ip`` the node waits
+for the twin's announcement (``/simbridge/twin/status``) and connects to the address it names; in
+every case it retries the connection with backoff for up to ``connect_timeout_s``, saying what it
+waits for, then gives up with the reason (the launch file then shuts the evaluation down).
+
 Actions are executed in order, on arrival, but never closer than half a control period (an early
 one waits in a two-deep queue; older ones are dropped). Joint states and the end-effector pose are published at ``state_rate_hz``.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections import deque
@@ -39,6 +45,7 @@ from simbridge_ros.common import (
     JOINT_STATES_TOPIC,
     LATCHED,
     RELIABLE,
+    TWIN_STATUS_TOPIC,
     ActionCommand,
     action_to_msg,
     joint_state_msg,
@@ -49,8 +56,8 @@ from simbridge_ros.common import (
 )
 
 
-def make_robot(node: Node) -> Any:
-    """FrankyRobot from parameters: ``robot_ip``, ``sim``, ``dynamics_factor``, ``safety_limits_file``."""
+def make_robot(node: Node, host: str) -> Any:
+    """FrankyRobot for ``host`` from parameters: ``sim``, ``dynamics_factor``, ``safety_limits_file``."""
     from simbridge.data.config import load_config
     from simbridge.deploy.robot import FrankyRobot, FrankyRobotConfig
     from simbridge.deploy.safety import SafetyLimits
@@ -60,7 +67,7 @@ def make_robot(node: Node) -> Any:
     limits = load_config(SafetyLimits, limits_file) if limits_file else SafetyLimits(
         control_rate_hz=float(p("control_rate_hz").value))
     return FrankyRobot(FrankyRobotConfig(
-        host=p("robot_ip").value, sim=bool(p("sim").value), relative_dynamics_factor=float(p("dynamics_factor").value),
+        host=host, sim=bool(p("sim").value), relative_dynamics_factor=float(p("dynamics_factor").value),
         watchdog_timeout_s=float(p("watchdog_timeout_s").value), safety=limits,
     ))
 
@@ -78,7 +85,9 @@ class FrankaNode(Node):
     def __init__(self, robot: Any | None = None, *, name: str = "franka", clock: Callable[[], float] = time.time,
                  **node_kwargs) -> None:
         super().__init__(name, **node_kwargs)
-        self.declare_parameter("robot_ip", "127.0.0.1")
+        # No default address: a default could name someone else's arm. In sim, "" = the twin's address.
+        self.declare_parameter("robot_ip", "")
+        self.declare_parameter("connect_timeout_s", 10.0)  # retry the connection (with backoff) this long
         self.declare_parameter("control_rate_hz", 10.0)
         self.declare_parameter("state_rate_hz", 30.0)
         self.declare_parameter("watchdog_timeout_s", 0.5)
@@ -91,12 +100,8 @@ class FrankaNode(Node):
         # period costs no latency, and a backlog from a burst drains within the next period.
         self.min_gap = 0.5 * self.period
         self._wall_clock = clock
-        self.robot = robot if robot is not None else make_robot(self)
         self._owns_robot = robot is None
-        if self._owns_robot:
-            self.robot.connect()
-            if self.get_parameter("sim").value:
-                drop_inherited_realtime()
+        self.robot = robot if robot is not None else self._connect()
 
         # Episode / guard state (all callbacks share the node's mutually exclusive group: no locks).
         self.estopped = False
@@ -129,7 +134,68 @@ class FrankaNode(Node):
         self.create_timer(0.5, self._publish_status)
         self._publish_state()
         self._publish_status()
-        self.get_logger().info(f"franka ready at {self.get_parameter('robot_ip').value}, {1 / self.period:g} Hz")
+        host = getattr(getattr(self.robot, "config", None), "host", "?")
+        self.get_logger().info(f"franka ready at {host}, {1 / self.period:g} Hz")
+
+    # --- start-up --------------------------------------------------------------------------------
+    def _connect(self) -> Any:
+        """Connect to the arm (or the twin), retrying with backoff until ``connect_timeout_s``."""
+        from simbridge.deploy.robot import RobotError
+
+        timeout = float(self.get_parameter("connect_timeout_s").value)
+        deadline = time.monotonic() + timeout
+        sim = bool(self.get_parameter("sim").value)
+        host = str(self.get_parameter("robot_ip").value)
+        if not host:
+            if not sim:
+                raise RobotError("robot_ip is not set: pass the FR3's FCI address (robot_ip:=172.16.0.2 with "
+                                 "ros2 launch, --robot-ip with simbridge deploy)")
+            host = self._wait_for_twin(deadline)
+        delay, attempt = 0.25, 0
+        while True:
+            attempt += 1
+            robot = make_robot(self, host)
+            try:
+                robot.connect()
+                break
+            except RobotError as err:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise RobotError(f"gave up connecting to {host} after {timeout:g} s ({attempt} attempts): "
+                                     f"{err}") from None
+                self.get_logger().warning(
+                    f"waiting for the robot at {host} (attempt {attempt}, retrying in {min(delay, left):.2f} s, "
+                    f"giving up in {left:.0f} s): {str(err).split('. Fix:')[0]}")
+                time.sleep(min(delay, left))
+                delay = min(2 * delay, 2.0)
+        if sim:
+            drop_inherited_realtime()
+        return robot
+
+    def _wait_for_twin(self, deadline: float) -> str:
+        """The twin's franky-sim address from its latched announcement (the twin starts it in its node)."""
+        from rclpy.executors import SingleThreadedExecutor
+
+        from simbridge.deploy.robot import RobotError
+
+        announced: list[dict] = []
+        sub = self.create_subscription(String, TWIN_STATUS_TOPIC, lambda m: announced.append(json.loads(m.data)),
+                                       LATCHED)
+        executor = SingleThreadedExecutor(context=self.context)
+        executor.add_node(self)
+        self.get_logger().info(f"waiting for the twin to announce its address on {TWIN_STATUS_TOPIC}")
+        try:
+            while not (announced and announced[-1].get("ready")):
+                if time.monotonic() > deadline:
+                    raise RobotError(
+                        f"no twin announced itself on {TWIN_STATUS_TOPIC} within connect_timeout_s: is the twin "
+                        "node running (same ROS_DOMAIN_ID)? Or set robot_ip to franky-sim's address")
+                executor.spin_once(timeout_sec=0.1)
+        finally:
+            executor.remove_node(self)
+            executor.shutdown()
+            self.destroy_subscription(sub)
+        return str(announced[-1]["hostname"])
 
     # --- commands ------------------------------------------------------------------------------
     def _on_action(self, msg: JointState) -> None:
@@ -318,3 +384,7 @@ class FrankaNode(Node):
 
 def main(args=None) -> None:
     run_node(FrankaNode, args)
+
+
+if __name__ == "__main__":
+    main()

@@ -197,3 +197,7 @@ class LoggerNode(Node):
 
 def main(args=None) -> None:
     run_node(LoggerNode, args)
+
+
+if __name__ == "__main__":
+    main()

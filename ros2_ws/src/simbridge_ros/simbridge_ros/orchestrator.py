@@ -45,6 +45,7 @@ from simbridge_ros.common import (
     TWIN_SUCCESS_TOPIC,
     expand,
     json_msg,
+    run_node,
 )
 from simbridge_ros.protocol import ProtocolConfig, Trial, load_protocol, make_schedule
 
@@ -76,6 +77,9 @@ class OrchestratorNode(Node):
         self.declare_parameter("label", "")  # overrides the protocol's label mode
         self.declare_parameter("autostart", True)
         self.declare_parameter("service_timeout_s", 30.0)
+        # How long to wait at start for the other nodes' services (the franka node may still be
+        # connecting, a policy loading); what is still missing is logged while waiting.
+        self.declare_parameter("startup_timeout_s", 120.0)
         if protocol is None:
             path = self.get_parameter("protocol").value
             if not path:
@@ -162,7 +166,25 @@ class OrchestratorNode(Node):
         finally:
             self.done.set()
 
+    def wait_for_nodes(self) -> None:
+        """Wait until every service the protocol calls is up, saying which ones are still missing."""
+        needed = [k for k in self.clients_ if self.label_mode == "twin" or not k.startswith("twin")]
+        timeout = float(self.get_parameter("startup_timeout_s").value)
+        deadline, next_report = time.monotonic() + timeout, time.monotonic() + 5.0
+        while True:
+            missing = [self.clients_[k].srv_name for k in needed if not self.clients_[k].service_is_ready()]
+            if not missing:
+                return
+            if time.monotonic() > deadline:
+                raise EvalError(f"services {missing} not available after {timeout:.0f} s: are those nodes "
+                                "running (same ROS_DOMAIN_ID)? Their own log says why they did not start")
+            if time.monotonic() > next_report:
+                self.get_logger().info(f"waiting for {missing}")
+                next_report = time.monotonic() + 5.0
+            time.sleep(0.1)
+
     def run_protocol(self) -> list[dict]:
+        self.wait_for_nodes()
         self.log_dir.mkdir(parents=True, exist_ok=True)
         (self.log_dir / "blinding.json").write_text(json.dumps(self.schedule.blinding, indent=1))
         n = len(self.schedule.trials)
@@ -298,18 +320,9 @@ class OrchestratorNode(Node):
 
 
 def main(args=None) -> None:
-    import rclpy
+    run_node(OrchestratorNode, args, finished=lambda node: node.done.is_set(),
+             exit_code=lambda node: 1 if node.error else 0)
 
-    from simbridge_ros.common import spin_nodes
 
-    rclpy.init(args=args)
-    node = OrchestratorNode()
-    try:
-        spin_nodes([node], should_stop=node.done.is_set)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
-    raise SystemExit(1 if node.error else 0)
+if __name__ == "__main__":
+    main()

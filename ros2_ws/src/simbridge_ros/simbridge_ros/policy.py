@@ -252,3 +252,7 @@ class PolicyNode(Node):
 
 def main(args=None) -> None:
     run_node(PolicyNode, args)
+
+
+if __name__ == "__main__":
+    main()

@@ -156,3 +156,7 @@ class TeleopNode(Node):
 
 def main(args=None) -> None:
     run_node(TeleopNode, args)
+
+
+if __name__ == "__main__":
+    main()

@@ -17,17 +17,19 @@ from typing import Any
 
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image
-from std_msgs.msg import Bool
+from std_msgs.msg import Bool, String
 from std_srvs.srv import Trigger
 
 from simbridge_ros.common import (
     LATCHED,
     RELIABLE,
+    TWIN_STATUS_TOPIC,
     TWIN_SUCCESS_TOPIC,
     camera_info_msg,
     camera_info_topic,
     image_to_msg,
     image_topic,
+    json_msg,
     run_node,
 )
 
@@ -75,6 +77,10 @@ class TwinNode(Node):
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._render_loop, name="twin-render", daemon=True)
         self._thread.start()
+        # Latched: a franka node started before (or after) this one learns that franky-sim now serves,
+        # and at which loopback address, instead of failing its first connection attempt.
+        self.pub_status = self.create_publisher(String, TWIN_STATUS_TOPIC, LATCHED)
+        self.pub_status.publish(json_msg(ready=True, hostname=self.twin.hostname, cameras=self.cameras))
         self.get_logger().info(f"twin running at {self.twin.hostname}, cameras {self.cameras}")
 
     @property
@@ -127,6 +133,7 @@ class TwinNode(Node):
         return load_config(TwinScene, files, data=overrides)
 
     def close(self) -> None:
+        self.pub_status.publish(json_msg(ready=False, hostname=self.twin.hostname, cameras=self.cameras))
         self._stop.set()
         self._thread.join(timeout=5.0)
         if self._owns_twin:
@@ -135,3 +142,7 @@ class TwinNode(Node):
 
 def main(args=None) -> None:
     run_node(TwinNode, args)
+
+
+if __name__ == "__main__":
+    main()
