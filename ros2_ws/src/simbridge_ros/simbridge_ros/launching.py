@@ -5,7 +5,8 @@ wheels do not ship; ``simbridge deploy`` reads the same graph without them). Eac
 becomes a ``launch_ros`` ``Node`` with two parameter files: the base file, then the launch
 arguments written under the node's own name, so the arguments win. Every node is required: when
 one exits (the franka node cannot reach the arm, the orchestrator finished its protocol) the
-launch shuts down with the reason, instead of leaving the others running forever.
+launch shuts down with the reason, instead of leaving the others running forever, and exits 1
+unless the protocol finished.
 """
 
 from __future__ import annotations
@@ -51,9 +52,21 @@ def _nodes(context: LaunchContext, graph: Graph, launch_dir: Path) -> list:
 
 
 def _on_exit(name: str, event: ProcessExited, context: LaunchContext) -> list:
+    if context.is_shutdown:  # the others stopping because of the first exit: nothing new to say
+        return []
     if name == "orchestrator" and event.returncode == 0:
         reason = "the evaluation protocol finished"
-    else:
-        reason = (f"required node {name!r} exited with code {event.returncode}; the evaluation cannot go on "
-                  "without it (its log above says why)")
-    return [LogInfo(msg=f"[simbridge] {reason}: shutting down"), Shutdown(reason=reason)]
+        return [LogInfo(msg=f"[simbridge] {reason}: shutting down"), Shutdown(reason=reason)]
+    reason = (f"required node {name!r} exited with code {event.returncode}; the evaluation cannot go on "
+              "without it (its log above says why)")
+    # Shutdown() alone ends `ros2 launch` with exit code 0; an error raised in the launch loop shuts
+    # down the same way and makes it exit 1, so scripts see the failure.
+    return [LogInfo(msg=f"[simbridge] {reason}: shutting down"), OpaqueFunction(function=_fail, args=[reason])]
+
+
+class RequiredNodeExited(RuntimeError):
+    """A node the evaluation needs exited: ``ros2 launch`` shuts down and exits 1."""
+
+
+def _fail(context: LaunchContext, reason: str) -> None:
+    raise RequiredNodeExited(reason)
