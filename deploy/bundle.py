@@ -1,9 +1,10 @@
-"""Policy bundles on disk: the manifest schema, checksums, verification and atomic writes.
+"""Policy bundles on disk: checksums, signatures, verification and atomic writes.
 
 A bundle is a self-contained directory that the robot runtime loads without torch::
 
     <bundle>/
         manifest.json    what the policy expects and emits (see below); written last
+        manifest.sig     optional: ed25519 signature of manifest.json (simbridge.deploy.signing)
         policy.onnx      the network (one graph: parallel decoding, or an unrolled greedy loop)
         tokenizer.json   the instruction tokenizer (run with the ``tokenizers`` library)
 
@@ -14,7 +15,14 @@ its de-normalization statistics, chunk size and control rate (``action``), the O
 inputs and outputs (``model``), the source checkpoint and its hash (``source``), the
 torch-vs-ONNX-Runtime parity report (``parity``) and the sha256 and size of every other file
 (``files``). ``bundle_id`` is the sha256 of the manifest's canonical JSON without that field,
-so editing the manifest or any file it lists is detected by :func:`verify_bundle`.
+so editing the manifest or any file it lists is detected by :func:`verify_bundle`. The schema
+and the strict parser live in :mod:`simbridge.deploy.manifest` (re-exported here).
+
+Checksums catch accidents, not intent: whoever swaps a file can re-hash the manifest. Against
+that, bundles are signed at export (``simbridge export --sign KEY``) and the robot passes its
+trusted public keys (``trusted_keys=``) to :func:`verify_bundle` / :func:`check_bundle` /
+``BundlePolicy``: then only a bundle whose ``manifest.sig`` verifies with one of them loads.
+Without trusted keys, signatures are not checked.
 
 An export directory (watch mode) holds one bundle per checkpoint plus a ``latest`` pointer
 (a relative symlink, or a one-line text file where symlinks are unavailable) that
@@ -34,71 +42,58 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from simbridge.data.spec import SCHEMA_VERSION, ContractError, PolicyContract, check_schema_version
+from simbridge.data.spec import SCHEMA_VERSION, PolicyContract
+from simbridge.deploy.manifest import (  # re-exported: the schema used to live here
+    BUNDLE_FORMAT,
+    CAMERA_FIELDS,
+    DECODINGS,
+    MANIFEST_NAME,
+    OPTIONAL_FIELDS,
+    REQUIRED_FIELDS,
+    BundleError,
+    canonical_json,
+    compute_bundle_id,
+    parse_manifest,
+    validate_manifest,
+)
+from simbridge.deploy.signing import SIGNATURE_NAME
 
-BUNDLE_FORMAT = "simbridge-policy-bundle"
-MANIFEST_NAME = "manifest.json"
+__all__ = [
+    "BUNDLE_FORMAT",
+    "CAMERA_FIELDS",
+    "DECODINGS",
+    "LATEST_NAME",
+    "MANIFEST_NAME",
+    "OPTIONAL_FIELDS",
+    "REQUIRED_FIELDS",
+    "SIGNATURE_NAME",
+    "BundleError",
+    "BundleInfo",
+    "BundleWriter",
+    "canonical_json",
+    "check_bundle",
+    "compute_bundle_id",
+    "file_entries",
+    "finalize_manifest",
+    "hash_tree",
+    "iter_bundles",
+    "parse_manifest",
+    "read_manifest",
+    "resolve_bundle",
+    "sha256_file",
+    "update_latest",
+    "validate_manifest",
+    "verify_bundle",
+]
+
 LATEST_NAME = "latest"
-
-#: Fields every manifest must have, as dotted paths, with their JSON types.
-REQUIRED_FIELDS: dict[str, type | tuple[type, ...]] = {
-    "format": str,
-    "schema_version": int,
-    "bundle_id": str,
-    "family": str,
-    "contract": dict,
-    "observation": dict,
-    "observation.cameras": list,
-    "observation.proprio": dict,
-    "observation.proprio.enabled": bool,
-    "observation.proprio.dim": int,
-    "instruction": dict,
-    "instruction.tokenizer": str,
-    "instruction.max_length": int,
-    "instruction.pad_token_id": int,
-    "action": dict,
-    "action.dim": int,
-    "action.chunk_size": int,
-    "action.control_rate_hz": (int, float),
-    "action.num_bins": int,
-    "action.normalization": dict,
-    "model": dict,
-    "model.file": str,
-    "model.decoding": str,
-    "model.inputs": dict,
-    "model.outputs": dict,
-    "source": dict,
-    "source.checkpoint_sha256": str,
-    "parity": dict,
-    "parity.passed": bool,
-    "files": dict,
-}
-
-#: Per-camera preprocessing fields (``observation.cameras[i]``).
-CAMERA_FIELDS: dict[str, type | tuple[type, ...]] = {
-    "name": str,
-    "height": int,
-    "width": int,
-    "dtype": str,
-    "layout": str,
-    "channel_order": str,
-    "resize": list,
-    "interpolation": str,
-    "scale": (int, float),
-    "mean": list,
-    "std": list,
-}
-
-DECODINGS = ("parallel", "autoregressive-unrolled")
-
-
-class BundleError(ContractError):
-    """A bundle is missing, incomplete, corrupted or incompatible. The message names the file or
-    field and says how to fix it (usually: re-export the checkpoint with ``simbridge export``)."""
+#: Files of a bundle that ``files`` cannot list: the manifest itself and its signature.
+UNLISTED = (MANIFEST_NAME, SIGNATURE_NAME)
 
 
 # --- hashing ------------------------------------------------------------------------------
@@ -123,160 +118,25 @@ def hash_tree(root: str | Path) -> str:
     return h.hexdigest()
 
 
-def canonical_json(obj: Any) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
-
-
-def compute_bundle_id(manifest: Mapping[str, Any]) -> str:
-    """Content hash of the manifest without its ``bundle_id`` (16 hex digits)."""
-    body = {k: v for k, v in manifest.items() if k != "bundle_id"}
-    return hashlib.sha256(canonical_json(body)).hexdigest()[:16]
-
-
 def file_entries(bundle_dir: str | Path, names: list[str] | None = None) -> dict[str, dict[str, Any]]:
-    """``{name: {"sha256", "bytes"}}`` for ``names`` (default: every file but the manifest)."""
+    """``{name: {"sha256", "bytes"}}`` for ``names`` (default: every file but the manifest and
+    its signature)."""
     bundle_dir = Path(bundle_dir)
     if names is None:
         names = sorted(
             p.relative_to(bundle_dir).as_posix()
             for p in bundle_dir.rglob("*")
-            if p.is_file() and p.name != MANIFEST_NAME
+            if p.is_file() and p.relative_to(bundle_dir).as_posix() not in UNLISTED
         )
     return {
         n: {"sha256": sha256_file(bundle_dir / n), "bytes": (bundle_dir / n).stat().st_size} for n in names
     }
 
 
-# --- validation ---------------------------------------------------------------------------
+# --- reading and verification -------------------------------------------------------------
 
 
-def _get(manifest: Mapping[str, Any], dotted: str) -> Any:
-    node: Any = manifest
-    for part in dotted.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            raise KeyError(dotted)
-        node = node[part]
-    return node
-
-
-def _type_name(t: type | tuple[type, ...]) -> str:
-    types = t if isinstance(t, tuple) else (t,)
-    names = {dict: "object", list: "array", str: "string", int: "integer", float: "number", bool: "boolean"}
-    return " or ".join(names.get(x, x.__name__) for x in types)
-
-
-def _check_type(value: Any, expected: type | tuple[type, ...], where: str) -> None:
-    types = expected if isinstance(expected, tuple) else (expected,)
-    # JSON has no int/bool distinction problems except bool being an int in Python.
-    ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
-    if not ok:
-        raise BundleError(
-            f"{where}: expected {_type_name(expected)}, got {type(value).__name__} {value!r:.80}"
-        )
-
-
-def validate_manifest(manifest: Any, where: str = MANIFEST_NAME) -> PolicyContract:
-    """Check the manifest's structure and internal consistency; return its contract.
-
-    Raises :class:`BundleError` naming the first bad field (``manifest.json: field 'x.y' ...``).
-    Does not touch the other files (see :func:`verify_bundle`).
-    """
-    if not isinstance(manifest, Mapping):
-        raise BundleError(f"{where}: expected a JSON object at the top level, got {type(manifest).__name__}")
-    if manifest.get("format") != BUNDLE_FORMAT:
-        raise BundleError(
-            f"{where}: field 'format' is {manifest.get('format')!r}, expected {BUNDLE_FORMAT!r}; "
-            "this is not a SimBridge policy bundle"
-        )
-    version = manifest.get("schema_version")
-    _check_type(version, int, f"{where}: field 'schema_version'")
-    try:
-        check_schema_version(version, what=f"{where} (field 'schema_version')")
-    except ContractError as exc:
-        raise BundleError(str(exc)) from None
-    for dotted, expected in REQUIRED_FIELDS.items():
-        try:
-            value = _get(manifest, dotted)
-        except KeyError:
-            raise BundleError(
-                f"{where}: required field {dotted!r} is missing; re-export the checkpoint with 'simbridge export'"
-            ) from None
-        _check_type(value, expected, f"{where}: field {dotted!r}")
-
-    try:
-        contract = PolicyContract.from_dict(manifest["contract"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise BundleError(f"{where}: field 'contract' is not a valid policy contract: {exc!r}") from None
-
-    cams = manifest["observation"]["cameras"]
-    for i, cam in enumerate(cams):
-        if not isinstance(cam, Mapping):
-            raise BundleError(f"{where}: field 'observation.cameras[{i}]' must be an object")
-        for key, expected in CAMERA_FIELDS.items():
-            if key not in cam:
-                raise BundleError(f"{where}: required field 'observation.cameras[{i}].{key}' is missing")
-            _check_type(cam[key], expected, f"{where}: field 'observation.cameras[{i}].{key}'")
-        if cam["dtype"] != "uint8" or cam["layout"] != "HWC" or cam["channel_order"] != "RGB":
-            raise BundleError(
-                f"{where}: field 'observation.cameras[{i}]' must take uint8 HWC RGB images (the contract's "
-                f"format), got {cam['dtype']} {cam['layout']} {cam['channel_order']}"
-            )
-        if len(cam["resize"]) != 2 or len(cam["mean"]) != 3 or len(cam["std"]) != 3:
-            raise BundleError(
-                f"{where}: field 'observation.cameras[{i}]': resize needs [h, w], mean/std 3 values"
-            )
-        if any(float(s) <= 0 for s in cam["std"]):
-            raise BundleError(f"{where}: field 'observation.cameras[{i}].std' must be positive")
-    names = [c["name"] for c in cams]
-    if names != list(contract.observation.camera_names):
-        raise BundleError(
-            f"{where}: field 'observation.cameras' lists cameras {names} but field 'contract' expects "
-            f"{list(contract.observation.camera_names)}"
-        )
-    for cam in cams:
-        spec = contract.observation.camera(cam["name"])
-        if (cam["height"], cam["width"]) != (spec.height, spec.width):
-            raise BundleError(
-                f"{where}: camera {cam['name']!r} is {cam['height']}x{cam['width']} in field 'observation.cameras' "
-                f"but {spec.height}x{spec.width} in field 'contract'"
-            )
-    if manifest["action"]["chunk_size"] != contract.chunk_size:
-        raise BundleError(
-            f"{where}: field 'action.chunk_size' ({manifest['action']['chunk_size']}) differs from "
-            f"'contract.chunk_size' ({contract.chunk_size})"
-        )
-    if manifest["action"]["dim"] != 7:
-        raise BundleError(
-            f"{where}: field 'action.dim' must be 7 (the contract's action), got {manifest['action']['dim']}"
-        )
-    if manifest["model"]["decoding"] not in DECODINGS:
-        raise BundleError(
-            f"{where}: field 'model.decoding' is {manifest['model']['decoding']!r}; this SimBridge runs {list(DECODINGS)}"
-        )
-    if not manifest["parity"]["passed"]:
-        raise BundleError(
-            f"{where}: field 'parity.passed' is false: this bundle failed its parity check; do not run it"
-        )
-    for file_field in ("model.file", "instruction.tokenizer"):
-        name = _get(manifest, file_field)
-        if name not in manifest["files"]:
-            raise BundleError(
-                f"{where}: field {file_field!r} names {name!r}, which is not listed in field 'files'"
-            )
-    for name, entry in manifest["files"].items():
-        if (
-            not isinstance(entry, Mapping)
-            or not isinstance(entry.get("sha256"), str)
-            or not isinstance(entry.get("bytes"), int)
-        ):
-            raise BundleError(f"{where}: field 'files.{name}' needs a 'sha256' string and a 'bytes' integer")
-        if Path(name).is_absolute() or ".." in Path(name).parts:
-            raise BundleError(f"{where}: field 'files' names {name!r}, which is outside the bundle")
-    return contract
-
-
-def read_manifest(bundle_dir: str | Path) -> dict[str, Any]:
-    """Parse ``manifest.json`` (no checks beyond valid JSON)."""
+def _manifest_bytes(bundle_dir: str | Path) -> bytes:
     path = Path(bundle_dir) / MANIFEST_NAME
     if not Path(bundle_dir).is_dir():
         raise BundleError(f"bundle directory {bundle_dir} does not exist; export one with 'simbridge export'")
@@ -285,28 +145,52 @@ def read_manifest(bundle_dir: str | Path) -> dict[str, Any]:
             f"{path} is missing: {bundle_dir} is not a complete bundle (an interrupted export?); re-export it"
         )
     try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BundleError(
-            f"{path} is not valid JSON ({exc}): truncated or corrupted; re-export the bundle"
-        ) from None
+        return path.read_bytes()
+    except OSError as exc:
+        raise BundleError(f"{path} cannot be read ({exc.strerror or exc}); check its permissions") from None
 
 
-def verify_bundle(bundle_dir: str | Path) -> dict[str, Any]:
-    """Full check of a bundle: manifest structure, ``bundle_id``, every file's size and sha256.
+def read_manifest(bundle_dir: str | Path) -> dict[str, Any]:
+    """Parse ``manifest.json`` strictly (see :func:`parse_manifest`); no schema checks."""
+    return parse_manifest(_manifest_bytes(bundle_dir), where=str(Path(bundle_dir) / MANIFEST_NAME))
 
-    Returns the manifest. Raises :class:`BundleError` naming the missing, truncated or tampered
-    file, the unknown schema version or the bad field.
-    """
-    bundle_dir = Path(bundle_dir)
-    manifest = read_manifest(bundle_dir)
+
+@dataclass(frozen=True)
+class BundleInfo:
+    """A bundle that passed :func:`check_bundle`."""
+
+    path: Path  # the resolved bundle directory: pass this on, so a moving `latest` changes nothing
+    manifest: dict[str, Any]
+    contract: PolicyContract
+    signer: str | None  # fingerprint of the trusted key that signed it; None when no keys are configured
+
+    @property
+    def bundle_id(self) -> str:
+        return str(self.manifest["bundle_id"])
+
+    def summary(self) -> str:
+        signed = f"signed by {self.signer}" if self.signer else "checksums only (no trusted keys configured)"
+        return f"bundle {self.bundle_id} ({self.manifest['family']}) at {self.path}: verified, {signed}"
+
+
+def _verify(bundle_dir: Path, trusted_keys: Sequence[Any]) -> BundleInfo:
     where = str(bundle_dir / MANIFEST_NAME)
-    validate_manifest(manifest, where=where)
+    data = _manifest_bytes(bundle_dir)
+    signer = None
+    if isinstance(trusted_keys, (str, Path)):  # one key given where a list was meant
+        trusted_keys = [trusted_keys]
+    if trusted_keys:
+        from simbridge.deploy.signing import trusted_key_set, verify_signature
+
+        # Before parsing: the bytes checked are the bytes parsed, and nothing unsigned is interpreted.
+        signer = verify_signature(bundle_dir, data, trusted_key_set(trusted_keys))
+    manifest = parse_manifest(data, where=where)
+    contract = validate_manifest(manifest, where=where)
     expected_id = compute_bundle_id(manifest)
     if manifest["bundle_id"] != expected_id:
         raise BundleError(
             f"{where} was modified after export (its content hash is {expected_id}, field 'bundle_id' says "
-            f"{manifest['bundle_id']}); re-export the checkpoint instead of editing the manifest"
+            f"{manifest['bundle_id']:.40}); re-export the checkpoint instead of editing the manifest"
         )
     for name, entry in manifest["files"].items():
         path = bundle_dir / name
@@ -327,7 +211,26 @@ def verify_bundle(bundle_dir: str | Path) -> dict[str, Any]:
                 f"bundle file {path} was modified: sha256 {digest[:16]}... does not match the manifest's "
                 f"{entry['sha256'][:16]}...; copy the bundle again or re-export it"
             )
-    return manifest
+    return BundleInfo(path=bundle_dir, manifest=manifest, contract=contract, signer=signer)
+
+
+def verify_bundle(bundle_dir: str | Path, trusted_keys: Sequence[Any] = ()) -> dict[str, Any]:
+    """Full check of a bundle: manifest (strict JSON, structure), ``bundle_id``, every file's size
+    and sha256 and, when ``trusted_keys`` (public-key PEM paths or loaded ed25519 keys) are
+    given, ``manifest.sig``: the bundle must be signed by one of them.
+
+    Returns the manifest. Raises :class:`BundleError` naming the missing, truncated or tampered
+    file, the missing or untrusted signature, the unknown schema version or the bad field.
+    """
+    return _verify(Path(bundle_dir), trusted_keys).manifest
+
+
+def check_bundle(path: str | Path, trusted_keys: Sequence[Any] = ()) -> BundleInfo:
+    """Everything the robot runtime checks before it runs a bundle, without onnxruntime: resolves
+    ``path`` (a bundle, an export directory with ``latest``, or the pointer), then
+    :func:`verify_bundle` (manifest, checksums, parity record, signature when ``trusted_keys``
+    are given). For CLIs, to refuse a bad bundle before starting anything."""
+    return _verify(resolve_bundle(path), trusted_keys)
 
 
 def finalize_manifest(manifest: dict[str, Any], bundle_dir: str | Path) -> dict[str, Any]:
@@ -351,7 +254,8 @@ class BundleWriter:
             (w.path / "policy.onnx").write_bytes(...)
             w.commit(manifest)          # hashes files, writes manifest.json, verifies, renames
 
-    Leaving the block without :meth:`commit` (or with an exception) deletes the staging
+    ``commit(manifest, signing_key=...)`` (an ed25519 private key or its PEM path) also writes
+    ``manifest.sig`` before the rename, so a signed bundle never appears unsigned. Leaving the block without :meth:`commit` (or with an exception) deletes the staging
     directory, so a failed export leaves nothing behind. ``overwrite=True`` replaces an
     existing bundle at ``dest`` (the old one is moved aside first, then deleted).
     """
@@ -371,13 +275,21 @@ class BundleWriter:
         self.path = Path(tempfile.mkdtemp(prefix=f".{self.dest.name}.tmp-", dir=self.dest.parent))
         return self
 
-    def commit(self, manifest: dict[str, Any]) -> Path:
+    def commit(self, manifest: dict[str, Any], signing_key: Any = None) -> Path:
         assert self.path is not None, "use BundleWriter as a context manager"
         final = finalize_manifest(manifest, self.path)
         tmp_manifest = self.path / (MANIFEST_NAME + ".tmp")
         tmp_manifest.write_text(json.dumps(final, indent=2, allow_nan=False))
         os.replace(tmp_manifest, self.path / MANIFEST_NAME)
-        verify_bundle(self.path)
+        trusted: list[Any] = []
+        if signing_key is not None:
+            from simbridge.deploy.signing import load_private_key, sign_bundle
+
+            if isinstance(signing_key, (str, Path)):
+                signing_key = load_private_key(signing_key)
+            sign_bundle(self.path, signing_key)
+            trusted.append(signing_key.public_key())  # verified as the robot will
+        verify_bundle(self.path, trusted_keys=trusted)
         _fsync_dir(self.path)
         if self.dest.exists():
             # Only reachable with overwrite=True: swap in two renames, then drop the old bundle.

@@ -4,6 +4,7 @@ This is what the robot runs. It needs numpy, onnxruntime and ``tokenizers`` — 
 
     from simbridge.deploy.runtime import BundlePolicy
     policy = BundlePolicy("exports/latest")        # verifies manifest + every file's sha256
+    policy = BundlePolicy("exports/latest", trusted_keys=["keys/exporter.pub"])  # + its signature
     chunk = policy.predict(obs)                     # (chunk_size, 7) float32, physical units
 
 Division of work between this module and the ONNX graph (see ``simbridge.deploy.export``):
@@ -34,10 +35,10 @@ import numpy as np
 from simbridge.data.spec import ContractError, Observation, PolicyContract
 from simbridge.deploy.bundle import (
     BundleError,
+    check_bundle,
     read_manifest,
     resolve_bundle,
     validate_manifest,
-    verify_bundle,
 )
 
 __all__ = ["PREFERRED_PROVIDERS", "BundleError", "BundlePolicy", "resolve_bundle", "select_providers"]
@@ -157,7 +158,16 @@ class BundlePolicy:
     ``bundle_dir`` may be a bundle, an export directory (its ``latest`` pointer is followed
     once, at load time) or the pointer itself. ``verify=False`` skips the sha256 pass over the
     files (the manifest is still validated), for tools that load many bundles they just wrote.
+
+    ``trusted_keys``: ed25519 public-key PEM paths (or loaded keys). When given, the bundle must
+    carry a ``manifest.sig`` that verifies with one of them (see :mod:`simbridge.deploy.signing`),
+    and the full sha256 pass always runs (``verify=False`` is ignored: a signature over checksums
+    nobody checks proves nothing). Empty (the default): checksums only, as before.
     """
+
+    path: Path  # the resolved bundle directory
+    manifest: dict[str, Any]
+    contract: PolicyContract
 
     def __init__(
         self,
@@ -167,15 +177,20 @@ class BundlePolicy:
         verify: bool = True,
         intra_op_threads: int | None = None,
         allow_spinning: bool = False,
+        trusted_keys: Sequence[str | Path | Any] = (),
     ) -> None:
         import onnxruntime as ort
 
         t0 = time.perf_counter()
-        self.path = resolve_bundle(bundle_dir)
-        self.manifest = verify_bundle(self.path) if verify else read_manifest(self.path)
-        self.contract: PolicyContract = validate_manifest(
-            self.manifest, where=str(self.path / "manifest.json")
-        )
+        self.signer: str | None = None  # fingerprint of the trusted key that signed the bundle
+        if verify or trusted_keys:
+            info = check_bundle(bundle_dir, trusted_keys=trusted_keys)
+            self.path, self.manifest, self.contract = info.path, info.manifest, info.contract
+            self.signer = info.signer
+        else:
+            self.path = resolve_bundle(bundle_dir)
+            self.manifest = read_manifest(self.path)
+            self.contract = validate_manifest(self.manifest, where=str(self.path / "manifest.json"))
         m = self.manifest
         self.tokenizer = InstructionTokenizer(self.path / m["instruction"]["tokenizer"], m["instruction"])
         self.chunk_size = int(m["action"]["chunk_size"])

@@ -239,3 +239,77 @@ def test_hash_tree_sees_content_and_names(tmp_path: Path) -> None:
     (tmp_path / "a" / "w.bin").rename(tmp_path / "a" / "v.bin")
     h3 = hash_tree(tmp_path / "a")
     assert len({h1, h2, h3}) == 3
+
+
+# --- malformed manifests: always a BundleError naming the file and the field ----------------
+
+
+def _replace(bundle: Path, old: str, new: str) -> None:
+    text = (bundle / MANIFEST_NAME).read_text()
+    assert old in text, old
+    (bundle / MANIFEST_NAME).write_text(text.replace(old, new, 1))
+
+
+def _deep(bundle: Path, depth: int) -> None:
+    m = json.loads((bundle / MANIFEST_NAME).read_text())
+    text = json.dumps(m)[:-1] + ', "junk": ' + "[" * depth + "]" * depth + "}"
+    (bundle / MANIFEST_NAME).write_text(text)
+
+
+@pytest.mark.parametrize(
+    ("damage", "expected"),
+    [
+        (lambda b: _replace(b, '"num_bins": 4', '"num_bins": NaN'),
+         r"manifest\.json: field 'action\.num_bins' is NaN, which is not valid JSON"),
+        (lambda b: _replace(b, '"scale": 0.00392156862745098', '"scale": -Infinity'),
+         r"field 'observation\.cameras\[0\]\.scale' is -Infinity"),
+        (lambda b: _replace(b, '"pad_token_id": 0', '"pad_token_id": 1e400'),
+         r"field 'instruction\.pad_token_id' is 1e400"),
+        (lambda b: _deep(b, 10000), r"manifest\.json nests JSON arrays/objects too deeply"),
+        (lambda b: _deep(b, 100), r"manifest\.json: field 'junk(\[0\])+' is nested 33 levels deep"),
+        (lambda b: _replace(b, '"family": "openvla-oft"', '"family": "openvla-oft", "family": "x"'),
+         r"duplicate key 'family'"),
+        (lambda b: (b / MANIFEST_NAME).write_bytes(b'{"format": "\xff"}'), r"manifest\.json is not UTF-8"),
+        (lambda b: (b / MANIFEST_NAME).write_text("[1, 2]"), r"expected a JSON object at the top level"),
+        (lambda b: _edit(b, "action", "chunk_size", "2"), r"field 'action\.chunk_size': expected integer, got str"),
+        (lambda b: _edit(b, "action", "chunk_size", True), r"field 'action\.chunk_size': expected integer, got bool"),
+        (lambda b: _edit(b, "action", "chunk_size", 0), r"field 'action\.chunk_size' must be positive"),
+        (lambda b: _edit(b, "observation", "cameras", [{"name": "scene"}]),
+         r"required field 'observation\.cameras\[0\]\.height' is missing"),
+        (lambda b: _edit(b, "contract", "observation", [1]), r"field 'contract' is not a valid policy contract"),
+        (lambda b: _edit(b, "instruction", "prefix_ids", ["1"]),
+         r"field 'instruction\.prefix_ids'\[0\]: expected integer"),
+        (lambda b: _edit(b, "instruction", "template", 5), r"field 'instruction\.template': expected string"),
+        (lambda b: _edit(b, "instruction", "template", "{prompt}"),
+         r"field 'instruction\.template' has placeholders \['prompt'\]"),
+        (lambda b: _edit(b, "instruction", "template", "{instruction"),
+         r"field 'instruction\.template' is not a valid prompt template"),
+        (lambda b: _edit(b, "instruction", "padding_side", "middle"), r"'instruction\.padding_side' must be"),
+        (lambda b: _edit(b, "model", "inputs", {"x": {"source": "image:side"}}),
+         r"field 'model\.inputs\.x\.source' is 'image:side'"),
+        (lambda b: _edit(b, "model", "inputs", {"x": "scene"}), r"field 'model\.inputs\.x' must be an object"),
+        (lambda b: _edit(b, "files", "policy.onnx", {"sha256": "0", "bytes": "10"}),
+         r"field 'files\.policy\.onnx' needs a 'sha256' string and a 'bytes' integer"),
+        (lambda b: _edit(b, "parity", "problems", ["actions differ by up to 0.5"]),
+         r"field 'parity' says passed but records a failure"),
+        (lambda b: _edit(b, "parity", "max_abs_diff", {"actions": "small"}),
+         r"field 'parity\.max_abs_diff\.actions': expected integer or number"),
+    ],
+)  # fmt: skip
+def test_malformed_manifests_raise_bundle_error(tmp_path: Path, damage, expected) -> None:
+    bundle = write_bundle(tmp_path / "b")
+    damage(bundle)
+    with pytest.raises(BundleError, match=expected):
+        verify_bundle(bundle)
+
+
+def test_exported_prompt_fields_are_valid(tmp_path: Path) -> None:
+    """The optional instruction fields the exporter writes pass the stricter schema."""
+    m = draft_manifest()
+    m["instruction"].update(
+        template="In: What action should the robot take to {instruction}?\nOut:", strip_chars=".?!",
+        lowercase=True, prefix_ids=[1], suffix_ids=[2], add_special_tokens=False, padding_side="left",
+        pad_to_max_length=False,
+    )  # fmt: skip
+    m["parity"].update(tolerance=1e-4, max_abs_diff={"actions": 1e-6}, token_mismatches=0, problems=[])
+    assert verify_bundle(write_bundle(tmp_path / "b", m))["instruction"]["prefix_ids"] == [1]
