@@ -61,6 +61,7 @@ from simbridge.deploy.bundle import (
     hash_tree,
     read_manifest,
     update_latest,
+    verify_bundle,
 )
 
 MODEL_FILE = "policy.onnx"
@@ -80,6 +81,7 @@ class ExportOptions:
     parity_store: Path | None = None  # episode store whose observations the parity check uses
     seed: int = 0
     exporter: str = "auto"  # "torchscript" | "dynamo" | "auto" (tracing, then dynamo if it fails)
+    signing_key: Path | None = None  # ed25519 private key PEM: write manifest.sig (simbridge.deploy.signing)
 
 
 @dataclass
@@ -596,9 +598,11 @@ def export_checkpoint(
     directory: its latest checkpoint) to the bundle directory ``output``.
 
     Raises :class:`ExportError` (and writes nothing) when the checkpoint cannot be loaded, the
-    ONNX export fails or the parity check fails.
+    ONNX export fails or the parity check fails; :class:`BundleError` when ``options.signing_key``
+    is not a usable private key (checked first).
     """
     options = options or ExportOptions()
+    signing_key = _signing_key(options)  # a bad key fails now, not after a minute of exporting
     say = progress or (lambda msg: print(f"[export] {msg}", file=sys.stderr, flush=True))
     t0 = time.perf_counter()
     checkpoint = Path(checkpoint).absolute()
@@ -669,7 +673,7 @@ def export_checkpoint(
                 f"(report: {json.dumps(report.to_dict())})"
             )
         manifest["parity"] = report.to_dict()
-        bundle = writer.commit(manifest)
+        bundle = writer.commit(manifest, signing_key=signing_key)
         final = writer.manifest
     assert final is not None
     result = ExportResult(bundle=bundle, manifest=final, parity=report, seconds=time.perf_counter() - t0)
@@ -745,6 +749,14 @@ def check_parity(
         (staging / MANIFEST_NAME).unlink(missing_ok=True)
 
 
+def _signing_key(options: ExportOptions) -> Any:
+    if options.signing_key is None:
+        return None
+    from simbridge.deploy.signing import load_private_key
+
+    return load_private_key(options.signing_key)
+
+
 def _software_version() -> str:
     from simbridge.data.runs import software_version
 
@@ -789,6 +801,17 @@ def _bundle_source_sha(bundle: Path) -> str | None:
         return None
 
 
+def _signed_by(bundle: Path, key: Any) -> bool:
+    """Whether ``bundle`` verifies with ``key``'s signature (True when no key is asked for)."""
+    if key is None:
+        return True
+    try:
+        verify_bundle(bundle, trusted_keys=[key.public_key()])
+    except BundleError:
+        return False
+    return True
+
+
 def remove_stale_staging(export_dir: Path) -> list[Path]:
     """Delete staging directories a killed exporter left behind (``.<name>.tmp-*``)."""
     removed = []
@@ -816,11 +839,21 @@ def watch(
     Returns the bundles written. Stops after ``max_exports`` bundles or ``timeout_s`` seconds
     (runs until interrupted when both are None). A checkpoint whose export fails is reported
     and skipped; the watcher keeps going. Restarting a watcher skips checkpoints already
-    exported (same checkpoint hash).
+    exported (same checkpoint hash; with a signing key: and signed by it).
+
+    Raises :class:`ExportError` before creating anything when ``run_dir`` does not exist (a
+    typo would otherwise wait forever), :class:`BundleError` when the signing key is unusable.
     """
     say = log or (lambda msg: print(f"[export --watch] {msg}", file=sys.stderr, flush=True))
     run_dir, export_dir = Path(run_dir).absolute(), Path(export_dir).absolute()
     announce = run_dir / "checkpoints" / ANNOUNCE_FILE
+    if not run_dir.is_dir():
+        raise ExportError(
+            f"run directory {run_dir} does not exist{' (it is a file)' if run_dir.exists() else ''}; "
+            "pass the trainer's run directory (runs/<algo>/<stamp>, the one holding checkpoints/), "
+            "or start the trainer first"
+        )
+    signing_key = _signing_key(options or ExportOptions())
     export_dir.mkdir(parents=True, exist_ok=True)
     for p in remove_stale_staging(export_dir):
         say(f"removed {p.name} left by an interrupted export")
@@ -841,7 +874,12 @@ def watch(
             iteration = int(entry.get("iteration", -1))
             dest = export_dir / ckpt.name
             try:
-                if dest.exists() and ckpt.is_dir() and _bundle_source_sha(dest) == hash_tree(ckpt):
+                if (
+                    dest.exists()
+                    and ckpt.is_dir()
+                    and _bundle_source_sha(dest) == hash_tree(ckpt)
+                    and _signed_by(dest, signing_key)
+                ):
                     say(f"{ckpt.name}: already exported")
                 else:
                     result = export_checkpoint(

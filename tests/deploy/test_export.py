@@ -18,7 +18,14 @@ import pytest
 
 from simbridge.data.cli import main as cli_main
 from simbridge.data.spec import CameraSpec, ObservationSpec, PolicyContract
-from simbridge.deploy.bundle import MANIFEST_NAME, hash_tree, resolve_bundle, verify_bundle
+from simbridge.deploy.bundle import (
+    MANIFEST_NAME,
+    SIGNATURE_NAME,
+    BundleError,
+    hash_tree,
+    resolve_bundle,
+    verify_bundle,
+)
 from simbridge.deploy.export import (
     ExportError,
     ExportOptions,
@@ -298,3 +305,93 @@ def test_cli_export_with_parity_on_recorded_episodes(oft_export, tmp_path: Path,
     with pytest.raises(ExportError, match=r"lacks camera 'wrist' at 48x64"):
         export_checkpoint(ckpt, tmp_path / "b2", options=ExportOptions(parity_store=other), progress=quiet)
     assert not (tmp_path / "b2").exists()
+
+
+# --- signing and CLI refusals ---------------------------------------------------------------
+
+
+def _rehash(bundle: Path, edit=None) -> None:
+    """Change a bundle and recompute its checksums and id, as someone tampering with it would."""
+    from simbridge.deploy.bundle import compute_bundle_id, file_entries
+
+    m = json.loads((bundle / MANIFEST_NAME).read_text())
+    if edit is not None:
+        edit(m)
+    m["files"] = file_entries(bundle)
+    m["bundle_id"] = compute_bundle_id(m)
+    (bundle / MANIFEST_NAME).write_text(json.dumps(m, indent=2))
+
+
+def _swap_weights(bundle: Path) -> None:
+    """A different model with the same inputs and outputs: one initializer perturbed."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(bundle / "policy.onnx"))
+    init = max(model.graph.initializer, key=lambda t: int(np.prod(t.dims)))
+    init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) + 0.5, init.name))
+    onnx.save(model, str(bundle / "policy.onnx"))
+    _rehash(bundle)
+
+
+def test_signed_export_and_tampered_copies(oft_export, tmp_path: Path, capsys) -> None:
+    """`export --gen-key` / `--sign`: the signed bundle loads with the trusted key; copies that were
+    tampered with and re-hashed load without keys (as before) and are refused with them."""
+    import shutil
+
+    _, ckpt, _ = oft_export
+    key = tmp_path / "keys" / "exporter"
+    assert cli_main(["export", "--gen-key", str(key)]) == 0
+    assert "fingerprint sha256:" in capsys.readouterr().out
+    assert cli_main(["export", "--gen-key", str(key)]) == 1  # never overwrites a key
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "already exists" in err and "Traceback" not in err
+    out = tmp_path / "signed"
+    assert cli_main(["export", str(ckpt), "-o", str(out), "--sign", str(key), "--parity-samples", "2"]) == 0
+    capsys.readouterr()
+    trusted = [key.with_name("exporter.pub")]
+    policy = BundlePolicy(out, trusted_keys=trusted)
+    assert policy.signer and policy.signer.startswith("sha256:")
+    assert BundlePolicy(out).signer is None  # no keys: checksums only, as before
+
+    tamperings = {
+        "model": _swap_weights,
+        "prompt": lambda b: _rehash(b, lambda m: m["instruction"].update(template="{instruction}, then drop it")),
+        "parity": lambda b: _rehash(b, lambda m: m["parity"].update(tolerance=1.0, source="given")),
+    }  # fmt: skip
+    for name, tamper in tamperings.items():
+        copy = tmp_path / f"tampered-{name}"
+        shutil.copytree(out, copy)
+        tamper(copy)
+        BundlePolicy(copy)  # checksums are consistent: loads as before
+        with pytest.raises(BundleError, match="changed after it was signed"):
+            BundlePolicy(copy, trusted_keys=trusted)
+        with pytest.raises(BundleError, match="changed after it was signed"):
+            BundlePolicy(copy, trusted_keys=trusted, verify=False)  # keys force the full check
+    (tmp_path / "unsigned").mkdir()
+    shutil.copytree(out, tmp_path / "unsigned" / "b")
+    (tmp_path / "unsigned" / "b" / SIGNATURE_NAME).unlink()
+    with pytest.raises(BundleError, match="is not signed"):
+        BundlePolicy(tmp_path / "unsigned" / "b", trusted_keys=trusted)
+
+    # A key that cannot sign fails before anything is exported.
+    assert cli_main(["export", str(ckpt), "-o", str(tmp_path / "x"), "--sign", str(trusted[0])]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is not a PEM private key" in err
+    assert not (tmp_path / "x").exists()
+
+
+def test_watch_on_a_missing_run_directory_creates_nothing(tmp_path: Path) -> None:
+    """Via the installed `simbridge` script: one line on stderr, no traceback, no export dir."""
+    simbridge = Path(sys.executable).with_name("simbridge")
+    out = tmp_path / "exports"
+    proc = subprocess.run(
+        [str(simbridge), "export", "--watch", str(tmp_path / "no-such-run"), "-o", str(out), "--timeout", "5"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert "no-such-run does not exist" in proc.stderr and "run directory" in proc.stderr
+    assert not out.exists()
