@@ -7,7 +7,10 @@ never pulls in torch). It lives in ``simbridge.data`` because that is the base l
 other layer already depends on.
 
 Exit codes: 0 success, 1 the verb failed, 2 bad command-line arguments or configuration,
-3 the verb is not available in this installation.
+3 the verb is not available in this installation. A verb's :class:`~simbridge.data.config.ConfigError`
+(exit 2) and :class:`~simbridge.data.spec.ContractError` (exit 1; this includes
+``BundleError``: a refused policy bundle) print their message, not a traceback: it already
+names the field or file and the fix.
 """
 
 from __future__ import annotations
@@ -87,15 +90,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     module.add_arguments(parser)
     args = parser.parse_args(rest)  # exits 2 with a usage message on bad arguments
     from simbridge.data.config import ConfigError
+    from simbridge.data.spec import ContractError
 
     try:
         return int(module.run(args) or 0)
     except ConfigError as exc:
         print(f"simbridge {name}: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except ContractError as exc:  # e.g. a bundle refused as corrupted, unsigned or incompatible
+        print(f"simbridge {name}: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         print(f"simbridge {name}: interrupted", file=sys.stderr)
         return 130
+
+
+def _one_line(exc: BaseException) -> str:
+    """The message on one line (a path or a quoted value may carry a newline)."""
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 if __name__ == "__main__":

@@ -7,11 +7,16 @@
     simbridge eval --policy <checkpoint> --suite train --execute-steps 1   # re-plan every step
     simbridge eval --policy <checkpoint> --suite train --chunking ensemble  # ACT temporal ensembling
     simbridge eval --list                      # splits and suites
+    simbridge eval --policy exports/latest --trusted-key keys/exporter.pub   # signed bundles only
 
 ``--policy`` is ``expert``, a checkpoint directory or a bundle directory. ``--suite`` is a suite
 (all, ood, train, vision, semantics, execution), a split name, or a comma-separated list of
 splits. Results go to ``--out`` (default ``runs/eval/<policy>/<stamp>``): ``episodes.jsonl``,
 ``summary.json``, ``summary.png`` and, with ``--video``, ``videos/*.mp4``.
+
+A bundle that is refused (corrupted, incompatible, or with ``--trusted-key``: unsigned or
+signed by another key) ends the command with one line on stderr and exit code 1, before any
+environment is created.
 """
 
 from __future__ import annotations
@@ -98,6 +103,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="receding: actions executed per prediction (default 0 = the whole chunk)",
     )
     parser.add_argument("--out", help="output directory (default runs/eval/<policy>/<stamp>)")
+    parser.add_argument(
+        "--trusted-key",
+        dest="trusted_keys",
+        action="append",
+        default=[],
+        metavar="PUB",
+        help="bundles: run only bundles signed by this ed25519 public key (PEM; repeatable)",
+    )
     parser.add_argument("--config", help="an eval YAML (launch/configs/eval_*.yaml); flags override it")
     parser.add_argument("--list", action="store_true", help="list splits and suites and exit")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
@@ -130,17 +143,28 @@ def run(args: argparse.Namespace) -> int:
         if args.config
         else load_config(EvalConfig, overrides=overrides)
     )
+    from simbridge.deploy.bundle import BundleError, check_bundle
     from simbridge.training.envs import EnvUnavailable, resolve_suite
-    from simbridge.training.evaluation import evaluate, format_table, load_policy_source
+    from simbridge.training.evaluation import detect_policy_kind, evaluate, format_table, load_policy_source
 
     try:
         resolve_suite(cfg.suite)
     except KeyError as exc:
         raise ConfigError(f"suite: {exc.args[0]}") from None
     try:
-        source = load_policy_source(cfg.policy)
+        spec = cfg.policy
+        trusted_keys = getattr(args, "trusted_keys", None) or []
+        if trusted_keys:
+            if detect_policy_kind(spec) != "bundle":
+                raise ConfigError(f"--trusted-key: {spec!r} is not a bundle; signatures only exist on bundles")
+            # The signature is checked here; the loader then opens the very directory checked.
+            spec = str(check_bundle(spec, trusted_keys=trusted_keys).path)
+        source = load_policy_source(spec)
     except (FileNotFoundError, KeyError) as exc:
         print(f"simbridge eval: {exc.args[0] if exc.args else exc}", file=sys.stderr)
+        return 1
+    except BundleError as exc:
+        print(f"simbridge eval: refused bundle: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1
     kind = source.kind or "policy"
     out = Path(cfg.out) if cfg.out else Path("runs") / "eval" / kind / time.strftime("%Y%m%d-%H%M%S")

@@ -252,3 +252,28 @@ def test_cli_demos_bad_input(tmp_path, capsys):
     assert "unknown split 'nope'" in capsys.readouterr().err
     assert simbridge(["demos", "--episodes", "0", "--out", str(tmp_path / "x.zarr")]) == 2
     assert not (tmp_path / "x.zarr").exists()
+
+
+@pytest.mark.parametrize(
+    ("manifest", "trusted", "expected"),
+    [
+        ('{"format": "simbridge-policy-bundle", "schema_version": NaN}', False, "field 'schema_version' is NaN"),
+        ("[" * 10000 + "]" * 10000, False, "nests JSON arrays/objects too deeply"),
+        ('{"format": "simbridge-policy-bundle"', False, "is not valid JSON"),
+        ("{}", True, "is not signed (manifest.sig is missing)"),
+    ],
+)
+def test_cli_eval_refused_bundle_is_one_line(tmp_path, capsys, manifest, trusted, expected):
+    """A bundle the runtime refuses ends `simbridge eval` with exit 1 and one line, before any env."""
+    from simbridge.deploy.signing import generate_key_pair
+
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "manifest.json").write_text(manifest)
+    args = ["eval", "--policy", str(bundle), "--suite", "train", "--episodes", "1", "--no-progress"]
+    if trusted:
+        args += ["--trusted-key", str(generate_key_pair(tmp_path / "key")[1])]
+    assert simbridge(args) == 1
+    captured = capsys.readouterr()
+    assert captured.err.count("\n") == 1 and "Traceback" not in captured.err + captured.out
+    assert captured.err.startswith("simbridge eval: refused bundle: ") and expected in captured.err
