@@ -6,11 +6,16 @@ the franky-sim twin) and puts four guards in front of it:
 * **safety filter** (:class:`simbridge.deploy.safety.SafetyFilter`, run by the robot's
   ``send_action``): every action is clipped or rejected (NaN, stale stamp, outside the
   workspace) before it reaches the arm; what was actually sent is republished;
-* **one commander**: the first ``header.frame_id`` seen after an episode starts (or after
-  ``~/release_commander``) owns the arm; actions from any other source are ignored and logged;
+* **one commander**: the first publisher seen after an episode starts (or after
+  ``~/release_commander``) owns the arm: its ``header.frame_id`` *and* its DDS publisher GID, so a
+  second publisher reusing the same ``frame_id`` is ignored and logged like any other source;
+  ``allowed_bundles`` optionally pins which policy bundles (``policy:<bundle-id>``) may command at all.
+  On a network, SROS2 permissions are what stop a process from publishing at all (README);
 * **watchdog**: when the commander goes quiet for ``watchdog_timeout_s`` the arm is stopped;
 * **latched e-stop** (``~/estop``, std_srvs/SetBool): ``true`` stops the arm and drops every
   command until ``false``; ``~/recover`` (std_srvs/Trigger) clears robot errors after a reflex.
+  The e-stop has a callback group of its own, so it is served while ``~/home`` (a blocking motion)
+  runs, and the driver's ``estop()`` interrupts that motion.
 
 Start-up does not depend on who starts first: with ``sim: true`` and no ``robot_ip`` the node waits
 for the twin's announcement (``/simbridge/twin/status``) and connects to the address it names; in
@@ -25,6 +30,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -32,6 +38,7 @@ from typing import Any
 
 import numpy as np
 from geometry_msgs.msg import PoseStamped
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import String
@@ -72,6 +79,12 @@ def make_robot(node: Node, host: str) -> Any:
     ))
 
 
+def publisher_gid(info: dict | None) -> bytes | None:
+    """The DDS GID of the publisher of a received message (rclpy's MessageInfo), None if unknown."""
+    gid = (info or {}).get("publisher_gid")
+    return bytes(gid["data"]) if gid else None
+
+
 def drop_inherited_realtime() -> None:
     """Undo the SCHED_FIFO that libfranka gives the connecting thread (it tries even with
     ``RealtimeConfig.Ignore`` and succeeds as root). Against the twin it does harm: every thread
@@ -94,6 +107,9 @@ class FrankaNode(Node):
         self.declare_parameter("sim", False)  # franky-sim twin: no realtime kernel
         self.declare_parameter("dynamics_factor", 0.15)  # franky's relative dynamics factor (0.05-0.2 to start)
         self.declare_parameter("safety_limits_file", "")
+        # Bundle ids allowed to command the arm (source "policy:<bundle-id>"); [""] = any bundle.
+        self.declare_parameter("allowed_bundles", [""])
+        self.allowed_bundles = [b for b in self.get_parameter("allowed_bundles").value if b]
         self.period = 1.0 / float(self.get_parameter("control_rate_hz").value)
         self.watchdog_timeout = float(self.get_parameter("watchdog_timeout_s").value)
         # Two commands are never executed closer than half a period: arrival jitter up to half a
@@ -103,10 +119,14 @@ class FrankaNode(Node):
         self._owns_robot = robot is None
         self.robot = robot if robot is not None else self._connect()
 
-        # Episode / guard state (all callbacks share the node's mutually exclusive group: no locks).
+        # Episode / guard state. Every callback but the e-stop shares the node's mutually exclusive
+        # group; _guard orders the e-stop against the command path.
+        self._guard = threading.RLock()
         self.estopped = False
         self.fault = ""  # robot error text until ~/recover succeeds
-        self.commander: str | None = None
+        self.commander: str | None = None  # the commander's source (frame_id) ...
+        self.commander_gid: bytes | None = None  # ... and the DDS identity of its publisher
+        self.commander_node = ""
         # Commands wait here for their control slot. Two deep: a burst of two (DDS / scheduler jitter)
         # executes one period apart instead of losing one; anything older is dropped (newest wins).
         self.pending: deque[ActionCommand] = deque(maxlen=2)
@@ -123,15 +143,18 @@ class FrankaNode(Node):
         self.pub_exec = self.create_publisher(JointState, EXECUTED_ACTION_TOPIC, 10)
         self.pub_status = self.create_publisher(String, FRANKA_STATUS_TOPIC, LATCHED)
         self.create_subscription(JointState, ACTION_TOPIC, self._on_action, 10)
-        self.create_service(SetBool, "~/estop", self._on_estop)
+        self.create_service(SetBool, "~/estop", self._on_estop, callback_group=MutuallyExclusiveCallbackGroup())
         self.create_service(Trigger, "~/recover", self._on_recover)
         self.create_service(Trigger, "~/release_commander", self._on_release)
         self.create_service(Trigger, "~/home", self._on_home)
         # The control timer runs 4x faster than the control rate: it executes a waiting command in
         # its slot and checks the watchdog with a resolution of a quarter period.
         self.create_timer(self.period / 4.0, self._on_control_tick)
-        self.create_timer(1.0 / float(self.get_parameter("state_rate_hz").value), self._publish_state)
-        self.create_timer(0.5, self._publish_status)
+        # State keeps flowing while ~/home blocks the default group (the logger and the operator see the motion).
+        state_group = MutuallyExclusiveCallbackGroup()
+        self.create_timer(1.0 / float(self.get_parameter("state_rate_hz").value), self._publish_state,
+                          callback_group=state_group)
+        self.create_timer(0.5, self._publish_status, callback_group=state_group)
         self._publish_state()
         self._publish_status()
         host = getattr(getattr(self.robot, "config", None), "host", "?")
@@ -198,34 +221,61 @@ class FrankaNode(Node):
         return str(announced[-1]["hostname"])
 
     # --- commands ------------------------------------------------------------------------------
-    def _on_action(self, msg: JointState) -> None:
+    def _on_action(self, msg: JointState, info: dict) -> None:
         try:
             cmd = msg_to_action(msg)
         except ValueError as err:
             self._reject(f"malformed action: {err}")
             return
-        if self.estopped:
-            self.counts["estop_drops"] += 1
-            return
-        if self.commander is None:
-            self.commander = cmd.source
-            self.get_logger().info(f"commander locked: {cmd.source!r} (others are ignored until release)")
-            self._publish_status()
-        elif cmd.source != self.commander:
-            self.counts["ignored"] += 1
-            n = self.ignored_sources.get(cmd.source, 0) + 1
-            self.ignored_sources[cmd.source] = n
-            if n == 1 or n % 50 == 0:
-                self.get_logger().warning(
-                    f"ignoring action from {cmd.source!r} ({n} so far): the arm is commanded by {self.commander!r}; "
-                    "call ~/release_commander between episodes to hand over"
-                )
-            return
-        self.last_command_time = time.monotonic()
-        self.watchdog_tripped = False
-        self.pending.append(cmd)
-        if time.monotonic() - self.last_exec_time >= self.min_gap:
-            self._execute_pending()
+        gid = publisher_gid(info)
+        with self._guard:
+            if self.estopped:
+                self.counts["estop_drops"] += 1
+                return
+            if self.commander is None:
+                refusal = self._refuse_source(cmd.source)
+                if refusal:
+                    self._ignore(cmd.source, refusal)
+                    return
+                self.commander, self.commander_gid = cmd.source, gid
+                self.commander_node = self._publisher_node(gid)
+                self.get_logger().info(f"commander locked: {cmd.source!r} from {self.commander_node or 'unknown node'} "
+                                       "(others are ignored until release)")
+                self._publish_status()
+            elif cmd.source != self.commander or gid != self.commander_gid:
+                key = cmd.source if cmd.source != self.commander else (
+                    f"{cmd.source} (another publisher: {self._publisher_node(gid) or 'unknown node'})")
+                self._ignore(key, f"the arm is commanded by {self.commander!r} from {self.commander_node or 'its node'}; "
+                                  "call ~/release_commander between episodes to hand over")
+                return
+            self.last_command_time = time.monotonic()
+            self.watchdog_tripped = False
+            self.pending.append(cmd)
+            if time.monotonic() - self.last_exec_time >= self.min_gap:
+                self._execute_pending()
+
+    def _refuse_source(self, source: str) -> str:
+        """Why ``source`` may not take the arm at all ("" = it may)."""
+        kind, _, bundle = source.partition(":")
+        if self.allowed_bundles and kind == "policy" and bundle not in self.allowed_bundles:
+            return f"bundle {bundle!r} is not in allowed_bundles {self.allowed_bundles}"
+        return ""
+
+    def _ignore(self, key: str, why: str) -> None:
+        self.counts["ignored"] += 1
+        n = self.ignored_sources.get(key, 0) + 1
+        self.ignored_sources[key] = n
+        if n == 1 or n % 50 == 0:
+            self.get_logger().warning(f"ignoring action from {key!r} ({n} so far): {why}")
+
+    def _publisher_node(self, gid: bytes | None) -> str:
+        """The node that owns publisher ``gid`` on the action topic (for logs), or ""."""
+        if not gid:
+            return ""
+        for endpoint in self.get_publishers_info_by_topic(ACTION_TOPIC):
+            if bytes(endpoint.endpoint_gid) == gid:
+                return f"{endpoint.node_namespace.rstrip('/')}/{endpoint.node_name}"
+        return ""
 
     def _on_control_tick(self) -> None:
         now = time.monotonic()
@@ -285,8 +335,9 @@ class FrankaNode(Node):
     # --- services ------------------------------------------------------------------------------
     def _on_estop(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
         if request.data:
-            self.estopped = True
-            self.pending.clear()
+            with self._guard:
+                self.estopped = True
+                self.pending.clear()
             estop = getattr(self.robot, "estop", None)
             if estop is not None:
                 estop("ros ~/estop")  # the driver latches too: even a direct send_action is refused
@@ -296,9 +347,10 @@ class FrankaNode(Node):
             reset = getattr(self.robot, "reset_estop", None)
             if reset is not None:
                 reset()
-            self.estopped = False
-            self.commander = None
-            self.last_command_time = 0.0
+            with self._guard:
+                self.estopped = False
+                self.commander = self.commander_gid = None
+                self.last_command_time = 0.0
             response.message = "e-stop released; the next command source takes the arm"
             self._publish_status()
         response.success = True
@@ -316,8 +368,9 @@ class FrankaNode(Node):
         return response
 
     def _on_release(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
-        previous, self.commander = self.commander, None
-        self.pending.clear()
+        with self._guard:
+            previous, self.commander, self.commander_gid = self.commander, None, None
+            self.pending.clear()
         self.last_command_time = 0.0
         self.watchdog_tripped = False
         self.ignored_sources.clear()
@@ -341,10 +394,13 @@ class FrankaNode(Node):
         try:
             home()
         except Exception as err:
+            if self.estopped:  # ~/estop (its own callback group) interrupted the homing: not a fault
+                response.success, response.message = False, f"homing interrupted by the e-stop: {err}"
+                return response
             self._on_robot_error(err)
             response.success, response.message = False, self.fault
             return response
-        self.commander, self.last_command_time = None, 0.0
+        self.commander, self.commander_gid, self.last_command_time = None, None, 0.0
         self.pending.clear()
         self._publish_state()
         response.success, response.message = True, "at home"
@@ -365,6 +421,7 @@ class FrankaNode(Node):
     def status(self) -> dict:
         return {
             "estop": self.estopped, "fault": self.fault, "commander": self.commander,
+            "commander_node": self.commander_node, "allowed_bundles": self.allowed_bundles,
             "watchdog_tripped": self.watchdog_tripped, "last_reason": self.last_reason,
             "ignored_sources": dict(self.ignored_sources), **self.counts,
         }
