@@ -55,6 +55,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--bundle", default=None, help="policy bundle dir or export dir with a 'latest' pointer"
     )
+    parser.add_argument(
+        "--trusted-key", dest="trusted_keys", action="append", default=[], metavar="PEM",
+        help="public key of a trusted exporter (repeatable): only bundles signed by one of them run",
+    )
     parser.add_argument("--instruction", default=None, help="language instruction (changeable at run time)")
     parser.add_argument("--protocol", default=None, help="evaluation protocol YAML: runs the orchestrator")
     parser.add_argument("--log-dir", default=None, help="episode store and evaluation results go here")
@@ -99,6 +103,7 @@ def plan_from_args(args: argparse.Namespace) -> tuple[Plan, dict[str, dict[str, 
         "robot_ip": args.robot_ip, "bundle": args.bundle, "instruction": args.instruction,
         "protocol": args.protocol, "log_dir": args.log_dir, "teleop": args.teleop,
         "protocol_set": " ".join(args.protocol_overrides) or None,
+        "trusted_keys": " ".join(args.trusted_keys) or None,
         "params_file": str(args.params) if args.params else None,
         ("cameras" if args.sim else "camera"): args.camera,
     }
@@ -111,6 +116,29 @@ def plan_from_args(args: argparse.Namespace) -> tuple[Plan, dict[str, dict[str, 
             raise ConfigError(f"--set {node_key}=...: name the node, e.g. policy.{node_key}=...")
         extra.setdefault(node, {})[key] = value
     return planned, extra
+
+
+def check_bundles(planned: Plan, extra: dict[str, dict[str, Any]]) -> list[str]:
+    """Verify every bundle this run would load (the policy's, the protocol's) before any node starts:
+    a refused bundle is one line and exit 1, not a traceback after the arm connected.
+    Returns the bundles checked."""
+    from simbridge.deploy.bundle import check_bundle
+
+    names = planned.names
+    policy = node_parameters(planned.params_file, "policy",
+                             {**planned.node("policy").overrides, **extra.get("policy", {})}) if "policy" in names else {}
+    keys = [k for k in policy.get("trusted_keys", []) if k]
+    bundles = [policy["bundle"]] if policy.get("bundle") else []
+    if "orchestrator" in names:
+        ensure_ros_package()
+        from simbridge_ros.protocol import load_protocol
+
+        orchestrator = {**planned.node("orchestrator").overrides, **extra.get("orchestrator", {})}
+        protocol = load_protocol(orchestrator["protocol"], [o for o in orchestrator.get("protocol_overrides", []) if o])
+        bundles += list(protocol.policies.values())
+    for bundle in bundles:
+        check_bundle(bundle, trusted_keys=keys)
+    return bundles
 
 
 def build_nodes(planned: Plan, extra: dict[str, dict[str, Any]] | None = None, context=None) -> list:
@@ -183,6 +211,8 @@ def run(args: argparse.Namespace) -> int:
     from simbridge_ros.common import spin_nodes
 
     planned, extra = plan_from_args(args)
+    if not preflight(planned, extra):
+        return 1
     context = Context()
     rclpy.init(context=context)
     nodes: list = []
@@ -215,6 +245,8 @@ def run_processes(args: argparse.Namespace) -> int:
     from simbridge.deploy.supervisor import NodeProcesses
 
     planned, extra = plan_from_args(args)
+    if not preflight(planned, extra):
+        return 1
     source = None if importlib.util.find_spec("simbridge_ros") is not None else ROS_PACKAGE_SRC
     with tempfile.TemporaryDirectory(prefix="simbridge_deploy_") as tmp:
         graph = NodeProcesses(planned, Path(tmp), extra, ros_package_src=source)
@@ -234,3 +266,15 @@ def run_processes(args: argparse.Namespace) -> int:
           else sys.stdout, flush=True)
     finished_without_protocol = outcome.returncode == 0 and "orchestrator" not in planned.names
     return 0 if outcome.ok or finished_without_protocol else 1
+
+
+def preflight(planned: Plan, extra: dict[str, dict[str, Any]]) -> bool:
+    """check_bundles with the refusal as one line on stderr (False: do not start anything)."""
+    from simbridge.deploy.bundle import BundleError
+
+    try:
+        check_bundles(planned, extra)
+    except BundleError as err:
+        print(f"simbridge deploy: refused bundle: {err}", file=sys.stderr)
+        return False
+    return True

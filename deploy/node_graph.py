@@ -125,6 +125,8 @@ def _bind_common(args: Mapping[str, str]) -> dict[str, dict[str, Any]]:
 
     if args.get("bundle"):
         put("policy", "bundle", args["bundle"])
+    if args.get("trusted_keys"):
+        put("policy", "trusted_keys", _words(args["trusted_keys"]))
     if args.get("instruction"):
         put("policy", "instruction", args["instruction"])
         put("logger", "instruction", args["instruction"])
@@ -168,6 +170,8 @@ def _bind_robot(args: Mapping[str, str]) -> dict[str, dict[str, Any]]:
 _COMMON_ARGS = (
     Argument("bundle", "policy bundle dir, or an export dir whose `latest` pointer is followed "
              "(default: policy.bundle of the parameter file)"),
+    Argument("trusted_keys", "public keys (PEM files, space separated) of trusted exporters: only bundles "
+             "signed by one of them run (default: any bundle with valid checksums)"),
     Argument("instruction", "language instruction (default: the parameter file's)"),
     Argument("protocol", "evaluation protocol: a YAML file or a shipped name (twin_smoke, twin_demo, "
              "rl4vla_hardware); empty: no orchestrator, the policy runs until Ctrl-C"),

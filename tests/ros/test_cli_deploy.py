@@ -72,3 +72,21 @@ def test_deploy_reports_bad_parameter_files_and_overrides(tmp_path: Path) -> Non
     assert out.returncode == 2 and "name the node" in out.stderr
     out = simbridge("deploy", "--sim", "--set", "policy.execute_steps=two", "--duration", "1")
     assert out.returncode == 2 and "execute_steps" in out.stderr and "type" in out.stderr, out.stderr[-2000:]
+
+
+def test_deploy_refuses_a_bad_bundle_in_one_line_before_any_node_starts(tmp_path: Path, bundle_dir: Path) -> None:
+    import shutil
+
+    bad = tmp_path / "tampered"
+    shutil.copytree((bundle_dir / "latest").resolve(), bad)
+    manifest = bad / "manifest.json"
+    manifest.write_text(manifest.read_text().replace('"chunk_size": 4', '"chunk_size": NaN'))
+    for extra in ([], ["--processes"]):
+        out = simbridge("deploy", "--sim", "--bundle", str(bad), *extra, timeout=60)
+        assert out.returncode == 1, out.stdout + out.stderr
+        assert out.stderr.strip().count("\n") == 0 and "refused bundle" in out.stderr and "manifest" in out.stderr
+        assert "Traceback" not in out.stderr and "running" not in out.stdout and "starting" not in out.stdout
+    protocol = tmp_path / "protocol.yaml"
+    protocol.write_text(f"name: x\npolicies: {{sft: '{bundle_dir}', rl: '{bad}'}}\nconditions:\n  - {{name: base}}\n")
+    out = simbridge("deploy", "--sim", "--protocol", str(protocol), timeout=60)
+    assert out.returncode == 1 and "refused bundle" in out.stderr and str(bad) in out.stderr, out.stderr

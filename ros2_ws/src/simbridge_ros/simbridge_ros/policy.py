@@ -52,10 +52,11 @@ from simbridge_ros.common import (
 )
 
 
-def load_bundle_policy(path: str, providers: list[str] | None = None) -> Any:
+def load_bundle_policy(path: str, providers: list[str] | None = None, trusted_keys: list[str] | None = None) -> Any:
+    """The bundle at ``path``; with ``trusted_keys`` (public-key PEM paths) only one signed by them."""
     from simbridge.deploy.runtime import BundlePolicy, resolve_bundle
 
-    return BundlePolicy(resolve_bundle(path), providers=providers)
+    return BundlePolicy(resolve_bundle(path), providers=providers, trusted_keys=trusted_keys or ())
 
 
 def policy_id(policy: Any) -> str:
@@ -82,6 +83,8 @@ class PolicyNode(Node):
         self.declare_parameter("camera_timeout_s", 10.0)
         self.declare_parameter("publish_actions", True)  # false: only /simbridge/policy_action (teleop mux)
         self.declare_parameter("source", "policy")
+        # Public keys (PEM paths) of trusted exporters: when set, only bundles they signed are loaded.
+        self.declare_parameter("trusted_keys", [""])
 
         self.images: dict[str, tuple[np.ndarray, float]] = {}
         self.state: dict[str, Any] = {}
@@ -107,11 +110,14 @@ class PolicyNode(Node):
         if policy is not None:
             self._install(policy)
         elif self.get_parameter("bundle").value:
-            self._install(load_bundle_policy(self.get_parameter("bundle").value))
+            self._install(load_bundle_policy(self.get_parameter("bundle").value, trusted_keys=self._trusted_keys()))
         else:
             self._set_status("idle", "no bundle: set the 'bundle' parameter")
 
     # --- policy loading and verification ---------------------------------------------------------
+    def _trusted_keys(self) -> list[str]:
+        return [k for k in self.get_parameter("trusted_keys").value if k]
+
     def _install(self, policy: Any) -> None:
         self.policy = policy
         contract = policy.contract
@@ -236,7 +242,7 @@ class PolicyNode(Node):
         for param in params:
             if param.name == "bundle" and param.value:
                 try:
-                    self._install(load_bundle_policy(param.value))
+                    self._install(load_bundle_policy(param.value, trusted_keys=self._trusted_keys()))
                 except Exception as err:
                     self.policy = None
                     self._set_status("refused", f"cannot load bundle {param.value}: {err}")
