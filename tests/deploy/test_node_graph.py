@@ -61,11 +61,11 @@ def test_empty_arguments_keep_the_parameter_file_and_teleop_takes_over_the_comma
 
 
 def test_bad_arguments_are_refused_by_name(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="unknown launch argument.*'bundel'"):
+    with pytest.raises(ConfigError, match=r"unknown launch argument.*'bundel'"):
         plan(SIM_GRAPH, {"bundel": "x"})
-    with pytest.raises(ConfigError, match="neither a file nor a shipped protocol.*twin_smoke"):
+    with pytest.raises(ConfigError, match=r"neither a file nor a shipped protocol.*twin_smoke"):
         plan(SIM_GRAPH, {"protocol": "twin_smok"})
-    with pytest.raises(ConfigError, match="parameter file .*missing.yaml does not exist"):
+    with pytest.raises(ConfigError, match=r"parameter file .*missing.yaml does not exist"):
         plan(SIM_GRAPH, {"params_file": str(tmp_path / "missing.yaml")})
     own = tmp_path / "protocol.yaml"
     own.write_text("name: x\n")
