@@ -1,7 +1,7 @@
 """Simulated twin: franky-sim (MuJoCo) embedded in-process with a scene mirroring ``PutOnTarget-v1``.
 
 When there is no robot, :class:`TwinSim` stands in for one. It runs the franky-sim server on a
-loopback address, so :class:`~simbridge.deploy.robot.FrankyRobot` (and the ROS 2 franka node) talk
+loopback address, so :class:`~simbridge.deploy.franky_robot.FrankyRobot` (and the ROS 2 franka node) talk
 to it through franky exactly as to a real Franka::
 
     with TwinSim(seed=0) as twin:

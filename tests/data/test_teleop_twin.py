@@ -21,7 +21,8 @@ def res_start_z(writer: EpisodeWriter) -> float:
 
 
 def test_teleop_on_the_twin_fails_closed_on_disconnect(tmp_path):
-    from simbridge.deploy.robot import FrankyRobot, FrankyRobotConfig
+    from simbridge.deploy.franky_config import FrankyRobotConfig
+    from simbridge.deploy.franky_robot import FrankyRobot
     from simbridge.deploy.twin import TwinSim
 
     contract = PolicyContract(observation=ObservationSpec(cameras=(CameraSpec("scene", 64, 64),)))

@@ -14,8 +14,11 @@ import numpy as np
 import pytest
 
 from simbridge.data.config import ConfigError, load_config
-from simbridge.deploy.robot import FaultInjector, FrankyRobot, FrankyRobotConfig, RobotError, RobotFault
+from simbridge.deploy.franky_config import FrankyRobotConfig
+from simbridge.deploy.franky_robot import FrankyRobot
+from simbridge.deploy.robot import RobotError, RobotFault
 from simbridge.deploy.safety import forward_kinematics
+from simbridge.deploy.testing import FaultInjector
 from simbridge.deploy.twin import TwinScene, TwinSim
 
 pytestmark = [pytest.mark.robot, pytest.mark.integration]

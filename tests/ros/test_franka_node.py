@@ -188,7 +188,9 @@ def test_reflex_fault_refuses_commands_until_recover(graph, twin, limits) -> Non
     """franky-sim raises no reflexes: inject franky's own ControlException at the franky boundary."""
     import franky
 
-    from simbridge.deploy.robot import FaultInjector, FrankyRobot, FrankyRobotConfig
+    from simbridge.deploy.franky_config import FrankyRobotConfig
+    from simbridge.deploy.franky_robot import FrankyRobot
+    from simbridge.deploy.testing import FaultInjector
 
     faults = FaultInjector()
     from simbridge.data.config import load_config

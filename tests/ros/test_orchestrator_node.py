@@ -14,9 +14,11 @@ from rclpy.parameter import Parameter
 
 from simbridge.data.config import load_config
 from simbridge.deploy.cli_deploy import build_nodes
+from simbridge.deploy.franky_config import FrankyRobotConfig
+from simbridge.deploy.franky_robot import FrankyRobot
 from simbridge.deploy.node_graph import SIM_GRAPH, plan
-from simbridge.deploy.robot import FaultInjector, FrankyRobot, FrankyRobotConfig
 from simbridge.deploy.safety import SafetyLimits
+from simbridge.deploy.testing import FaultInjector
 
 from .conftest import wait_until
 

@@ -66,7 +66,8 @@ from simbridge_ros.common import (
 def make_robot(node: Node, host: str) -> Any:
     """FrankyRobot for ``host`` from parameters: ``sim``, ``dynamics_factor``, ``safety_limits_file``."""
     from simbridge.data.config import load_config
-    from simbridge.deploy.robot import FrankyRobot, FrankyRobotConfig
+    from simbridge.deploy.franky_config import FrankyRobotConfig
+    from simbridge.deploy.franky_robot import FrankyRobot
     from simbridge.deploy.safety import SafetyLimits
 
     p = node.get_parameter
