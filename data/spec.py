@@ -294,6 +294,9 @@ class EpisodeMeta:
     split: str = ""  # training split / evaluation condition
     seed: int | None = None
     extra: dict = field(default_factory=dict)
+    # True: the writer stopped before end_episode (killed, or closed mid-episode); the steps are
+    # what it had committed. Kept, but training datasets and exports leave it out by default.
+    incomplete: bool = False
 
 
 def quat_wxyz_to_xyzw(q: Sequence[float]) -> np.ndarray:

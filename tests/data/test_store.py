@@ -21,7 +21,7 @@ from simbridge.data.store import EpisodeStore, EpisodeWriter, StoreError, valida
 
 sys.path.insert(0, str(Path(__file__).parent))
 from store_writer_proc import CAMERAS as PROC_CAMERAS
-from store_writer_proc import expected_episode, write
+from store_writer_proc import episode_length, expected_episode, expected_steps, write
 
 WRITER_SCRIPT = Path(__file__).parent / "store_writer_proc.py"
 CAMS = (CameraSpec("scene", 32, 40), CameraSpec("wrist", 16, 16))
@@ -241,12 +241,22 @@ def test_corrupt_chunk_is_named_in_reads_and_validate(tmp_path):
 
 
 def _check_committed(path: Path) -> int:
+    """Complete episodes are exactly as written; incomplete ones (killed mid-episode) are exact prefixes."""
     store = EpisodeStore(path)
     for e in range(len(store)):
         ep = store.episode(e)
         for key, value in expected_episode(e).items():
             np.testing.assert_array_equal(ep[key], value, err_msg=f"episode {e} {key}")
-        assert store.meta(e).seed == e
+        assert store.meta(e).seed == e and not store.meta(e).incomplete
+    full = EpisodeStore(path, include_incomplete=True)
+    complete_at = [full.storage_index(i) for i in range(len(store))]
+    for i in range(len(store), len(full)):
+        e = sum(s < full.storage_index(i) for s in complete_at)  # the episode its writer was writing
+        ep = full.episode(i)
+        n = len(ep["action"])
+        assert 0 < n <= episode_length(e) and full.meta(i).incomplete
+        for key, value in expected_steps(e, 0, n).items():
+            np.testing.assert_array_equal(ep[key], value, err_msg=f"incomplete episode {i} {key}")
     return len(store)
 
 
@@ -275,7 +285,8 @@ def test_kill_minus_9_at_random_moments_loses_only_uncommitted_steps(tmp_path):
     assert write(str(path), episodes=2) == reported + 2
     assert _check_committed(path) == reported + 2
     report = validate_store(path)
-    assert report.ok and report.uncommitted_steps == 0 and not report.warnings
+    assert report.ok and report.uncommitted_steps == 0 and report.open_steps == 0
+    assert all("incomplete episode" in w for w in report.warnings)  # killed mid-episode: kept prefixes
 
 
 def test_reader_reads_consistent_episodes_while_a_writer_writes(tmp_path):
@@ -319,12 +330,12 @@ def test_interrupted_creation_is_redone_but_a_lost_commit_with_data_is_refused(t
     EpisodeWriter(fresh, CAMS, software_version="t").close()
     assert (fresh / ".writer.lock").exists()  # creating the group kept the lock file
     _drop_commit(fresh)  # as if the writer died before its first commit
-    with pytest.raises(StoreError, match="commit record is missing"):
+    with pytest.raises(StoreError, match=r"half-created episode store.*--repair --yes"):
         EpisodeStore(fresh)
     write_episodes(fresh, [3])  # a new writer recreates the empty store
     assert len(EpisodeStore(fresh)) == 1
 
     _drop_commit(fresh)  # now rows exist: never wipe them
-    with pytest.raises(StoreError, match="commit record is missing"):
+    with pytest.raises(StoreError, match=r"commit record is missing.*restore"):
         EpisodeWriter(fresh, CAMS, software_version="t")
     assert zarr.open_array(str(fresh / "data/action"), mode="r").shape[0] == 3
