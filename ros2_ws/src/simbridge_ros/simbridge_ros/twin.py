@@ -133,8 +133,11 @@ class TwinNode(Node):
         return load_config(TwinScene, files, data=overrides)
 
     def close(self) -> None:
-        self.pub_status.publish(json_msg(ready=False, hostname=self.twin.hostname, cameras=self.cameras))
+        # Rendering stops first, whatever else fails: a render thread still running while the
+        # process tears MuJoCo down crashes it (exit -11 seen under ros2 launch).
         self._stop.set()
+        if self.context.ok():  # under ros2 launch the context is already shut down by SIGINT
+            self.pub_status.publish(json_msg(ready=False, hostname=self.twin.hostname, cameras=self.cameras))
         self._thread.join(timeout=5.0)
         if self._owns_twin:
             self.twin.close()
