@@ -1,13 +1,17 @@
 """``simbridge data``: inspect, check, convert and edit episode stores.
 
-simbridge data info STORE [--episodes]
+simbridge data info STORE [--episodes]             incomplete episodes (writer killed mid-episode) marked
 simbridge data validate STORE [--quick]            reports only, never modifies (exit 1 on errors)
+simbridge data validate STORE --repair [--yes]     says what a repair does; --yes does it
 simbridge data replay STORE --episode I [--env TASK] [--steps]
 simbridge data to-video STORE --episode I [-o out.mp4]
 simbridge data merge OUT SRC [SRC ...]
 simbridge data split STORE -o DIR [--fractions train=0.9,val=0.1] [--seed 0]
 simbridge data label STORE --episode I (--success | --failure) --by NAME
 simbridge data to-lerobot STORE -o DIR [--fps 10] [--codec av1|h264] [--episodes 0 3 5]
+
+Episode indices are those of ``info --episodes``: complete episodes first (the same numbers
+training uses), then incomplete ones.
 """
 
 from __future__ import annotations
@@ -23,7 +27,9 @@ from simbridge.data.config import ConfigError
 from simbridge.data.store import (
     EpisodeStore,
     StoreError,
+    apply_repair,
     merge_stores,
+    plan_repair,
     split_store,
     store_size_bytes,
     validate_store,
@@ -45,6 +51,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p = sub.add_parser("validate", help="check layout, lengths, metadata and chunk checksums (read-only)")
     p.add_argument("store")
     p.add_argument("--quick", action="store_true", help="skip reading every chunk")
+    p.add_argument(
+        "--repair",
+        action="store_true",
+        help="say what a repair would do: remove a half-created store, keep a killed writer's open "
+        "episode as incomplete, drop uncommitted steps and temp files (changes nothing without --yes)",
+    )
+    p.add_argument("--yes", action="store_true", help="with --repair: carry the repair out")
 
     p = sub.add_parser("replay", help="replay an episode's executed actions in simulation (or print them)")
     p.add_argument("store")
@@ -88,6 +101,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--episodes", type=int, nargs="*", default=None)
     p.add_argument("--successful-only", action="store_true", help="only episodes labelled successful")
     p.add_argument("--split", default=None, help="only episodes of this split")
+    p.add_argument(
+        "--include-incomplete",
+        action="store_true",
+        help="also export incomplete episodes (left out by default)",
+    )
+    p.add_argument(
+        "--policy-action",
+        choices=["auto", "always", "never"],
+        default="auto",
+        help="export the proposed/clean action (e.g. DART's) as complementary_info.policy_action; "
+        "auto: when every exported step has one (default)",
+    )
     p.add_argument("--robot-type", default="franka")
     p.add_argument("--overwrite", action="store_true")
 
@@ -111,13 +136,21 @@ def cmd_info(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    store = EpisodeStore(args.store)
-    metas = store.metas()
-    lengths = np.diff(np.concatenate([[0], store.episode_ends]))
+    full = EpisodeStore(args.store, include_incomplete=True)
+    store = EpisodeStore(args.store)  # what training sees: complete episodes only
+    all_metas = full.metas()
+    metas = all_metas[: len(store)]
+    lengths = store.episode_lengths()
     labelled = [m.success for m in metas if m.success is not None]
     console = Console()
     summary = Table(title=f"episode store {store.path}", show_header=False)
     summary.add_row("episodes / steps", f"{len(store)} / {store.num_steps}")
+    if full.num_incomplete:
+        is_open = f", 1 still open ({full.open_episode_steps} committed)" if full.open_episode_steps else ""
+        steps = full.num_steps - store.num_steps
+        summary.add_row(
+            "incomplete episodes", f"{full.num_incomplete} / {steps} steps{is_open}; not for training"
+        )
     summary.add_row("cameras", ", ".join(f"{c.name} {c.height}x{c.width}" for c in store.cameras))
     summary.add_row("robot", str(store.info.get("robot", "")))
     summary.add_row("schema / commits", f"v{store.schema_version} / {store.commit_counter}")
@@ -138,13 +171,13 @@ def cmd_info(args) -> int:
         )
     console.print(summary)
     if args.episodes:
-        table = Table(title="episodes")
+        table = Table(title="episodes", caption="* incomplete (left out of training), ** still open")
         for col in ("#", "steps", "success", "by", "interv.", "policy", "split", "seed", "instruction"):
             table.add_column(col)
-        for i, (m, n) in enumerate(zip(metas, lengths, strict=True)):
+        for i, (m, n) in enumerate(zip(all_metas, full.episode_lengths(), strict=True)):
             ok = "-" if m.success is None else ("yes" if m.success else "no")
             table.add_row(
-                str(i),
+                f"{i}{'*' * (int(m.incomplete) + int(bool(m.extra.get('open'))))}",
                 str(n),
                 ok,
                 m.success_labeled_by,
@@ -194,6 +227,10 @@ def plot_store_summary(store: EpisodeStore, metas, lengths: np.ndarray, out: Pat
 
 
 def cmd_validate(args) -> int:
+    if args.yes and not args.repair:
+        raise StoreError("--yes only confirms --repair; add --repair")
+    if args.repair:
+        return repair(args)
     report = validate_store(args.store, deep=not args.quick, progress=True)
     print(f"{report.path}: {report.episodes} committed episodes, {report.steps} steps")
     for w in report.warnings:
@@ -204,8 +241,35 @@ def cmd_validate(args) -> int:
     return 0 if report.ok else 1
 
 
+def repair(args) -> int:
+    plan = plan_repair(args.store, deep=not args.quick)
+    for problem in plan.unrepairable:
+        print(f"  ERROR (not repairable; restore from a backup): {problem}")
+    if not plan.actions:
+        print(f"{plan.path}: nothing to repair" + ("" if plan.unrepairable else "; the store is valid"))
+        return 1 if plan.unrepairable else 0
+    print(f"{plan.path}: the repair will")
+    for action in plan.actions:
+        print(f"  - {action}")
+    if plan.unrepairable:
+        print("not repaired: restore the store from a backup first")
+        return 1
+    if not args.yes:
+        print(f"nothing was changed; to repair, run: simbridge data validate {plan.path} --repair --yes")
+        return 1
+    apply_repair(plan)
+    if plan.remove_store:
+        print(f"removed {plan.path}")
+        return 0
+    report = validate_store(plan.path, deep=not args.quick)
+    print(
+        f"repaired: {report.episodes} committed episodes ({report.incomplete_episodes} incomplete), {report.steps} steps"
+    )
+    return 0 if report.ok else 1
+
+
 def cmd_replay(args) -> int:
-    store = EpisodeStore(args.store)
+    store = EpisodeStore(args.store, include_incomplete=True)
     meta = store.meta(args.episode)
     ep = store.episode(args.episode, keys=["ee_pose", "action", "policy_action", "intervention", "timestamp"])
     if args.steps:
@@ -266,7 +330,7 @@ def cmd_replay(args) -> int:
 
 
 def cmd_to_video(args) -> int:
-    store = EpisodeStore(args.store)
+    store = EpisodeStore(args.store, include_incomplete=True)
     out = (
         Path(args.out)
         if args.out
@@ -302,7 +366,9 @@ def cmd_split(args) -> int:
 
 
 def cmd_label(args) -> int:
-    meta = EpisodeStore(args.store).label(args.episode, success=args.success, by=args.by)
+    meta = EpisodeStore(args.store, include_incomplete=True).label(
+        args.episode, success=args.success, by=args.by
+    )
     print(f"episode {args.episode}: success={meta.success} (labelled by {meta.success_labeled_by})")
     return 0
 
@@ -310,7 +376,7 @@ def cmd_label(args) -> int:
 def cmd_to_lerobot(args) -> int:
     from simbridge.data.lerobot import export_lerobot
 
-    store = EpisodeStore(args.store)
+    store = EpisodeStore(args.store, include_incomplete=args.include_incomplete)
     episodes = list(range(len(store))) if args.episodes is None else args.episodes
     if args.successful_only or args.split is not None:
         metas = store.metas()
@@ -329,6 +395,7 @@ def cmd_to_lerobot(args) -> int:
         codec=args.codec,
         overwrite=args.overwrite,
         progress=True,
+        policy_action={"auto": None, "always": True, "never": False}[args.policy_action],
     )
     print(f"wrote LeRobot v3.0 dataset to {out}")
     return 0

@@ -6,15 +6,28 @@ below ours), so the v3.0 layout is written directly with pyarrow, pandas and PyA
     <out>/meta/info.json                                  codebase_version "v3.0", fps, features
     <out>/meta/stats.json                                 min/max/mean/std/count/q01..q99 per feature
     <out>/meta/tasks.parquet                              task string (index) -> task_index
-    <out>/meta/episodes/chunk-000/file-000.parquet        one row per episode (lengths, offsets)
+    <out>/meta/episodes/chunk-000/file-000.parquet        one row per episode (lengths, offsets,
+                                                          stats/<feature>/<stat>, simbridge/...)
     <out>/data/chunk-000/file-000.parquet                 one row per frame
     <out>/videos/observation.images.<cam>/chunk-000/file-000.mp4   episodes concatenated
 
 Feature mapping: ``observation.state`` = ee_pose xyz+quat(wxyz) + gripper width (8),
 ``observation.joint_positions`` (7), ``action`` (the executed action, 7),
 ``complementary_info.is_intervention`` (HIL-SERL's name), ``next.done``, ``next.reward``
-(1.0 on the last frame of a successful episode). Timestamps are ``frame_index / fps`` as
-LeRobot requires; the recorded wall-clock time is kept in ``observation.timestamp_s``.
+(1.0 on the last frame of a successful episode), and ``complementary_info.policy_action`` (7,
+what the policy or expert proposed: DART's clean label) when every exported step has one.
+It is not an ``action.*`` key on purpose: LeRobot would hand that to policies as a second action.
+
+Timestamps: ``timestamp`` is ``frame_index / fps`` as LeRobot requires; the recorded time is
+``observation.timestamp_s``, float32 seconds since the episode's first step (exact to float32,
+where absolute epoch seconds would round to 128 s); the absolute start is the episode column
+``simbridge/start_time_s`` (float64).
+
+Statistics: like LeRobot's own writer, every episode row carries ``stats/<feature>/<stat>``
+columns (min, max, mean, std, count, q01, q10, q50, q90, q99; images per channel in [0, 1],
+shaped (3, 1, 1)), so LeRobot's editing tools (``delete_episodes``, ``split_dataset``,
+``aggregate_datasets``) can rebuild ``stats.json`` from the episodes they keep. ``stats.json``
+itself is computed from all exported frames.
 """
 
 from __future__ import annotations
@@ -37,6 +50,7 @@ VIDEO_PATH = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.m
 EPISODES_PATH = "meta/episodes/chunk-000/file-000.parquet"
 STATE_NAMES = ["x", "y", "z", "qw", "qx", "qy", "qz", "gripper_width"]
 QUANTILES = (0.01, 0.10, 0.50, 0.90, 0.99)
+POLICY_ACTION = "complementary_info.policy_action"
 VIDEO_CODECS = {"av1": "libsvtav1", "h264": "h264"}
 
 
@@ -53,8 +67,14 @@ def export_lerobot(
     codec: str = "av1",
     overwrite: bool = False,
     progress: bool = False,
+    policy_action: bool | None = None,
 ) -> Path:
-    """Write ``episodes`` (default: all) of ``store`` as a LeRobot v3.0 dataset in ``out_dir``."""
+    """Write ``episodes`` (default: all of the view) of ``store`` as a LeRobot v3.0 dataset in ``out_dir``.
+
+    A path opens the complete episodes only; pass ``EpisodeStore(path, include_incomplete=True)``
+    to export incomplete ones too. ``policy_action``: export ``complementary_info.policy_action``
+    (None: when every exported step recorded one; True: require it; False: never).
+    """
     import av
     import pandas as pd
     import pyarrow as pa
@@ -83,8 +103,11 @@ def export_lerobot(
     metas = [store.meta(i) for i in indices]
     tasks = list(dict.fromkeys(m.instruction for m in metas))
     task_index = {t: k for k, t in enumerate(tasks)}
+    columns = dict(_FRAME_COLUMNS)
+    if _want_policy_action(store, indices, policy_action):
+        columns[POLICY_ACTION] = ("float32", (7,))
 
-    cols: dict[str, list] = {k: [] for k in _FRAME_COLUMNS}
+    cols: dict[str, list] = {k: [] for k in columns}
     episode_rows = []
     writers = {}
     for cam in store.cameras:
@@ -97,7 +120,7 @@ def export_lerobot(
             {"g": "2", "crf": "30", "preset": "10"} if codec == "av1" else {"g": "2", "crf": "18"}
         )
         writers[cam.name] = (container, stream)
-    image_samples: dict[str, list[np.ndarray]] = {cam.name: [] for cam in store.cameras}
+    image_hists = {cam.name: np.zeros((3, 256), np.int64) for cam in store.cameras}
 
     frame_total = 0
     iterator = indices
@@ -109,22 +132,25 @@ def export_lerobot(
         for new_idx, (i, meta) in enumerate(zip(iterator, metas, strict=True)):
             ep = store.episode(i)
             n = len(ep["action"])
-            state = np.concatenate([ep["ee_pose"], ep["gripper_width"][:, None]], axis=1).astype(np.float32)
             reward = np.zeros(n, np.float32)
             if meta.success:
                 reward[-1] = 1.0
-            cols["observation.state"].extend(state)
-            cols["observation.joint_positions"].extend(ep["joint_positions"].astype(np.float32))
-            cols["action"].extend(ep["action"].astype(np.float32))
-            cols["complementary_info.is_intervention"].extend(ep["intervention"].astype(np.float32))
-            cols["observation.timestamp_s"].extend(ep["timestamp"].astype(np.float64))
-            cols["next.reward"].extend(reward)
-            cols["next.done"].extend(np.arange(n) == n - 1)
-            cols["timestamp"].extend((np.arange(n) / fps_int).astype(np.float32))
-            cols["frame_index"].extend(range(n))
-            cols["episode_index"].extend([new_idx] * n)
-            cols["index"].extend(range(frame_total, frame_total + n))
-            cols["task_index"].extend([task_index[meta.instruction]] * n)
+            frame = {
+                "observation.state": np.concatenate([ep["ee_pose"], ep["gripper_width"][:, None]], axis=1),
+                "observation.joint_positions": ep["joint_positions"],
+                "action": ep["action"],
+                "complementary_info.is_intervention": ep["intervention"],
+                # Relative to the first step in float64 first: epoch seconds in float32 keep 128 s steps.
+                "observation.timestamp_s": ep["timestamp"] - ep["timestamp"][0],
+                "next.reward": reward,
+                "next.done": np.arange(n) == n - 1,
+                "timestamp": np.arange(n) / fps_int,
+                "frame_index": np.arange(n),
+                "episode_index": np.full(n, new_idx),
+                "index": np.arange(frame_total, frame_total + n),
+                "task_index": np.full(n, task_index[meta.instruction]),
+                POLICY_ACTION: ep["policy_action"],
+            }
             row = {
                 "episode_index": new_idx,
                 "tasks": [meta.instruction],
@@ -139,15 +165,23 @@ def export_lerobot(
                 "simbridge/success": meta.success,
                 "simbridge/split": meta.split,
                 "simbridge/policy_id": meta.policy_id,
+                "simbridge/start_time_s": float(ep["timestamp"][0]),
+                "simbridge/incomplete": bool(meta.incomplete),
             }
+            for name, (dtype, _) in columns.items():
+                values = np.asarray(frame[name]).astype(dtype)
+                cols[name].append(values)
+                row.update(stat_columns(name, feature_stats(values)))
             for cam in store.cameras:
                 container, stream = writers[cam.name]
                 frames = ep[f"image_{cam.name}"]
                 for img in frames:
                     for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
                         container.mux(packet)
-                image_samples[cam.name].append(frames[:: max(1, n // 8)])
+                hist = channel_histograms(frames)
+                image_hists[cam.name] += hist
                 key = video_key(cam.name)
+                row.update(stat_columns(key, image_stats(hist, len(frames))))
                 row[f"videos/{key}/chunk_index"] = 0
                 row[f"videos/{key}/file_index"] = 0
                 row[f"videos/{key}/from_timestamp"] = frame_total / fps_int
@@ -162,8 +196,8 @@ def export_lerobot(
 
     # Frame table: vectors as fixed-size float32 lists, scalars as plain columns.
     arrays, fields = [], []
-    for name, (dtype, shape) in _FRAME_COLUMNS.items():
-        values = np.asarray(cols[name], dtype=dtype)
+    for name, (dtype, shape) in columns.items():
+        values = np.concatenate(cols[name]).astype(dtype)
         if shape == (1,):
             arr = pa.array(values)
         else:
@@ -180,10 +214,10 @@ def export_lerobot(
         out / "meta/tasks.parquet"
     )
 
-    features = _features(store, fps_int, codec)
-    stats = {name: _stats(np.asarray(cols[name], dtype=dtype)) for name, (dtype, _) in _FRAME_COLUMNS.items()}
+    features = _features(store, fps_int, codec, columns)
+    stats = {name: _to_lists(feature_stats(np.concatenate(cols[name]))) for name in columns}
     for cam in store.cameras:
-        stats[video_key(cam.name)] = _image_stats(np.concatenate(image_samples[cam.name]))
+        stats[video_key(cam.name)] = _to_lists(image_stats(image_hists[cam.name], frame_total))
     info = {
         "codebase_version": CODEBASE_VERSION,
         "robot_type": robot_type,
@@ -210,7 +244,7 @@ _FRAME_COLUMNS: dict[str, tuple[str, tuple[int, ...]]] = {
     "observation.joint_positions": ("float32", (7,)),
     "action": ("float32", (7,)),
     "complementary_info.is_intervention": ("float32", (1,)),
-    "observation.timestamp_s": ("float64", (1,)),
+    "observation.timestamp_s": ("float32", (1,)),
     "next.reward": ("float32", (1,)),
     "next.done": ("bool", (1,)),
     "timestamp": ("float32", (1,)),
@@ -223,10 +257,11 @@ _NAMES = {
     "observation.state": STATE_NAMES,
     "observation.joint_positions": [f"joint_{i}" for i in range(7)],
     "action": list(ACTION_NAMES),
+    POLICY_ACTION: list(ACTION_NAMES),
 }
 
 
-def _features(store: EpisodeStore, fps: int, codec: str) -> dict:
+def _features(store: EpisodeStore, fps: int, codec: str, columns: dict) -> dict:
     feats: dict[str, dict] = {}
     for cam in store.cameras:
         feats[video_key(cam.name)] = {
@@ -244,31 +279,81 @@ def _features(store: EpisodeStore, fps: int, codec: str) -> dict:
                 "has_audio": False,
             },
         }
-    for name, (dtype, shape) in _FRAME_COLUMNS.items():
+    for name, (dtype, shape) in columns.items():
         feats[name] = {"dtype": dtype, "shape": list(shape), "names": _NAMES.get(name)}
     return feats
 
 
-def _stats(values: np.ndarray) -> dict:
-    x = values.reshape(len(values), -1).astype(np.float64)
+def _want_policy_action(store: EpisodeStore, indices: Sequence[int], wanted: bool | None) -> bool:
+    if wanted is False:
+        return False
+    missing = [
+        i for i in indices if not np.isfinite(store.read("policy_action", store.episode_slice(i))).all()
+    ]
+    if wanted and missing:
+        raise StoreError(
+            f"policy_action requested, but episodes {missing[:10]} have steps without one (NaN: no policy "
+            "ran there, e.g. teleoperation); leave those episodes out or export without it"
+        )
+    return not missing
+
+
+def feature_stats(values: np.ndarray) -> dict[str, np.ndarray]:
+    """LeRobot's per-feature statistics over frames: one value per dimension, ``count`` = frames."""
+    x = np.asarray(values).reshape(len(values), -1).astype(np.float64)
     out = {
-        "min": x.min(0).tolist(),
-        "max": x.max(0).tolist(),
-        "mean": x.mean(0).tolist(),
-        "std": x.std(0).tolist(),
-        "count": [len(x)],
+        "min": x.min(0),
+        "max": x.max(0),
+        "mean": x.mean(0),
+        "std": x.std(0),  # population std, as LeRobot's writer and aggregate_stats use
+        "count": np.array([len(x)]),
     }
     for q in QUANTILES:
-        out[f"q{round(q * 100):02d}"] = np.quantile(x, q, axis=0).tolist()
+        out[_qkey(q)] = np.quantile(x, q, axis=0)
     return out
 
 
-def _image_stats(frames: np.ndarray) -> dict:
-    """Per-channel statistics of images scaled to [0, 1], shaped (3, 1, 1) as LeRobot stores them."""
-    x = frames.reshape(-1, 3).astype(np.float64) / 255.0
-    out = {k: [[[v]] for v in vals] for k, vals in _stats(x).items() if k != "count"}
-    out["count"] = [len(frames)]
+def channel_histograms(frames: np.ndarray) -> np.ndarray:
+    """(3, 256) pixel counts per RGB channel: exact image statistics without sorting millions of pixels."""
+    px = np.asarray(frames, np.uint8).reshape(-1, 3)
+    return np.stack([np.bincount(px[:, c], minlength=256) for c in range(3)])
+
+
+def image_stats(hist: np.ndarray, frames: int) -> dict[str, np.ndarray]:
+    """Per-channel statistics of pixels scaled to [0, 1], shaped (3, 1, 1) as LeRobot stores them;
+    ``count`` is the number of frames, as in LeRobot."""
+    levels = np.arange(256) / 255.0
+    n = hist.sum(1)
+    mean = hist @ levels / n
+    out = {
+        "min": np.array([levels[np.flatnonzero(h)[0]] for h in hist]),
+        "max": np.array([levels[np.flatnonzero(h)[-1]] for h in hist]),
+        "mean": mean,
+        "std": np.sqrt(((levels[None, :] - mean[:, None]) ** 2 * hist).sum(1) / n),
+    }
+    cum = np.cumsum(hist, axis=1)
+    for q in QUANTILES:  # np.quantile's linear interpolation between the sorted pixels around q * (n - 1)
+        pos = q * (n - 1)
+        lo, hi = np.floor(pos), np.ceil(pos)
+        v_lo = np.array([np.searchsorted(c, k, side="right") for c, k in zip(cum, lo, strict=True)])
+        v_hi = np.array([np.searchsorted(c, k, side="right") for c, k in zip(cum, hi, strict=True)])
+        out[_qkey(q)] = (v_lo + (pos - lo) * (v_hi - v_lo)) / 255.0
+    out = {k: v.reshape(3, 1, 1) for k, v in out.items()}
+    out["count"] = np.array([frames])
     return out
+
+
+def stat_columns(feature: str, stats: dict[str, np.ndarray]) -> dict[str, list]:
+    """``stats/<feature>/<stat>`` episode columns, the names LeRobot's writer flattens its stats to."""
+    return {f"stats/{feature}/{k}": v for k, v in _to_lists(stats).items()}
+
+
+def _to_lists(stats: dict[str, np.ndarray]) -> dict[str, list]:
+    return {k: np.asarray(v).tolist() for k, v in stats.items()}
+
+
+def _qkey(q: float) -> str:
+    return f"q{round(q * 100):02d}"
 
 
 def _infer_fps(store: EpisodeStore, indices: Sequence[int]) -> float:

@@ -20,8 +20,11 @@ def make_store(
     splits=("train", "train", "val", "train"),
     cameras=CAMS,
     seed: int = 0,
+    t0: float = 100.0,
+    incomplete: tuple[int, ...] = (),
 ) -> Path:
-    """Episode e: action[t] = [e, t, 0.001 t, 0, 0, 0, +-1]; images: smooth gradients varying with t."""
+    """Episode e: action[t] = [e, t, 0.001 t, 0, 0, 0, +-1]; images: smooth gradients varying with t;
+    timestamps ``t0 + 0.1 t``; episodes in ``incomplete`` are ended as incomplete."""
     rng = np.random.default_rng(seed)
     yy, xx = np.meshgrid(np.linspace(0, 1, 64), np.linspace(0, 1, 64), indexing="ij")
     with EpisodeWriter(path, cameras, chunk_steps=16, robot="unit-test", software_version="test") as w:
@@ -37,7 +40,7 @@ def make_store(
                     gripper_width=0.08 - 0.005 * t,
                     joint_positions=rng.normal(size=7).astype(np.float32),
                     instruction=f"task {e % 2}",
-                    timestamp=100.0 + 0.1 * t,
+                    timestamp=t0 + 0.1 * t,
                 )
                 action = np.array([e, t, 0.001 * t, 0, 0, 0, 1 if t % 2 else -1], np.float32)
                 flag = bool(interventions[e] and 1 <= t < 3)
@@ -51,6 +54,7 @@ def make_store(
                     split=splits[e],
                     seed=e,
                     policy_id="teleop",
+                    incomplete=e in incomplete,
                 )
             )
     return path

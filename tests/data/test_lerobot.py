@@ -14,7 +14,7 @@ import pytest
 
 from simbridge.data.cli import main
 from simbridge.data.lerobot import export_lerobot
-from simbridge.data.store import EpisodeStore
+from simbridge.data.store import EpisodeStore, StoreError
 
 sys.path.insert(0, str(Path(__file__).parent))
 from episode_factory import make_store
@@ -102,3 +102,165 @@ def test_cli_export_h264_and_refuses_to_overwrite(tmp_path, capsys):
     assert "nothing to export" in capsys.readouterr().err
     with pytest.raises(ValueError, match="codec"):
         export_lerobot(store, tmp_path / "x", codec="mjpeg")
+
+
+# --- LeRobot's editing tools: stats.json rebuilt from the per-episode stats columns -------------
+
+STATS = ("min", "max", "mean", "std", "count", "q01", "q10", "q50", "q90", "q99")
+
+
+def _array(value) -> np.ndarray:
+    """A parquet list cell as pandas returns it (nested lists come back as object arrays)."""
+    if isinstance(value, np.ndarray) and value.dtype == object:
+        return np.stack([_array(v) for v in value])
+    return np.asarray(value, dtype=np.float64)
+
+
+def episode_stats(row: pd.Series) -> dict[str, dict[str, np.ndarray]]:
+    """``stats/<feature>/<stat>`` columns of one episode row back into {feature: {stat: array}}."""
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for key, value in row.items():
+        if key.startswith("stats/"):
+            feature, stat = key.removeprefix("stats/").split("/")
+            out.setdefault(feature, {})[stat] = _array(value)
+    return out
+
+
+def reaggregate(per_episode: list[dict[str, dict[str, np.ndarray]]]) -> dict[str, dict[str, np.ndarray]]:
+    """What delete_episodes / split_dataset do with the kept episodes: count-weighted mean, the
+    parallel-variance std, min of mins, max of maxes, summed counts (quantiles: count-weighted)."""
+    out = {}
+    for feature in per_episode[0]:
+        stats = [s[feature] for s in per_episode]
+        counts = np.array([s["count"][0] for s in stats], np.float64)
+        weights = (counts / counts.sum()).reshape(-1, *[1] * stats[0]["mean"].ndim)
+        means = np.stack([s["mean"] for s in stats])
+        mean = (weights * means).sum(0)
+        var = (weights * (np.stack([s["std"] for s in stats]) ** 2 + (means - mean) ** 2)).sum(0)
+        agg = {
+            "min": np.min([s["min"] for s in stats], 0),
+            "max": np.max([s["max"] for s in stats], 0),
+            "mean": mean,
+            "std": np.sqrt(var),
+            "count": np.array([counts.sum()]),
+        }
+        for q in STATS[5:]:
+            agg[q] = (weights * np.stack([s[q] for s in stats])).sum(0)
+        out[feature] = agg
+    return out
+
+
+def test_deleting_episodes_rebuilds_correct_stats_from_the_episode_columns(tmp_path):
+    store = EpisodeStore(make_store(tmp_path / "a.zarr"))
+    out = export_lerobot(store, tmp_path / "lr", codec="h264")
+    info = json.loads((out / "meta/info.json").read_text())
+    episodes = pd.read_parquet(out / "meta/episodes/chunk-000/file-000.parquet")
+    frames = pd.read_parquet(out / "data/chunk-000/file-000.parquet")
+    for feature in info["features"]:
+        for stat in STATS:
+            assert f"stats/{feature}/{stat}" in episodes.columns, (feature, stat)
+
+    # Unedited: stats.json is what the per-episode columns aggregate to.
+    written = json.loads((out / "meta/stats.json").read_text())
+    whole = reaggregate([episode_stats(r) for _, r in episodes.iterrows()])
+    for feature, stats in whole.items():
+        for stat in ("min", "max", "mean", "std", "count"):
+            np.testing.assert_allclose(stats[stat], written[feature][stat], rtol=1e-9, atol=1e-12)
+
+    # "delete_episodes([1, 3])": rebuild stats.json from the kept rows only, as LeRobot does.
+    kept = episodes[~episodes["episode_index"].isin([1, 3])]
+    stats = {
+        k: v
+        for k, v in reaggregate([episode_stats(r) for _, r in kept.iterrows()]).items()
+        if k in info["features"]
+    }
+    assert set(stats) == set(info["features"])  # nothing silently skipped by the normalizer
+    rows = frames[frames["episode_index"].isin(kept["episode_index"])]
+    assert stats["action"]["count"][0] == len(rows) == 6 + 4
+    for feature in (
+        "action",
+        "observation.state",
+        "observation.joint_positions",
+        "observation.timestamp_s",
+        "next.reward",
+        "index",
+    ):
+        direct = np.stack(rows[feature].to_numpy()).reshape(len(rows), -1).astype(np.float64)
+        np.testing.assert_allclose(
+            stats[feature]["mean"], direct.mean(0), rtol=1e-6, atol=1e-9, err_msg=feature
+        )
+        np.testing.assert_allclose(
+            stats[feature]["std"], direct.std(0), rtol=1e-6, atol=1e-9, err_msg=feature
+        )
+        np.testing.assert_array_equal(stats[feature]["min"], direct.min(0))
+        np.testing.assert_array_equal(stats[feature]["max"], direct.max(0))
+        assert np.all(stats[feature]["q01"] >= direct.min(0)) and np.all(
+            stats[feature]["q99"] <= direct.max(0)
+        )
+    for cam in store.cameras:
+        key = f"observation.images.{cam.name}"
+        pixels = (
+            np.concatenate([store.episode(i)[f"image_{cam.name}"] for i in (0, 2)]).reshape(-1, 3) / 255.0
+        )
+        assert np.shape(stats[key]["mean"]) == (3, 1, 1) and stats[key]["count"][0] == 10
+        np.testing.assert_allclose(stats[key]["mean"].ravel(), pixels.mean(0), rtol=1e-9)
+        np.testing.assert_allclose(stats[key]["std"].ravel(), pixels.std(0), rtol=1e-9)
+        np.testing.assert_allclose(stats[key]["min"].ravel(), pixels.min(0))
+        np.testing.assert_allclose(stats[key]["max"].ravel(), pixels.max(0))
+    # Per episode, image quantiles are exact (from per-channel histograms).
+    first = episode_stats(episodes.iloc[0])["observation.images.scene"]
+    pixels = store.episode(0)["image_scene"].reshape(-1, 3) / 255.0
+    np.testing.assert_allclose(first["q10"].ravel(), np.quantile(pixels, 0.10, axis=0), atol=1e-12)
+    np.testing.assert_allclose(first["q50"].ravel(), np.quantile(pixels, 0.50, axis=0), atol=1e-12)
+
+
+def test_timestamps_are_relative_float32_with_the_absolute_start_in_the_episode_row(tmp_path):
+    t0 = 1_760_000_000.123  # epoch seconds: float32 would round these to 128 s
+    store = EpisodeStore(make_store(tmp_path / "a.zarr", lengths=(5, 300), t0=t0))
+    out = export_lerobot(store, tmp_path / "lr", codec="h264")
+    info = json.loads((out / "meta/info.json").read_text())
+    assert info["features"]["observation.timestamp_s"]["dtype"] == "float32"
+    frames = pq.read_table(out / "data/chunk-000/file-000.parquet").to_pandas()
+    episodes = pd.read_parquet(out / "meta/episodes/chunk-000/file-000.parquet")
+    assert frames["observation.timestamp_s"].dtype == np.float32
+    for e in range(2):
+        ts = store.episode(e)["timestamp"]
+        rel = frames[frames["episode_index"] == e]["observation.timestamp_s"].to_numpy()
+        np.testing.assert_array_equal(rel, (ts - ts[0]).astype(np.float32))  # exact, to float32
+        assert rel[0] == 0.0 and np.abs(rel - 0.1 * np.arange(len(rel))).max() < 1e-5
+        assert episodes.iloc[e]["simbridge/start_time_s"] == ts[0] == t0  # float64, to the microsecond
+
+
+def test_policy_action_label_and_incomplete_episodes(tmp_path, capsys):
+    path = make_store(tmp_path / "a.zarr", incomplete=(3,))  # episode 1 has operator steps: no policy action
+    store = EpisodeStore(path)
+    assert len(store) == 3  # the incomplete episode is left out
+
+    out = export_lerobot(store, tmp_path / "clean", episodes=[0, 2], codec="h264")
+    info = json.loads((out / "meta/info.json").read_text())
+    assert info["features"]["complementary_info.policy_action"]["shape"] == [7]
+    assert not any(k.startswith("action.") for k in info["features"])  # LeRobot would take it as an action
+    frames = pd.read_parquet(out / "data/chunk-000/file-000.parquet")
+    expected = np.concatenate([store.episode(i)["action"] for i in (0, 2)]) * 0.5
+    np.testing.assert_array_equal(np.stack(frames["complementary_info.policy_action"]), expected)
+    assert "complementary_info.policy_action" in json.loads((out / "meta/stats.json").read_text())
+
+    mixed = export_lerobot(store, tmp_path / "mixed", codec="h264")  # auto: not every step has one
+    assert (
+        "complementary_info.policy_action"
+        not in json.loads((mixed / "meta/info.json").read_text())["features"]
+    )
+    with pytest.raises(StoreError, match=r"episodes \[1\] have steps without one"):
+        export_lerobot(store, tmp_path / "req", policy_action=True, codec="h264")
+    never = export_lerobot(store, tmp_path / "never", episodes=[0], policy_action=False, codec="h264")
+    assert (
+        "complementary_info.policy_action"
+        not in json.loads((never / "meta/info.json").read_text())["features"]
+    )
+
+    both = tmp_path / "both"
+    args = ["data", "to-lerobot", str(path), "-o", str(both), "--codec", "h264", "--include-incomplete"]
+    assert main([*args, "--policy-action", "never"]) == 0
+    episodes = pd.read_parquet(both / "meta/episodes/chunk-000/file-000.parquet")
+    assert list(episodes["simbridge/incomplete"]) == [False, False, False, True]
+    assert list(episodes["simbridge/source_episode"]) == [0, 1, 2, 3]
