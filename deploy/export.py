@@ -272,10 +272,7 @@ def _resize_matrices(policy: Any, height: int, width: int) -> tuple[Any, Any]:
 def _build_graph_module(policy: Any) -> tuple[Any, list[str], str]:
     """A torch module over the bundle's raw inputs that decodes greedily; its input names; decoding."""
     import torch
-    import torch.nn.functional as F
     from torch import nn
-
-    from simbridge.training.models import bin_centers
 
     contract: PolicyContract = policy.contract
     cams = list(policy.config.camera_names)
@@ -284,7 +281,6 @@ def _build_graph_module(policy: Any) -> tuple[Any, list[str], str]:
             f"checkpoint config camera_names {cams} differ from its contract's {contract.observation.camera_names}"
         )
     uses_proprio = getattr(policy, "proprio_proj", None) is not None
-    autoregressive = policy.config.family == "openvla"
     stats = policy.action_stats
     if stats is None:
         raise ExportError(
@@ -323,53 +319,14 @@ def _build_graph_module(policy: Any) -> tuple[Any, list[str], str]:
             }
             if proprio is not None:
                 batch["proprio"] = (proprio - self.proprio_mean) / self.proprio_std
-            if autoregressive:
-                bins, logp, values = self._unrolled_greedy(batch)
-                regression = None
-            else:
-                out = self.policy.forward(**batch)
-                bins = out.action_logits.argmax(-1)
-                logp = torch.log_softmax(out.action_logits, -1).gather(-1, bins.unsqueeze(-1)).squeeze(-1)
-                values, regression = out.values, out.regression
-            normalized = regression if regression is not None else self._bin_values(bins)
-            normalized = normalized.reshape(-1, policy.config.chunk_size, policy.config.action_dim)
-            actions = stats.denormalize(normalized).float()
-            return bins, actions, logp.sum(-1), values
-
-        def _bin_values(self, bins: torch.Tensor) -> torch.Tensor:
-            """Bin ids -> normalized values in [-1, 1] (the checkpoint's table, else bin centres)."""
-            if hasattr(self.policy, "bin_values"):
-                return self.policy.bin_values(bins)
-            return bin_centers(bins, policy.config.num_action_bins)
-
-        def _unrolled_greedy(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
-            """The 7·K greedy steps unrolled into the graph, with a KV cache like the torch policy:
-            one pass over the prefix, then one single-token pass per further action token."""
-            p = self.policy
-            embeds, mask = p.prefix(batch)
-            positions = (mask.cumsum(-1) - 1).clamp(min=0)
-            out = p.run_lm(embeds, mask, positions, use_cache=True)
-            h, cache = out.last_hidden_state[:, -1], out.past_key_values
-            values = p.value_head(h).squeeze(-1)
-            bins_list, logp_list = [], []
-            for t in range(p.num_action_tokens):
-                logits = p.action_logits_from_hidden(h)
-                bins = logits.argmax(-1)
-                bins_list.append(bins)
-                logp_list.append(F.log_softmax(logits, -1).gather(-1, bins[:, None]).squeeze(-1))
-                if t == p.num_action_tokens - 1:
-                    break
-                mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-                positions = positions[:, -1:] + 1
-                step = p.embed_tokens(bins[:, None] + p.action_token_begin)
-                out = p.run_lm(step, mask, positions, past_key_values=cache, use_cache=True)
-                h, cache = out.last_hidden_state[:, -1], out.past_key_values
-            return torch.stack(bins_list, 1), torch.stack(logp_list, 1), values
+            out = self.policy.greedy_decode(batch)  # the torch policy's own decoding, traced
+            return out.tokens, out.actions, out.logprobs, out.values
 
     names = (
         [f"image_{c}" for c in cams] + (["proprio"] if uses_proprio else []) + ["input_ids", "attention_mask"]
     )
-    return GreedyPolicyGraph().eval(), names, ("autoregressive-unrolled" if autoregressive else "parallel")
+    decoding = "autoregressive-unrolled" if policy.autoregressive else "parallel"
+    return GreedyPolicyGraph().eval(), names, decoding
 
 
 GRAPH_OUTPUTS = ("tokens", "actions", "logprob", "value")
@@ -496,18 +453,18 @@ def write_tokenizer(policy: Any, path: Path) -> dict[str, Any]:
         raise ExportError("the checkpoint has no instruction tokenizer (instruction_tokenizer.json)")
     with tempfile.TemporaryDirectory() as tmp:
         shutil.copyfile(tok.save(tmp), path)
-    return {
+    return {  # the rules the checkpoint's tokenizer follows, read from it (never restated here)
         "tokenizer": path.name,
-        "template": getattr(tok, "prompt_template", "{instruction}"),
-        "strip_chars": ".?!",
-        "lowercase": True,
-        "prefix_ids": [int(tok.bos_id)],
-        "suffix_ids": [int(i) for i in getattr(tok, "suffix_ids", [])],
-        "add_special_tokens": False,
+        "template": tok.prompt_template,
+        "strip_chars": tok.strip_chars,
+        "lowercase": bool(tok.lowercase),
+        "prefix_ids": [int(i) for i in tok.prefix_ids],
+        "suffix_ids": [int(i) for i in tok.suffix_ids],
+        "add_special_tokens": bool(tok.add_special_tokens),
         "max_length": int(tok.max_length),
         "pad_token_id": int(tok.pad_id),
-        "padding_side": "left",
-        "pad_to_max_length": False,
+        "padding_side": tok.padding_side,
+        "pad_to_max_length": bool(tok.pad_to_max_length),
     }
 
 
@@ -516,22 +473,20 @@ def build_manifest(
 ) -> dict[str, Any]:
     """Everything but ``source``, ``parity``, ``files`` and ``bundle_id`` (filled by the caller)."""
     from simbridge.training.models import modeling
+    from simbridge.training.models.action_tokenizer import NORMALIZATION_KIND
 
     cfg, contract, stats = policy.config, policy.contract, policy.action_stats
     size = int(cfg.image_size)
-    normalize = []
-    if cfg.siglip_config is not None:
-        normalize.append(
-            {"encoder": "siglip", "mean": list(modeling._SIGLIP_MEAN), "std": list(modeling._SIGLIP_STD)}
-        )
-    if cfg.dinov2_config is not None:
-        normalize.append(
-            {"encoder": "dinov2", "mean": list(modeling._IMAGENET_MEAN), "std": list(modeling._IMAGENET_STD)}
-        )
+    configs = {"siglip": cfg.siglip_config, "dinov2": cfg.dinov2_config}
+    normalize = [
+        {"encoder": name, "mean": list(mean), "std": list(std)}
+        for name, (mean, std) in modeling.ENCODER_NORMALIZATION.items()
+        if configs.get(name) is not None
+    ]
     cameras = [
         {
             "name": c.name, "height": c.height, "width": c.width, "dtype": "uint8", "layout": "HWC",
-            "channel_order": "RGB", "resize": [size, size], "interpolation": "bilinear-antialias",
+            "channel_order": "RGB", "resize": [size, size], "interpolation": modeling.RESIZE_INTERPOLATION,
             "scale": 1.0 / 255.0, "mean": normalize[0]["mean"], "std": normalize[0]["std"], "normalize": normalize,
             "applied_in": "graph",
         }
@@ -556,7 +511,7 @@ def build_manifest(
         if getattr(cfg, "use_regression_head", False) and model["decoding"] == "parallel"
         else "bins",
         "normalization": {
-            "kind": "q01-q99 to [-1, 1]; bins -> bin_values (null: centres of uniform bins)",
+            "kind": f"{NORMALIZATION_KIND}; bins -> bin_values (null: centres of uniform bins)",
             "bin_values": None
             if cfg.action_bin_values is None
             else [float(v) for v in cfg.action_bin_values],

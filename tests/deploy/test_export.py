@@ -118,6 +118,10 @@ def test_oft_parity_and_manifest(oft_export) -> None:
     assert m["action"]["output"] == "regression"  # continuous actions from the L1 head
     assert m["action"]["normalization"]["q01"] == pytest.approx(policy.action_stats.q01.tolist())
     assert m["instruction"]["tokenizer"] == "tokenizer.json" and m["instruction"]["padding_side"] == "left"
+    tok, rules = policy.tokenizer, m["instruction"]  # the checkpoint tokenizer's own attributes
+    assert (rules["strip_chars"], rules["lowercase"]) == (tok.strip_chars, tok.lowercase)
+    assert rules["prefix_ids"] == tok.prefix_ids
+    assert m["model"]["exporter"].startswith("torch.onnx (torchscript)")  # traced, no dynamo fallback
     assert m["source"]["iteration"] == 7 and m["source"]["checkpoint_sha256"] == hash_tree(ckpt)
     assert set(m["files"]) == {"policy.onnx", "tokenizer.json"}
     assert set(m["model"]["inputs"]) == {
@@ -158,6 +162,7 @@ def test_autoregressive_family_unrolled_greedy_parity(tmp_path: Path) -> None:
     m = result.manifest
     assert m["family"] == "openvla" and m["model"]["decoding"] == "autoregressive-unrolled"
     assert "proprio" not in m["model"]["inputs"]  # this family does not read proprio
+    assert m["model"]["exporter"].startswith("torch.onnx (torchscript)")  # greedy_decode traces
     assert m["parity"]["token_mismatches"] == 0 and m["parity"]["max_abs_diff"]["logprob"] <= 1e-4
     runtime = BundlePolicy(result.bundle)
     obs = synthetic_observations(contract, 3, seed=9)

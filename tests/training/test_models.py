@@ -91,6 +91,34 @@ def test_act_and_evaluate_agree(policy: VLAPolicy, deterministic: bool, temperat
         )
 
 
+def test_greedy_decode_is_what_deterministic_act_decodes(policy: VLAPolicy):
+    """greedy_decode (what the exporter traces) picks the argmax of every step's teacher-forced
+    logits, and act(deterministic=True) returns its tokens and actions."""
+    batch = policy.prepare([make_obs(i) for i in range(3)])
+    with torch.no_grad():
+        greedy = policy.greedy_decode(batch)
+        ev = policy.evaluate(batch, greedy.tokens)
+    torch.testing.assert_close(ev.action_logits.argmax(-1), greedy.tokens, atol=0, rtol=0)
+    torch.testing.assert_close(greedy.logprobs, ev.logprobs, atol=1e-5, rtol=0)
+    torch.testing.assert_close(greedy.values, ev.values, atol=1e-5, rtol=0)
+    act = policy.act(batch, deterministic=True)
+    torch.testing.assert_close(act.tokens, greedy.tokens, atol=0, rtol=0)
+    torch.testing.assert_close(act.actions, greedy.actions, atol=0, rtol=0)
+    assert policy.autoregressive == (policy.family == "openvla")
+
+
+def test_tokenizer_rules_are_its_public_attributes():
+    """The exporter copies these attributes into bundle manifests: they must be what encoding does."""
+    tok = InstructionTokenizer.train(max_length=16)
+    assert (tok.strip_chars, tok.lowercase, tok.padding_side) == (".?!", True, "left")
+    assert tok.prompt("  Pick up the BLUE block!?") == "pick up the blue block"
+    assert tok.encode("stack it")[: len(tok.prefix_ids)] == tok.prefix_ids == [tok.bos_id]
+    tok.lowercase, tok.strip_chars = False, "!"
+    assert tok.prompt("Stack it.!") == "Stack it."
+    ids, mask = tok.batch(["stack it", "put the red cube on the plate"])
+    assert mask[0, 0] == 0 and mask[0, -1] == 1 and ids[0, 0] == tok.pad_id  # left padding
+
+
 def test_sampling_varies_and_is_reproducible(policy: VLAPolicy):
     batch = policy.prepare([make_obs(0)] * 8)
     a = policy.act(batch, generator=torch.Generator().manual_seed(3)).tokens

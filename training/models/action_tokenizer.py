@@ -24,6 +24,8 @@ NUM_BINS = 256
 #: Below this percentile range a dimension is treated as constant (no division by ~0).
 _MIN_RANGE = 1e-6
 STATS_FILE = "action_stats.json"
+#: What :meth:`ActionStats.normalize` does, in a bundle manifest's words (``action.normalization``).
+NORMALIZATION_KIND = "q01-q99 to [-1, 1]"
 
 
 @dataclass

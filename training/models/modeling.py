@@ -17,6 +17,8 @@ Sequence fed to the causal LM (all as input embeddings)::
 Both share a value head (hidden -> 512 -> 128 -> 1, GELU) read at the hidden state of the
 position that emits the first action token (RL4VLA / RLinf). Log-probs are sums over the
 action tokens; ``act`` and ``evaluate`` compute them with the same code so they agree.
+Decoding is written once per family (``_decode``); ``greedy_decode`` is its argmax form, what
+``act(deterministic=True)`` runs and what the ONNX exporter traces into a bundle's graph.
 
 Prompts are left-padded inside the text segment; position ids come from the attention
 mask, so padding never shifts the action positions.
@@ -42,8 +44,16 @@ from simbridge.training.models.action_tokenizer import STATS_FILE, ActionStats, 
 from simbridge.training.models.configuration import VLAConfig
 from simbridge.training.models.text_tokenizer import TOKENIZER_FILE, InstructionTokenizer
 
-_SIGLIP_MEAN, _SIGLIP_STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
-_IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+#: Per-channel mean/std each vision encoder normalizes its [0, 1] RGB input with. Public because
+#: the exporter records them in the bundle manifest (one source for the model and the manifest).
+SIGLIP_MEAN, SIGLIP_STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+ENCODER_NORMALIZATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    "siglip": (SIGLIP_MEAN, SIGLIP_STD),
+    "dinov2": (IMAGENET_MEAN, IMAGENET_STD),
+}
+#: What :func:`resize_images` does, in the manifest's words.
+RESIZE_INTERPOLATION = "bilinear-antialias"
 WEIGHTS_FILES = ("model.safetensors", "model.safetensors.index.json")
 
 
@@ -97,6 +107,8 @@ class VLAPolicy(PreTrainedModel):
     _supports_sdpa = True
     _supports_attention_backend = True
     family: ClassVar[str] = ""
+    #: True: action tokens are decoded one at a time with a KV cache; False: all in one pass.
+    autoregressive: ClassVar[bool] = False
 
     def __init__(self, config: VLAConfig):
         super().__init__(config)
@@ -227,10 +239,10 @@ class VLAPolicy(PreTrainedModel):
         feats = []
         for name in self.config.vision_order:
             if name == "siglip" and self.siglip is not None:
-                x_sig = _normalize(x, _SIGLIP_MEAN, _SIGLIP_STD)
+                x_sig = _normalize(x, *ENCODER_NORMALIZATION["siglip"])
                 feats.append(self.siglip(pixel_values=x_sig, output_hidden_states=True).hidden_states[layer])
             elif name == "dinov2" and self.dinov2 is not None:
-                x_dino = _normalize(x, _IMAGENET_MEAN, _IMAGENET_STD)
+                x_dino = _normalize(x, *ENCODER_NORMALIZATION["dinov2"])
                 hidden = self.dinov2(pixel_values=x_dino, output_hidden_states=True).hidden_states[layer]
                 prefix = 1 + getattr(self.config.dinov2_config, "num_register_tokens", 0)
                 feats.append(hidden[:, prefix:])  # drop CLS (+ register) tokens
@@ -329,6 +341,7 @@ class VLAPolicy(PreTrainedModel):
             regression=out.regression,
         )
 
+    @torch.no_grad()
     def act(
         self,
         batch: dict[str, torch.Tensor],
@@ -336,24 +349,64 @@ class VLAPolicy(PreTrainedModel):
         temperature: float = 1.0,
         generator: torch.Generator | None = None,
     ) -> ActOutput:
-        raise NotImplementedError
+        """One action chunk per observation: greedy (``deterministic``) or sampled at ``temperature``."""
+        if deterministic:
+            return self.greedy_decode(batch, temperature=temperature)
+        return self._decode(batch, False, temperature, generator)
+
+    def greedy_decode(self, batch: dict[str, torch.Tensor], temperature: float = 1.0) -> ActOutput:
+        """Argmax decoding of one action chunk, with the decoding pass's own log-probs and values.
+
+        The one implementation of greedy decoding: ``act(deterministic=True)`` runs it and the ONNX
+        exporter traces it into the bundle's graph, so it must stay traceable (a fixed number of
+        steps, no data-dependent Python branches, no in-place writes). ``temperature`` only scales
+        the log-probs. Wrap calls in ``torch.no_grad()``.
+        """
+        return self._decode(batch, True, temperature, None)
+
+    def _decode(
+        self,
+        batch: dict[str, torch.Tensor],
+        deterministic: bool,
+        temperature: float,
+        generator: torch.Generator | None,
+    ) -> ActOutput:
+        """Parallel decoding (the default): every action token's bins from one ``forward`` pass.
+
+        The action-bin logits are exactly the unmasked part of the masked vocabulary logits, so
+        sampling from them needs no second pass over the full vocabulary.
+        """
+        out = self.forward(**_model_inputs(batch))
+        logits = out.action_logits
+        if deterministic:
+            bins = logits.argmax(-1)
+        else:
+            probs = torch.softmax(logits / temperature, dim=-1)
+            bins = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=generator).view(
+                probs.shape[:-1]
+            )
+        logp = torch.log_softmax(logits / temperature, dim=-1).gather(-1, bins.unsqueeze(-1)).squeeze(-1)
+        regression = out.regression if (deterministic and out.regression is not None) else None
+        return self._finish(bins + self.action_token_begin, logp, out.values, regression)
 
     def _sample(
         self, hidden: torch.Tensor, deterministic: bool, temperature: float, generator: torch.Generator | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Masked decoding of one or more positions: returns (raw vocab ids, log-probs)."""
-        logits = self.masked_vocab_logits(hidden)
+        begin = self.action_token_begin
         if deterministic:
-            raw = logits.argmax(-1)
+            # The argmax over the action bins is the argmax of the masked vocabulary (the rest is
+            # -inf); taking it on the slice keeps the traced graph free of in-place masking.
+            logits = self.action_logits_from_hidden(hidden)
+            bins = logits.argmax(-1)
+            raw = bins + begin
         else:
-            probs = torch.softmax(logits / temperature, dim=-1)
+            full = self.masked_vocab_logits(hidden)
+            probs = torch.softmax(full / temperature, dim=-1)
             flat = probs.reshape(-1, probs.shape[-1])
             raw = torch.multinomial(flat, 1, generator=generator).view(probs.shape[:-1])
-        begin = self.action_token_begin
-        bins = raw - begin
-        logp = torch.log_softmax(
-            logits[..., begin : begin + self.config.num_action_bins] / temperature, dim=-1
-        )
+            logits, bins = full[..., begin : begin + self.config.num_action_bins], raw - begin
+        logp = torch.log_softmax(logits / temperature, dim=-1)
         return raw, logp.gather(-1, bins.unsqueeze(-1)).squeeze(-1)
 
     def _finish(
@@ -470,6 +523,7 @@ class OpenVLAPolicy(VLAPolicy):
     """OpenVLA: action tokens decoded autoregressively (KV cache), 7·K of them."""
 
     family = "openvla"
+    autoregressive = True
     #: Recompute the sampled tokens' log-probs teacher-forced (one more forward pass; exact match
     #: with evaluate()). False keeps the decoding-time log-probs (within ~1e-5 of evaluate()).
     exact_logprobs: bool = True
@@ -492,8 +546,9 @@ class OpenVLAPolicy(VLAPolicy):
             values=self.value_head(hidden[:, length - 1]).squeeze(-1),
         )
 
-    @torch.no_grad()
-    def act(self, batch, deterministic=False, temperature=1.0, generator=None) -> ActOutput:
+    def _decode(self, batch, deterministic, temperature, generator) -> ActOutput:
+        """The 7·K tokens with a KV cache: one pass over the prefix, then one single-token pass
+        per further token (the exported graph unrolls this loop)."""
         embeds, mask = self.prefix(batch)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         out = self.run_lm(embeds, mask, positions, use_cache=True)
@@ -514,14 +569,18 @@ class OpenVLAPolicy(VLAPolicy):
             )
             cache = out.past_key_values
             h = out.last_hidden_state[:, -1]
-        raw = torch.stack(raws, 1)
+        return self._finish(torch.stack(raws, 1), torch.stack(logps, 1), values, None)
+
+    @torch.no_grad()
+    def act(self, batch, deterministic=False, temperature=1.0, generator=None) -> ActOutput:
+        out = super().act(batch, deterministic, temperature, generator)
         if not self.exact_logprobs:
-            return self._finish(raw, torch.stack(logps, 1), values, None)
+            return out
         # One teacher-forced pass over the sampled tokens: the log-probs / values then come from
         # exactly the computation evaluate() does (KV-cached decoding differs by float rounding,
         # ~1e-6 per token), so the first PPO ratio is exactly 1.
-        ev = self.evaluate(batch, raw - self.action_token_begin, temperature=temperature)
-        return self._finish(raw, ev.token_logprobs, ev.values, None)
+        ev = self.evaluate(batch, out.tokens, temperature=temperature)
+        return self._finish(out.token_ids, ev.token_logprobs, ev.values, None)
 
 
 class OpenVLAOFTPolicy(VLAPolicy):
@@ -552,20 +611,3 @@ class OpenVLAOFTPolicy(VLAPolicy):
             values=self.value_head(h_act[:, 0]).squeeze(-1),
             regression=regression,
         )
-
-    @torch.no_grad()
-    def act(self, batch, deterministic=False, temperature=1.0, generator=None) -> ActOutput:
-        out = self.forward(**_model_inputs(batch))
-        # Recompute the masked full-vocabulary logits from the same states would cost a second
-        # pass; the action-bin logits are exactly the unmasked part of them.
-        logits = out.action_logits
-        if deterministic:
-            bins = logits.argmax(-1)
-        else:
-            probs = torch.softmax(logits / temperature, dim=-1)
-            bins = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=generator).view(
-                probs.shape[:-1]
-            )
-        logp = torch.log_softmax(logits / temperature, dim=-1).gather(-1, bins.unsqueeze(-1)).squeeze(-1)
-        regression = out.regression if (deterministic and out.regression is not None) else None
-        return self._finish(bins + self.action_token_begin, logp, out.values, regression)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
@@ -45,7 +46,22 @@ def template_corpus() -> list[str]:
 
 
 class InstructionTokenizer:
-    """Wraps a ``tokenizers.Tokenizer``: batch encoding with left padding, save/load."""
+    """Wraps a ``tokenizers.Tokenizer``: batch encoding with left padding, save/load.
+
+    The class attributes below are the rules :meth:`prompt`, :meth:`encode` and :meth:`batch`
+    follow; the exporter copies them into a bundle's manifest (section ``instruction``) so the
+    robot's torch-free tokenizer applies the very same ones.
+    """
+
+    #: Instruction normalization before the template: strip white space, then these trailing
+    #: characters ("Pick it up!" and "pick it up" are one prompt), then lowercase.
+    strip_chars: ClassVar[str] = ".?!"
+    lowercase: ClassVar[bool] = True
+    #: The prompt is encoded without the library's special tokens; ``prefix_ids`` adds ``<bos>``.
+    add_special_tokens: ClassVar[bool] = False
+    #: Batches are padded to their longest prompt, on the left (position ids come from the mask).
+    padding_side: ClassVar[str] = "left"
+    pad_to_max_length: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -91,24 +107,31 @@ class InstructionTokenizer:
     def vocab_size(self) -> int:
         return self._tok.get_vocab_size()
 
+    @property
+    def prefix_ids(self) -> list[int]:
+        """Ids before the prompt's own (kept when truncating): ``<bos>``."""
+        return [self.bos_id]
+
     def prompt(self, instruction: str) -> str:
-        return self.prompt_template.format(instruction=instruction.strip().rstrip(".?!").lower())
+        text = instruction.strip().rstrip(self.strip_chars)
+        return self.prompt_template.format(instruction=text.lower() if self.lowercase else text)
 
     def encode(self, instruction: str) -> list[int]:
         """``<bos>`` + prompt ids (+ suffix ids), truncated to ``max_length`` (keeping the start)."""
-        body = self._tok.encode(self.prompt(instruction), add_special_tokens=False).ids
-        room = self.max_length - 1 - len(self.suffix_ids)
-        return [self.bos_id, *body[:room], *self.suffix_ids]
+        body = self._tok.encode(self.prompt(instruction), add_special_tokens=self.add_special_tokens).ids
+        room = self.max_length - len(self.prefix_ids) - len(self.suffix_ids)
+        return [*self.prefix_ids, *body[:room], *self.suffix_ids]
 
     def batch(self, instructions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Left-padded ``(input_ids, attention_mask)``, both (B, T) long."""
+        """Padded (see ``padding_side``) ``(input_ids, attention_mask)``, both (B, T) long."""
         enc = [self.encode(s) for s in instructions]
-        width = max(len(e) for e in enc)
+        width = self.max_length if self.pad_to_max_length else max(len(e) for e in enc)
         ids = torch.full((len(enc), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(enc), width), dtype=torch.long)
         for i, e in enumerate(enc):
-            ids[i, width - len(e) :] = torch.tensor(e, dtype=torch.long)
-            mask[i, width - len(e) :] = 1
+            at = slice(width - len(e), width) if self.padding_side == "left" else slice(0, len(e))
+            ids[i, at] = torch.tensor(e, dtype=torch.long)
+            mask[i, at] = 1
         return ids, mask
 
     def decode(self, ids: Sequence[int]) -> str:
