@@ -55,7 +55,6 @@ import numpy as np
 
 from simbridge.data.spec import Observation, PolicyContract
 from simbridge.deploy.bundle import (
-    MANIFEST_NAME,
     BundleError,
     BundleWriter,
     hash_tree,
@@ -663,45 +662,38 @@ def check_parity(
 ) -> ParityReport:
     """Torch vs the bundle runtime (on the staged, not yet committed files): the whole batch,
     then single observations. Preprocessing is compared too (token ids must be identical)."""
-    from simbridge.deploy.bundle import finalize_manifest
     from simbridge.deploy.runtime import BundlePolicy
 
-    draft = dict(manifest)
-    draft["parity"] = {"passed": True}  # provisional, so that the runtime accepts the staged files
-    (staging / MANIFEST_NAME).write_text(json.dumps(finalize_manifest(draft, staging)))
-    try:
-        try:
-            runtime = BundlePolicy(staging, providers=["CPUExecutionProvider"])
-        except BundleError as exc:
-            raise ExportError(f"the exported graph does not load in onnxruntime: {exc}") from exc
-        report = ParityReport(
-            passed=True, num_observations=len(observations), source=source, tolerance=tolerance,
-            providers=list(runtime.providers),
-        )  # fmt: skip
-        for batch in (list(observations), [observations[0]], [observations[-1]]):
-            report.batch_sizes.append(len(batch))
-            expected = torch_reference(policy, batch)
-            feeds = runtime.prepare(batch)
-            for key in ("input_ids", "attention_mask"):
-                if not np.array_equal(feeds[key], expected[key]):
-                    report.problems.append(
-                        f"the runtime's {key} differ from torch's at batch size {len(batch)} (instruction tokenization)"
-                    )
-            got = runtime.infer(batch)
-            mismatches = int(np.sum(expected["tokens"] != got["tokens"]))
-            report.token_mismatches += mismatches
-            if mismatches:
-                report.problems.append(f"{mismatches} action token(s) differ at batch size {len(batch)}")
-            for key in ("actions", "logprob", "value"):
-                diff = float(np.max(np.abs(expected[key].astype(np.float64) - got[key].astype(np.float64))))
-                report.max_abs_diff[key] = max(report.max_abs_diff.get(key, 0.0), diff)
-        for key, diff in report.max_abs_diff.items():
-            if not diff <= tolerance:  # also catches NaN
-                report.problems.append(f"{key} differ by up to {diff:.3g} > tolerance {tolerance:g}")
-        report.passed = not report.problems
-        return report
-    finally:
-        (staging / MANIFEST_NAME).unlink(missing_ok=True)
+    try:  # the draft stays in memory: nothing claims a parity that has not been checked yet
+        runtime = BundlePolicy.from_unverified_staging(staging, manifest, providers=["CPUExecutionProvider"])
+    except BundleError as exc:
+        raise ExportError(f"the exported graph does not load in onnxruntime: {exc}") from exc
+    report = ParityReport(
+        passed=True, num_observations=len(observations), source=source, tolerance=tolerance,
+        providers=list(runtime.providers),
+    )  # fmt: skip
+    for batch in (list(observations), [observations[0]], [observations[-1]]):
+        report.batch_sizes.append(len(batch))
+        expected = torch_reference(policy, batch)
+        feeds = runtime.prepare(batch)
+        for key in ("input_ids", "attention_mask"):
+            if not np.array_equal(feeds[key], expected[key]):
+                report.problems.append(
+                    f"the runtime's {key} differ from torch's at batch size {len(batch)} (instruction tokenization)"
+                )
+        got = runtime.infer(batch)
+        mismatches = int(np.sum(expected["tokens"] != got["tokens"]))
+        report.token_mismatches += mismatches
+        if mismatches:
+            report.problems.append(f"{mismatches} action token(s) differ at batch size {len(batch)}")
+        for key in ("actions", "logprob", "value"):
+            diff = float(np.max(np.abs(expected[key].astype(np.float64) - got[key].astype(np.float64))))
+            report.max_abs_diff[key] = max(report.max_abs_diff.get(key, 0.0), diff)
+    for key, diff in report.max_abs_diff.items():
+        if not diff <= tolerance:  # also catches NaN
+            report.problems.append(f"{key} differ by up to {diff:.3g} > tolerance {tolerance:g}")
+    report.passed = not report.problems
+    return report
 
 
 def _signing_key(options: ExportOptions) -> Any:

@@ -257,6 +257,24 @@ def validate_manifest(manifest: Any, where: str = MANIFEST_NAME) -> PolicyContra
     Raises :class:`BundleError` naming the first bad field (``manifest.json: field 'x.y' ...``).
     Does not touch the other files (see :func:`simbridge.deploy.bundle.verify_bundle`).
     """
+    return _validate(manifest, where, staged=False)
+
+
+def validate_staged_manifest(manifest: Any, where: str) -> PolicyContract:
+    """:func:`validate_manifest` for the draft of a bundle still being exported: every check but
+    the parity record, which a draft must not have yet (the parity check is what writes it).
+
+    Only for the exporter's parity check (see ``BundlePolicy.from_unverified_staging``); a bundle
+    on disk is always checked with :func:`validate_manifest`, parity record included.
+    """
+    if isinstance(manifest, Mapping) and "parity" in manifest:
+        raise BundleError(
+            f"{where}: a staged manifest has no 'parity' record yet; load a finished bundle with BundlePolicy(path)"
+        )
+    return _validate(manifest, where, staged=True)
+
+
+def _validate(manifest: Any, where: str, staged: bool) -> PolicyContract:
     if not isinstance(manifest, Mapping):
         raise BundleError(f"{where}: expected a JSON object at the top level, got {type(manifest).__name__}")
     if manifest.get("format") != BUNDLE_FORMAT:
@@ -271,6 +289,8 @@ def validate_manifest(manifest: Any, where: str = MANIFEST_NAME) -> PolicyContra
     except ContractError as exc:
         raise BundleError(str(exc)) from None
     for dotted, expected in REQUIRED_FIELDS.items():
+        if staged and dotted.split(".")[0] == "parity":
+            continue
         try:
             value = _get(manifest, dotted)
         except KeyError:
@@ -313,7 +333,8 @@ def validate_manifest(manifest: Any, where: str = MANIFEST_NAME) -> PolicyContra
         )
     _validate_model_inputs(manifest, contract, where)
     _validate_instruction(manifest["instruction"], where)
-    _validate_parity(manifest["parity"], where)
+    if not staged:
+        _validate_parity(manifest["parity"], where)
     for file_field in ("model.file", "instruction.tokenizer"):
         name = _get(manifest, file_field)
         if name not in manifest["files"]:

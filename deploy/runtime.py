@@ -34,12 +34,15 @@ import numpy as np
 
 from simbridge.data.spec import ContractError, Observation, PolicyContract
 from simbridge.deploy.bundle import (
+    MANIFEST_NAME,
     BundleError,
     check_bundle,
+    finalize_manifest,
     read_manifest,
     resolve_bundle,
     validate_manifest,
 )
+from simbridge.deploy.manifest import validate_staged_manifest
 
 __all__ = ["PREFERRED_PROVIDERS", "BundleError", "BundlePolicy", "resolve_bundle", "select_providers"]
 
@@ -163,6 +166,9 @@ class BundlePolicy:
     carry a ``manifest.sig`` that verifies with one of them (see :mod:`simbridge.deploy.signing`),
     and the full sha256 pass always runs (``verify=False`` is ignored: a signature over checksums
     nobody checks proves nothing). Empty (the default): checksums only, as before.
+
+    :meth:`from_unverified_staging` is the one way around these checks, for the exporter's parity
+    check on files it has not committed yet; it refuses anything that is a bundle.
     """
 
     path: Path  # the resolved bundle directory
@@ -179,10 +185,9 @@ class BundlePolicy:
         allow_spinning: bool = False,
         trusted_keys: Sequence[str | Path | Any] = (),
     ) -> None:
-        import onnxruntime as ort
-
         t0 = time.perf_counter()
         self.signer: str | None = None  # fingerprint of the trusted key that signed the bundle
+        self.staged = False  # True only for from_unverified_staging
         if verify or trusted_keys:
             info = check_bundle(bundle_dir, trusted_keys=trusted_keys)
             self.path, self.manifest, self.contract = info.path, info.manifest, info.contract
@@ -191,6 +196,41 @@ class BundlePolicy:
             self.path = resolve_bundle(bundle_dir)
             self.manifest = read_manifest(self.path)
             self.contract = validate_manifest(self.manifest, where=str(self.path / "manifest.json"))
+        self._open(providers, intra_op_threads, allow_spinning, t0)
+
+    @classmethod
+    def from_unverified_staging(
+        cls, staging_dir: str | Path, draft_manifest: dict[str, Any], providers: Sequence[str] | None = None
+    ) -> BundlePolicy:
+        """UNVERIFIED: run the files an exporter is staging, described by its in-memory draft
+        manifest (no ``parity`` record yet, no ``manifest.json`` written, nothing signed).
+
+        For the exporter's parity check only, so that it runs the very code the robot runs before
+        anything is committed. The draft is validated like a manifest (bar the parity record) and
+        its ``files`` are hashed from ``staging_dir``. Refuses a directory that holds a
+        ``manifest.json`` and a draft that carries a parity record: a bundle, whatever its state,
+        is loaded with ``BundlePolicy(path)``, which verifies it.
+        """
+        t0 = time.perf_counter()
+        policy = cls.__new__(cls)  # skips __init__: nothing on disk is a bundle to verify yet
+        policy.signer, policy.staged = None, True
+        policy.path = Path(staging_dir).resolve()
+        if (policy.path / MANIFEST_NAME).exists():
+            raise BundleError(
+                f"{policy.path} holds a {MANIFEST_NAME}: it is a bundle, not a staging directory; "
+                "load it with BundlePolicy(path), which verifies it"
+            )
+        policy.manifest = finalize_manifest(draft_manifest, policy.path)
+        policy.contract = validate_staged_manifest(policy.manifest, where=f"{policy.path} (staged manifest)")
+        policy._open(providers, None, False, t0)
+        return policy
+
+    def _open(
+        self, providers: Sequence[str] | None, intra_op_threads: int | None, allow_spinning: bool, t0: float
+    ) -> None:
+        """Tokenizer and onnxruntime session for the (already checked) ``self.manifest``."""
+        import onnxruntime as ort
+
         m = self.manifest
         self.tokenizer = InstructionTokenizer(self.path / m["instruction"]["tokenizer"], m["instruction"])
         self.chunk_size = int(m["action"]["chunk_size"])
@@ -294,5 +334,5 @@ class BundlePolicy:
     def __repr__(self) -> str:
         return (
             f"BundlePolicy({self.path.name}, id={self.bundle_id}, family={self.manifest['family']}, "
-            f"chunk={self.chunk_size}, providers={self.providers})"
+            f"chunk={self.chunk_size}, providers={self.providers}{', UNVERIFIED staging' if self.staged else ''})"
         )

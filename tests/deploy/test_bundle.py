@@ -161,6 +161,27 @@ def test_manifest_must_agree_with_its_contract(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+def test_staged_manifest_is_checked_like_a_bundle_bar_its_parity_record(tmp_path: Path) -> None:
+    """What the exporter's parity check validates: a draft without a parity record; a finished
+    manifest (parity and all) still needs validate_manifest, and a draft cannot carry parity."""
+    from simbridge.deploy.bundle import finalize_manifest
+    from simbridge.deploy.manifest import validate_staged_manifest
+
+    (tmp_path / "policy.onnx").write_bytes(b"onnx")
+    (tmp_path / "tokenizer.json").write_text("{}")
+    draft = draft_manifest()
+    del draft["parity"]
+    staged = finalize_manifest(draft, tmp_path)
+    assert validate_staged_manifest(staged, where="staged") == CONTRACT
+    with pytest.raises(BundleError, match="required field 'parity' is missing"):
+        validate_manifest(staged)
+    with pytest.raises(BundleError, match="no 'parity' record yet"):
+        validate_staged_manifest({**staged, "parity": {"passed": True}}, where="staged")
+    staged["action"]["chunk_size"] = 3
+    with pytest.raises(BundleError, match=r"'action\.chunk_size' \(3\) differs"):
+        validate_staged_manifest(staged, where="staged")
+
+
 def test_failed_write_leaves_nothing_and_existing_bundle_is_kept(tmp_path: Path) -> None:
     dest = tmp_path / "b"
     with pytest.raises(RuntimeError, match="boom"), BundleWriter(dest) as w:

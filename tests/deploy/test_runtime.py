@@ -209,6 +209,29 @@ def test_observations_that_do_not_match_the_contract_are_refused(exported) -> No
     assert policy.predict(good).shape == (2, 7)  # the runtime is still usable afterwards
 
 
+def test_unverified_staging_is_only_for_files_not_yet_a_bundle(exported, tmp_path: Path) -> None:
+    """The exporter's parity check runs staged files with an in-memory draft manifest; nothing
+    that is a bundle (or claims a parity record) can be loaded that way."""
+    bundle = exported[1]
+    staging = tmp_path / ".bundle.tmp-x"
+    shutil.copytree(bundle, staging)
+    (staging / MANIFEST_NAME).unlink()
+    final = json.loads((bundle / MANIFEST_NAME).read_text())
+    draft = {k: v for k, v in final.items() if k not in ("parity", "files", "bundle_id")}
+    staged = BundlePolicy.from_unverified_staging(staging, draft, providers=["CPUExecutionProvider"])
+    assert staged.staged and "UNVERIFIED" in repr(staged) and not (staging / MANIFEST_NAME).exists()
+    obs = synthetic_observations(CONTRACT, 2, seed=5)
+    np.testing.assert_array_equal(staged.infer(obs)["tokens"], BundlePolicy(bundle).infer(obs)["tokens"])
+    assert not BundlePolicy(bundle).staged
+    with pytest.raises(BundleError, match="no 'parity' record yet"):
+        BundlePolicy.from_unverified_staging(staging, {**draft, "parity": {"passed": True}})
+    with pytest.raises(BundleError, match=r"'action\.chunk_size' \(1\) differs"):  # still validated
+        BundlePolicy.from_unverified_staging(staging, {**draft, "action": {**draft["action"], "chunk_size": 1}})
+    with pytest.raises(BundleError, match="it is a bundle, not a staging directory"):
+        BundlePolicy.from_unverified_staging(bundle, draft)
+    assert not (staging / MANIFEST_NAME).exists()
+
+
 def test_execution_providers(exported) -> None:
     import onnxruntime as ort
 
