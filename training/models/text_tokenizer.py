@@ -59,7 +59,8 @@ class InstructionTokenizer:
     lowercase: ClassVar[bool] = True
     #: The prompt is encoded without the library's special tokens; ``prefix_ids`` adds ``<bos>``.
     add_special_tokens: ClassVar[bool] = False
-    #: Batches are padded to their longest prompt, on the left (position ids come from the mask).
+    #: What :meth:`batch` does, for the manifest (fixed, not options): it pads to the longest
+    #: prompt of the batch, on the left (position ids come from the mask).
     padding_side: ClassVar[str] = "left"
     pad_to_max_length: ClassVar[bool] = False
 
@@ -123,15 +124,14 @@ class InstructionTokenizer:
         return [*self.prefix_ids, *body[:room], *self.suffix_ids]
 
     def batch(self, instructions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Padded (see ``padding_side``) ``(input_ids, attention_mask)``, both (B, T) long."""
+        """Left-padded ``(input_ids, attention_mask)``, both (B, T) long, T the longest prompt."""
         enc = [self.encode(s) for s in instructions]
-        width = self.max_length if self.pad_to_max_length else max(len(e) for e in enc)
+        width = max(len(e) for e in enc)
         ids = torch.full((len(enc), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(enc), width), dtype=torch.long)
         for i, e in enumerate(enc):
-            at = slice(width - len(e), width) if self.padding_side == "left" else slice(0, len(e))
-            ids[i, at] = torch.tensor(e, dtype=torch.long)
-            mask[i, at] = 1
+            ids[i, width - len(e) :] = torch.tensor(e, dtype=torch.long)
+            mask[i, width - len(e) :] = 1
         return ids, mask
 
     def decode(self, ids: Sequence[int]) -> str:
