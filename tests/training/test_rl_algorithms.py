@@ -15,7 +15,7 @@ from simbridge.training.rl.algorithms import ALGORITHMS, build_algorithm
 from simbridge.training.rl.batch import RolloutBatch
 from simbridge.training.rl.config import ActorConfig, AlgorithmConfig, RLConfig
 from simbridge.training.rl.placement import ResourceShortfall, check_resources, resource_plan
-from simbridge.training.rl.ppo import ppo_loss
+from simbridge.training.rl.ppo import is_critic_parameter, ppo_loss
 from simbridge.training.rl.toy import ToyPolicy, ToyReachEnv
 
 
@@ -187,6 +187,41 @@ def test_critic_warmup_trains_only_the_value_head_first():
     assert normal["critic_warmup"] == 0.0
     with pytest.raises(ConfigError, match="critic_warmup_iterations"):
         load_config(RLConfig, data={"algorithm": {"name": "grpo", "critic_warmup_iterations": 2}})
+
+
+def test_only_the_value_head_is_critic_in_the_small_preset():
+    # The critic gets its own learning rate and is all that trains in critic warm-up: a vision
+    # encoder's attention "value" projection must not be taken for it (a substring test did).
+    from simbridge.training.models import build_policy
+
+    names = [n for n, _ in build_policy("openvla-oft", "small").named_parameters()]
+    critic = {n for n in names if is_critic_parameter(n)}
+    assert critic and critic == {n for n in names if n.startswith("value_head.")}
+    vision = [n for n in names if n.startswith(("siglip.", "dinov2."))]
+    projections = [n for n in vision if "attention" in n or "self_attn" in n]
+    assert any(n.startswith("dinov2.") for n in projections) and any(n.startswith("siglip.") for n in projections)
+    assert not critic & set(vision)
+    # transformers 4 names DINOv2's projection attention.attention.value (the installed version may not)
+    for name in ("dinov2.encoder.layer.0.attention.attention.value.weight",
+                 "siglip.vision_model.encoder.layers.0.self_attn.v_proj.bias", "language_model.value.weight"):
+        assert not is_critic_parameter(name), name
+
+
+def test_critic_parameters_are_found_through_peft_and_compile_wrappers():
+    from peft import LoraConfig, get_peft_model
+
+    from simbridge.training.models import build_policy
+
+    policy = build_policy("openvla-oft", "tiny")
+    wrapped = get_peft_model(policy, LoraConfig(r=2, target_modules=["v_proj"], modules_to_save=["value_head"]))
+    names = [n for n, _ in wrapped.named_parameters()]
+    critic = {n for n in names if is_critic_parameter(n)}
+    # peft keeps the head (original_module) and its trainable copy (modules_to_save): both are the critic
+    assert critic == {n for n in names if n.startswith("base_model.model.value_head.")}
+    assert any(".modules_to_save." in n for n in critic) and not any("v_proj" in n for n in critic)
+    assert is_critic_parameter("_orig_mod.value_head.0.weight")  # torch.compile
+    assert is_critic_parameter("module.value_head.4.bias")  # DistributedDataParallel
+    assert not is_critic_parameter("_orig_mod.dinov2.encoder.layer.0.attention.attention.value.weight")
 
 
 def test_config_rejects_bad_values_with_the_key():

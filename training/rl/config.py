@@ -127,7 +127,7 @@ class ActorConfig:
     cpus_per_worker: float = 1.0
     gpus_per_worker: float = 0.0
     lr: float = 1e-4
-    #: Learning rate of parameters whose name contains "value" (the critic head); RLinf: 3e-3.
+    #: Learning rate of the value head (``ppo.is_critic_parameter``); RLinf: 3e-3.
     value_lr: float = 3e-3
     max_grad_norm: float = 1.0
     minibatch_size: int = 64

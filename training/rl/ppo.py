@@ -19,10 +19,22 @@ from simbridge.training.rl.advantages import compute_gae
 from simbridge.training.rl.batch import RolloutBatch
 from simbridge.training.rl.config import ActorConfig, AlgorithmConfig
 
+#: The critic's module in every policy family (``VLAPolicy.value_head``, ``ToyPolicy.value_head``).
+VALUE_HEAD = "value_head"
+#: What wrappers put in front of parameter names: peft's ``get_peft_model``, ``torch.compile``, DDP.
+WRAPPER_PREFIXES = ("base_model.model.", "_orig_mod.", "module.")
+
 
 def is_critic_parameter(name: str) -> bool:
-    """The value head's parameters (own learning rate; the only ones trained in critic warm-up)."""
-    return "value" in name
+    """The value head's parameters (own learning rate; the only ones trained in critic warm-up).
+
+    Matched by module path, not by substring: vision encoders name attention projections
+    ``value`` too (DINOv2's ``attention.attention.value`` in transformers 4), and those belong
+    to the policy.
+    """
+    while prefix := next((p for p in WRAPPER_PREFIXES if name.startswith(p)), None):
+        name = name.removeprefix(prefix)
+    return name.partition(".")[0] == VALUE_HEAD
 
 
 def ppo_loss(
