@@ -114,6 +114,11 @@ def test_written_bundle_verifies_and_lists_every_file(tmp_path: Path) -> None:
     ],
 )
 def test_damaged_bundles_are_refused_naming_the_file_or_field(tmp_path: Path, damage, expected) -> None:
+    _assert_refused(tmp_path, damage, expected)
+
+
+def _assert_refused(tmp_path: Path, damage, expected: str) -> None:
+    """A freshly written bundle, damaged, fails verification with ``expected`` in the message."""
     bundle = write_bundle(tmp_path / "b")
     damage(bundle)
     with pytest.raises(BundleError, match=expected):
@@ -318,10 +323,7 @@ def _deep(bundle: Path, depth: int) -> None:
     ],
 )  # fmt: skip
 def test_malformed_manifests_raise_bundle_error(tmp_path: Path, damage, expected) -> None:
-    bundle = write_bundle(tmp_path / "b")
-    damage(bundle)
-    with pytest.raises(BundleError, match=expected):
-        verify_bundle(bundle)
+    _assert_refused(tmp_path, damage, expected)
 
 
 def test_exported_prompt_fields_are_valid(tmp_path: Path) -> None:

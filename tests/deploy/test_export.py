@@ -317,14 +317,12 @@ def test_cli_export_with_parity_on_recorded_episodes(oft_export, tmp_path: Path,
 
 def _rehash(bundle: Path, edit=None) -> None:
     """Change a bundle and recompute its checksums and id, as someone tampering with it would."""
-    from simbridge.deploy.bundle import compute_bundle_id, file_entries
+    from simbridge.deploy.bundle import finalize_manifest
 
     m = json.loads((bundle / MANIFEST_NAME).read_text())
     if edit is not None:
         edit(m)
-    m["files"] = file_entries(bundle)
-    m["bundle_id"] = compute_bundle_id(m)
-    (bundle / MANIFEST_NAME).write_text(json.dumps(m, indent=2))
+    (bundle / MANIFEST_NAME).write_text(json.dumps(finalize_manifest(m, bundle), indent=2))
 
 
 def _swap_weights(bundle: Path) -> None:
