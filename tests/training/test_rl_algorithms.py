@@ -224,6 +224,17 @@ def test_critic_parameters_are_found_through_peft_and_compile_wrappers():
     assert not is_critic_parameter("_orig_mod.dinov2.encoder.layer.0.attention.attention.value.weight")
 
 
+def test_resume_point_is_the_newest_complete_checkpoint_and_its_iteration(tmp_path):
+    from simbridge.training.checkpoint import latest_checkpoint, save_checkpoint
+    from simbridge.training.rl.runner import ResumePoint, resume_point
+
+    assert resume_point(tmp_path) is None
+    policy = ToyPolicy(hidden=8)
+    save_checkpoint(policy, tmp_path, 3)
+    newest = save_checkpoint(policy, tmp_path, 7)
+    assert resume_point(tmp_path) == ResumePoint(newest, 7) and latest_checkpoint(tmp_path) == newest
+
+
 def test_config_rejects_bad_values_with_the_key():
     with pytest.raises(ConfigError, match="pipeline_stage_num"):
         load_config(RLConfig, data={"env": {"envs_per_worker": 3, "pipeline_stage_num": 2}})

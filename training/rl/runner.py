@@ -39,7 +39,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -53,15 +53,24 @@ from simbridge.training.rl.rollout import RolloutCollector, RolloutStats
 log = logging.getLogger(__name__)
 
 
-def latest_checkpoint(run_dir: str | Path) -> tuple[Path, int] | None:
-    """The newest complete checkpoint of a run: ``(path, iteration)``; None when there is none."""
-    from simbridge.training.checkpoint import checkpoint_meta
-    from simbridge.training.checkpoint import latest_checkpoint as latest
+class ResumePoint(NamedTuple):
+    """Where ``runner.resume`` continues a run: its newest complete checkpoint and that iteration."""
 
-    path = latest(run_dir)
+    checkpoint: Path
+    iteration: int
+
+
+def resume_point(run_dir: str | Path) -> ResumePoint | None:
+    """The run's newest complete checkpoint with its iteration; None when there is none.
+
+    (``simbridge.training.checkpoint.latest_checkpoint`` gives the path alone.)
+    """
+    from simbridge.training.checkpoint import checkpoint_meta, latest_checkpoint
+
+    path = latest_checkpoint(run_dir)
     if path is None:
         return None
-    return path, int(checkpoint_meta(path)["iteration"])
+    return ResumePoint(path, int(checkpoint_meta(path)["iteration"]))
 
 
 def _init_ray(cfg: RLConfig) -> bool:
@@ -119,7 +128,7 @@ def train(cfg: RLConfig) -> Path:
     if cfg.runner.resume:
         if not Path(cfg.runner.resume).is_dir():
             raise ConfigError(f"runner.resume: {cfg.runner.resume} is not a run directory")
-        resume_from = latest_checkpoint(cfg.runner.resume)
+        resume_from = resume_point(cfg.runner.resume)
         if resume_from is None:
             raise ConfigError(
                 f"runner.resume: {cfg.runner.resume} has no complete checkpoint under checkpoints/iter_*; "
@@ -137,9 +146,9 @@ def train(cfg: RLConfig) -> Path:
         run = RunDir(cfg.runner.resume, config=cfg) if resume_from else RunDir.create(cfg.runner.root, cfg.runner.name, cfg)
         start = 0
         if resume_from is not None:
-            path, start = resume_from
-            ray.get(groups.actor.load.remote(str(path)))
-            log.info("resumed %s from %s (iteration %d)", run.path, path, start)
+            start = resume_from.iteration
+            ray.get(groups.actor.load.remote(str(resume_from.checkpoint)))
+            log.info("resumed %s from %s (iteration %d)", run.path, resume_from.checkpoint, start)
         with run:
             budget = cfg.runner.time_budget_min
             _loop(cfg, groups, run, contract, algorithm_cls, start, None if budget is None else started + 60 * budget)
