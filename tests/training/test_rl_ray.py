@@ -66,7 +66,7 @@ def test_pipelined_and_sequential_rollouts_give_identical_trajectories(tmp_path)
         for name in ("tokens", "logprobs", "values", "rewards", "dones", "valid", "last_values"):
             np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
         np.testing.assert_array_equal(a.obs["proprio"], b.obs["proprio"])
-        assert [e["seed"] for e in sa.episodes] == [e["seed"] for e in sb.episodes]
+        assert sa.episodes == sb.episodes  # env ids, seeds, returns, lengths, successes
         assert sa.env_steps == sb.env_steps == 16 * 8
     assert piped[1][0].dones.any(), "episodes end (truncated at 20 steps) in the second iteration"
     # the trajectories are not trivially equal: envs differ and sampling is stochastic
@@ -150,7 +150,7 @@ def test_crashed_env_worker_is_restarted_and_its_episodes_dropped(tmp_path):
     assert not batch.valid[:4].any() and batch.dones[3].all()
     assert batch.valid[4:].all()
     # dropped episodes are not counted: any finished episode started after the restart
-    assert all(e["length"] <= 6 for e in stats.episodes)
+    assert all(e.length <= 6 for e in stats.episodes)
     assert stats2.crashes == 0 and batch2.valid.all()
 
 
@@ -177,7 +177,7 @@ def test_fixed_initial_states_cycle_through_the_configured_seeds(tmp_path):
     fixed initial states), and all three are used."""
     cfg = toy_config(tmp_path, env={"seed": 5, "num_initial_states": 3, "max_episode_steps": 4})
     [(_, stats)], _ = _collect(cfg, iterations=1)
-    seeds = [e["seed"] for e in stats.episodes]
+    seeds = [e.seed for e in stats.episodes]
     assert len(seeds) >= 8 and set(seeds) == {5, 6, 7}, seeds
     with pytest.raises(Exception, match="num_initial_states"):
         toy_config(tmp_path, env={"num_initial_states": -1})

@@ -28,6 +28,7 @@ import numpy as np
 
 from simbridge.training.rl.batch import RolloutBatch
 from simbridge.training.rl.config import RLConfig
+from simbridge.training.rl.records import EpisodeRecord, RolloutRecord, StageResult
 from simbridge.training.rl.workers import EnvStageNotReset
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ class RolloutStats:
     env_time: float = 0.0  # summed over env workers
     inference_time: float = 0.0
     env_steps: int = 0
-    episodes: list[dict] = field(default_factory=list)
+    episodes: list[EpisodeRecord] = field(default_factory=list)
     crashes: int = 0
     dropped_episodes: int = 0
 
@@ -103,22 +104,22 @@ class RolloutCollector:
                 for w in range(W):
                     cols = self._cols(s, w)
                     try:
-                        result = ray.get(self._refs[s][w])
+                        result: StageResult = ray.get(self._refs[s][w])
                         row = t - 1 if t > 0 else None  # at t = 0: a reset or last iteration's result
                     except (ray.exceptions.RayActorError, EnvStageNotReset) as exc:
                         result = self._recover(s, w, t, exc, cols, valid, dones, rewards, ep_start, dropped,
                                                excluded_from, stats, iteration)
                         row = None
                     if row is not None:
-                        rewards[row, cols] = result["rewards"]
-                        dones[row, cols] = result["dones"]
-                        ep_start[cols] = np.where(result["dones"], row + 1, ep_start[cols])
+                        rewards[row, cols] = result.rewards
+                        dones[row, cols] = result.dones
+                        ep_start[cols] = np.where(result.dones, row + 1, ep_start[cols])
                     if t > 0 or fresh:  # at t = 0 a carried result was counted last iteration
-                        stats.episodes.extend(result["episodes"])
-                        stats.env_time += result["env_time"]
-                        stats.env_steps += result["env_steps"]
+                        stats.episodes.extend(result.episodes)
+                        stats.env_time += result.env_time
+                        stats.env_steps += result.env_steps
                     if t < T:
-                        valid[t, cols] = result["active"]
+                        valid[t, cols] = result.active
                 seed = call_seed(self.cfg.runner.seed, iteration, t, s)
                 act = self.rollout.act.options(num_returns=2)
                 if t == T:  # bootstrap values for the observations after the last step
@@ -133,12 +134,12 @@ class RolloutCollector:
                     ray.wait(self._refs[s], num_returns=W)
 
         for s, ref in last_records:
-            rec = ray.get(ref)
+            rec: RolloutRecord = ray.get(ref)
             stage_cols = slice(s * W * self.per_stage, (s + 1) * W * self.per_stage)
-            last_values[stage_cols] = rec["values"]
-        batch_records = ray.get([r for row in records for r in row])
+            last_values[stage_cols] = rec.values
+        batch_records: list[RolloutRecord] = ray.get([r for row in records for r in row])
         stats.wall_time = time.perf_counter() - t_start
-        stats.inference_time = sum(r["inference_time"] for r in batch_records)
+        stats.inference_time = sum(r.inference_time for r in batch_records)
         for col in np.flatnonzero(excluded_from <= T):
             valid[excluded_from[col] :, col] = False
         batch = self._assemble(batch_records, rewards, dones, valid, last_values, dropped, version)
@@ -187,19 +188,19 @@ class RolloutCollector:
     def _assemble(self, recs, rewards, dones, valid, last_values, dropped, version) -> RolloutBatch:
         T, S = self.num_steps, self.num_stages
         first = recs[0]
-        obs = {k: np.empty((T, self.num_envs, *v.shape[1:]), v.dtype) for k, v in first["obs"].items()}
-        tokens = np.empty((T, self.num_envs, *first["tokens"].shape[1:]), first["tokens"].dtype)
+        obs = {k: np.empty((T, self.num_envs, *v.shape[1:]), v.dtype) for k, v in first.obs.items()}
+        tokens = np.empty((T, self.num_envs, *first.tokens.shape[1:]), first.tokens.dtype)
         logprobs = np.empty((T, self.num_envs), np.float32)
         values = np.empty((T, self.num_envs), np.float32)
         width = self.num_workers * self.per_stage
         for i, rec in enumerate(recs):
             t, s = divmod(i, S)
             cols = slice(s * width, (s + 1) * width)
-            for k, v in rec["obs"].items():
+            for k, v in rec.obs.items():
                 obs[k][t, cols] = v
-            tokens[t, cols] = rec["tokens"]
-            logprobs[t, cols] = rec["logprobs"]
-            values[t, cols] = rec["values"]
+            tokens[t, cols] = rec.tokens
+            logprobs[t, cols] = rec.logprobs
+            values[t, cols] = rec.values
         env_ids = self._env_ids()
         group_ids = env_ids // self.cfg.algorithm.group_size
         return RolloutBatch(

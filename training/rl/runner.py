@@ -108,9 +108,9 @@ def iteration_metrics(stats: RolloutStats, update: dict[str, float], sync_time: 
         "env_worker_crashes": stats.crashes,
     }
     if eps:
-        out["success_rate"] = float(np.mean([e["success"] for e in eps]))
-        out["episode_return"] = float(np.mean([e["return"] for e in eps]))
-        out["episode_length"] = float(np.mean([e["length"] for e in eps]))
+        out["success_rate"] = float(np.mean([e.success for e in eps]))
+        out["episode_return"] = float(np.mean([e.episode_return for e in eps]))
+        out["episode_length"] = float(np.mean([e.length for e in eps]))
     out.update({k: v for k, v in update.items() if k != "update_time"})
     return out
 
@@ -188,7 +188,7 @@ def _loop(
                         stats.dropped_episodes)
         run.log(it + 1, **metrics)
         with open(run.path / "rollout_episodes.jsonl", "a") as f:  # every finished training episode
-            f.writelines(json.dumps({"iteration": it + 1, **e}) + "\n" for e in stats.episodes)
+            f.writelines(json.dumps({"iteration": it + 1, **e.to_dict()}) + "\n" for e in stats.episodes)
         bar.set_postfix(success=f"{metrics.get('success_rate', float('nan')):.2f}",
                         ret=f"{metrics.get('episode_return', float('nan')):.2f}",
                         sps=f"{metrics['env_steps_per_s']:.0f}")

@@ -28,6 +28,7 @@ from simbridge.training.rl.batch import RolloutBatch
 from simbridge.training.rl.config import RLConfig
 from simbridge.training.rl.factories import build_rl_policy, load_rl_policy, make_rl_env
 from simbridge.training.rl.ppo import is_critic_parameter
+from simbridge.training.rl.records import EpisodeRecord, RolloutRecord, StageResult
 
 
 class EnvStageNotReset(RuntimeError):
@@ -120,7 +121,7 @@ class EnvWorker:
         self.ep_seed[j], self.ep_return[j], self.ep_length[j] = seed, 0.0, 0
         self.active[j] = True
 
-    def reset_stage(self, stage: int, episode: int) -> dict[str, Any]:
+    def reset_stage(self, stage: int, episode: int) -> StageResult:
         """Reset the stage's envs to episode number ``episode`` (GRPO: the iteration)."""
         t0 = time.perf_counter()
         for j in self._stage(stage):
@@ -129,7 +130,7 @@ class EnvWorker:
         self.is_reset[stage] = True
         return self._result(stage, np.zeros(self.per_stage), np.zeros(self.per_stage, bool), [], t0)
 
-    def step_stage(self, stage: int, actions: np.ndarray, offset: int) -> dict[str, Any]:
+    def step_stage(self, stage: int, actions: np.ndarray, offset: int) -> StageResult:
         """Execute the stage's action chunks ``actions[offset : offset + per_stage]``."""
         if not self.is_reset[stage]:
             raise EnvStageNotReset(f"env worker {self.index}: stage {stage} stepped before reset")
@@ -137,7 +138,7 @@ class EnvWorker:
         chunk = np.asarray(actions)[offset : offset + self.per_stage]
         rewards = np.zeros(self.per_stage)
         dones = np.zeros(self.per_stage, bool)
-        finished: list[dict] = []
+        finished: list[EpisodeRecord] = []
         steps = 0
         for k, j in enumerate(self._stage(stage)):
             if not self.active[j]:
@@ -159,13 +160,13 @@ class EnvWorker:
                 if terminated or truncated:
                     dones[k] = True
                     finished.append(
-                        {
-                            "env": self.env_ids[j],
-                            "seed": int(self.ep_seed[j]),
-                            "return": float(self.ep_return[j]),
-                            "length": int(self.ep_length[j]),
-                            "success": bool(info.get("success", False)),
-                        }
+                        EpisodeRecord(
+                            env_id=self.env_ids[j],
+                            seed=int(self.ep_seed[j]),
+                            episode_return=float(self.ep_return[j]),
+                            length=int(self.ep_length[j]),
+                            success=bool(info.get("success", False)),
+                        )
                     )
                     break
             if dones[k]:
@@ -177,18 +178,19 @@ class EnvWorker:
         return self._result(stage, rewards, dones, finished, t0, steps)
 
     def _result(
-        self, stage: int, rewards: np.ndarray, dones: np.ndarray, finished: list, t0: float, steps: int = 0
-    ) -> dict:
+        self, stage: int, rewards: np.ndarray, dones: np.ndarray, finished: list[EpisodeRecord], t0: float, steps: int = 0
+    ) -> StageResult:
         idx = list(self._stage(stage))
-        return {
-            "obs": [self.obs[j] for j in idx],
-            "rewards": rewards.astype(np.float32),
-            "dones": dones,
-            "active": self.active[idx].copy(),  # these envs act on the next step
-            "episodes": finished,
-            "env_time": time.perf_counter() - t0,
-            "env_steps": steps,
-        }
+        return StageResult(
+            env_ids=np.array([self.env_ids[j] for j in idx], np.int64),
+            obs=[self.obs[j] for j in idx],
+            rewards=rewards.astype(np.float32),
+            dones=dones,
+            active=self.active[idx].copy(),  # these envs act on the next step
+            episodes=finished,
+            env_time=time.perf_counter() - t0,
+            env_steps=steps,
+        )
 
     def close(self) -> None:
         for env in self.envs:
@@ -220,7 +222,9 @@ class RolloutWorker:
         return self.version
 
     @torch.no_grad()
-    def act(self, call_seed: int, expected_version: int, *stage_results: dict) -> tuple[np.ndarray, dict]:
+    def act(
+        self, call_seed: int, expected_version: int, *stage_results: StageResult
+    ) -> tuple[np.ndarray, RolloutRecord]:
         """Actions for the envs of one stage (the results of every env worker, concatenated).
 
         Returns ``(actions (B, K, 7), record)``; the record holds what training needs.
@@ -230,18 +234,18 @@ class RolloutWorker:
                 f"rollout worker holds weights version {self.version}, asked to act with {expected_version}"
             )
         t0 = time.perf_counter()
-        observations = [o for result in stage_results for o in result["obs"]]
+        observations = [o for result in stage_results for o in result.obs]
         batch = pad_text_inputs(self.policy, self.policy.prepare(observations))
         torch.manual_seed(call_seed)
         out = self.policy.act(batch, deterministic=False, temperature=self.cfg.policy.temperature)
-        record = {
-            "obs": {k: v.cpu().numpy() for k, v in batch.items()},
-            "tokens": out.tokens.cpu().numpy(),
-            "logprobs": out.logprobs.float().cpu().numpy(),
-            "values": out.values.float().cpu().numpy(),
-            "version": self.version,
-            "inference_time": time.perf_counter() - t0,
-        }
+        record = RolloutRecord(
+            obs={k: v.cpu().numpy() for k, v in batch.items()},
+            tokens=out.tokens.cpu().numpy(),
+            logprobs=out.logprobs.float().cpu().numpy(),
+            values=out.values.float().cpu().numpy(),
+            version=self.version,
+            inference_time=time.perf_counter() - t0,
+        )
         return out.actions.float().cpu().numpy(), record
 
 
