@@ -232,7 +232,8 @@ def cmd_validate(args) -> int:
     if args.repair:
         return repair(args)
     report = validate_store(args.store, deep=not args.quick, progress=True)
-    print(f"{report.path}: {report.episodes} committed episodes, {report.steps} steps")
+    incomplete = f" ({report.incomplete_episodes} incomplete)" if report.incomplete_episodes else ""
+    print(f"{report.path}: {report.episodes} committed episodes{incomplete}, {report.steps} steps")
     for w in report.warnings:
         print(f"  warning: {w}")
     for e in report.errors:

@@ -109,7 +109,9 @@ class EpisodeStore:
 
     @property
     def open_episode_steps(self) -> int:
-        """Committed steps of an episode still open: being recorded, or its writer was killed."""
+        """Committed steps of an episode still open: being recorded, or its writer was killed.
+
+        Unlike sealed episodes, these rows can vanish if a live writer discards the episode."""
         return self._commit.open_steps
 
     def _index(self, i: int) -> int:
