@@ -7,7 +7,9 @@ executed action when ``auto_start`` is true) and committed by ``~/stop``; ``~/di
 the open episode and ``~/label`` (std_srvs/SetBool) stores the operator's success label on the
 last committed one. Metadata (instruction, policy id, condition, seed, ...) come from the node's
 parameters at ``~/start`` time, so an orchestrator sets them and then starts the episode.
-A crash loses at most the steps of the open episode: the store only exposes committed data.
+The open episode is committed every ``commit_every_chunks`` chunks of ``chunk_steps`` steps, with
+the commit record fsynced: a crash loses at most those last steps, and the committed part of the
+episode is kept as an *incomplete* episode (hidden from training by default, metadata included).
 """
 
 from __future__ import annotations
@@ -40,10 +42,13 @@ from simbridge_ros.common import (
 )
 
 
-def open_writer(path: str, cameras: tuple[CameraSpec, ...], robot: str) -> Any:
+def open_writer(path: str, cameras: tuple[CameraSpec, ...], robot: str, chunk_steps: int = 32,
+                commit_every_chunks: int = 1) -> Any:
     from simbridge.data.store import EpisodeWriter
 
-    writer = EpisodeWriter(str(expand(path)), cameras, robot=robot)
+    # fsync on: on the robot, a committed step must survive a power cut, not only a crash.
+    writer = EpisodeWriter(str(expand(path)), cameras, robot=robot, chunk_steps=chunk_steps,
+                           commit_every_chunks=commit_every_chunks, fsync=True)
     return writer.__enter__()
 
 
@@ -58,6 +63,10 @@ class LoggerNode(Node):
         self.declare_parameter("policy_id", "")
         self.declare_parameter("condition", "")
         self.declare_parameter("seed", -1)
+        # Commit inside the open episode every N chunks of chunk_steps steps (32 x 1 = 3.2 s at 10 Hz):
+        # that is the most a crash can lose.
+        self.declare_parameter("chunk_steps", 32)
+        self.declare_parameter("commit_every_chunks", 1)
         self.declare_parameter("operator", "operator")
         self.declare_parameter("label_by", "")  # "" -> "operator:<operator>"; the twin orchestrator sets "env"
         self.declare_parameter("extra_json", "{}")  # free-form metadata (blinded id, protocol name, ...)
@@ -136,9 +145,22 @@ class LoggerNode(Node):
             if missing:
                 return False, f"no images yet from camera(s) {missing}; is the camera node running?"
             cams = tuple(CameraSpec(c, *self.images[c].shape[:2]) for c in self.camera_names)
-            self.writer = open_writer(self.get_parameter("store").value, cams, self.get_parameter("robot").value)
+            p = self.get_parameter
+            self.writer = open_writer(p("store").value, cams, p("robot").value, int(p("chunk_steps").value),
+                                      int(p("commit_every_chunks").value))
+        self.writer.begin_episode(self._meta())  # a crash keeps the metadata with the committed steps
         self.recording, self.steps, self.interventions = True, 0, 0
         return True, "recording"
+
+    def _meta(self) -> EpisodeMeta:
+        """The episode's metadata from the node's parameters (set by the orchestrator before ~/start)."""
+        p = self.get_parameter
+        seed = int(p("seed").value)
+        return EpisodeMeta(
+            instruction=p("instruction").value or "(none)", task=p("task").value, policy_id=p("policy_id").value,
+            num_interventions=self.interventions, robot=p("robot").value, split=p("condition").value,
+            seed=None if seed < 0 else seed, extra=json.loads(p("extra_json").value or "{}"),
+        )
 
     def stop_episode(self) -> tuple[bool, str]:
         if not self.recording:
@@ -147,14 +169,7 @@ class LoggerNode(Node):
         if self.steps == 0:
             self.writer.discard_episode()
             return False, "the episode had no executed steps; nothing written"
-        p = self.get_parameter
-        seed = int(p("seed").value)
-        meta = EpisodeMeta(
-            instruction=p("instruction").value or "(none)", task=p("task").value, policy_id=p("policy_id").value,
-            num_interventions=self.interventions, robot=p("robot").value, split=p("condition").value,
-            seed=None if seed < 0 else seed, extra=json.loads(p("extra_json").value or "{}"),
-        )
-        self.last_episode = int(self.writer.end_episode(meta))
+        self.last_episode = int(self.writer.end_episode(self._meta()))
         self.episodes_written += 1
         return True, json.dumps({"episode": self.last_episode, "steps": self.steps})
 
