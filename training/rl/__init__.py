@@ -8,6 +8,8 @@ Modules, in the order data flows:
 * ``placement``   collocated / disaggregated / hybrid placement groups, resource checks
 * ``records``     StageResult, RolloutRecord, EpisodeRecord: what the workers send through Ray
 * ``rollout``     RolloutCollector: pipelined or sequential trajectory collection
+* ``buffer``      RolloutBuffer (one iteration's arrays) and ColumnLayout (column <-> env id)
+* ``batch``       RolloutBatch: the trajectories the actor trains on
 * ``advantages``  GAE and GRPO group-normalised advantages
 * ``ppo``, ``grpo``, ``algorithms``  the losses/updates and the ALGORITHMS registry
 * ``runner``      the training loop and ``simbridge train ppo|grpo``

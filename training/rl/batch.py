@@ -1,6 +1,7 @@
 """The trajectory batch that flows rollout -> actor: time-major numpy arrays.
 
-``T`` policy steps x ``N`` environments (ordered stage by stage, then env worker, then env).
+``T`` policy steps x ``N`` environments (ordered stage by stage, then env worker, then env:
+:class:`~simbridge.training.rl.buffer.ColumnLayout`; ``extra["env_ids"]`` names each column's env).
 One policy step may execute an action chunk of ``K`` env steps; its reward is the chunk's sum.
 """
 

@@ -5,9 +5,9 @@
 * :class:`RolloutRecord`: rollout worker -> driver, what training needs from one policy call
   (the actions themselves go to the env workers as a separate Ray object).
 
-The driver (:mod:`simbridge.training.rl.rollout`) gathers them into the
-:class:`~simbridge.training.rl.batch.RolloutBatch` it sends the actor. Rows of a stage's arrays
-follow the env workers' order, then their envs'.
+The driver gathers them into a :class:`~simbridge.training.rl.buffer.RolloutBuffer`, which makes
+the :class:`~simbridge.training.rl.batch.RolloutBatch` it sends the actor. Rows of a stage's arrays
+follow the env workers' order, then their envs' (:class:`~simbridge.training.rl.buffer.ColumnLayout`).
 """
 
 from __future__ import annotations

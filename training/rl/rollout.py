@@ -13,7 +13,8 @@ Faults: when an env worker dies (Ray restarts it) the episodes its envs were run
 dropped (their steps are masked out of training and they are not counted in the
 statistics), the stages are reset and the rollout goes on.
 
-Columns of the batch are ordered stage, then env worker, then env.
+The per-step arrays and the column <-> env layout belong to
+:class:`~simbridge.training.rl.buffer.RolloutBuffer`; this module only drives the workers.
 """
 
 from __future__ import annotations
@@ -24,9 +25,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from simbridge.training.rl.batch import RolloutBatch
+from simbridge.training.rl.buffer import ColumnLayout, RolloutBuffer
 from simbridge.training.rl.config import RLConfig
 from simbridge.training.rl.records import EpisodeRecord, RolloutRecord, StageResult
 from simbridge.training.rl.workers import EnvStageNotReset
@@ -49,6 +49,11 @@ class RolloutStats:
     crashes: int = 0
     dropped_episodes: int = 0
 
+    def count(self, result: StageResult) -> None:
+        self.episodes.extend(result.episodes)
+        self.env_time += result.env_time
+        self.env_steps += result.env_steps
+
 
 class RolloutCollector:
     def __init__(self, cfg: RLConfig, env_workers: list[Any], rollout: Any, episodic: bool, uses_critic: bool,
@@ -59,10 +64,7 @@ class RolloutCollector:
         self.episodic = episodic
         self.uses_critic = uses_critic
         self.chunk_size = chunk_size
-        self.num_stages = cfg.env.pipeline_stage_num
-        self.num_workers = cfg.env.num_workers
-        self.per_stage = cfg.env.envs_per_worker // self.num_stages
-        self.num_envs = cfg.env.num_envs
+        self.layout = ColumnLayout.from_config(cfg.env)
         self.pipelined = cfg.cluster.placement != "collocated"
         self._refs: list[list[Any]] | None = None  # per stage, per worker: result giving the next obs
         self.restart_timeout_s = 300.0
@@ -74,23 +76,13 @@ class RolloutCollector:
             return math.ceil(self.cfg.env.max_episode_steps / self.chunk_size)
         return self.cfg.runner.rollout_steps
 
-    def _cols(self, stage: int, worker: int) -> slice:
-        start = (stage * self.num_workers + worker) * self.per_stage
-        return slice(start, start + self.per_stage)
-
     def collect(self, iteration: int, version: int) -> tuple[RolloutBatch, RolloutStats]:
         import ray
 
-        T, N, S, W = self.num_steps, self.num_envs, self.num_stages, self.num_workers
-        rewards = np.zeros((T, N), np.float32)
-        dones = np.zeros((T, N), bool)
-        valid = np.zeros((T, N), bool)
-        ep_start = np.zeros(N, np.int64)
-        dropped = np.zeros(N, bool)
-        excluded_from = np.full(N, T + 1)  # GRPO: steps after a crash-reset are not trained on
-        last_values = np.zeros(N, np.float32)
-        records: list[list[Any]] = [[None] * S for _ in range(T)]
-        last_records: list[Any] = []
+        T, S, W = self.num_steps, self.layout.num_stages, self.layout.num_workers
+        buffer = RolloutBuffer(self.layout, T, self.episodic, self.cfg.algorithm.group_size)
+        records: list[list[Any]] = [[None] * S for _ in range(T)]  # Ray refs of RolloutRecords
+        last_records: list[tuple[int, Any]] = []
         stats = RolloutStats()
         if not self._pids:
             self._pids = ray.get([w.pid.remote() for w in self.env_workers])
@@ -102,24 +94,15 @@ class RolloutCollector:
         for t in range(T + 1):
             for s in range(S):
                 for w in range(W):
-                    cols = self._cols(s, w)
                     try:
                         result: StageResult = ray.get(self._refs[s][w])
-                        row = t - 1 if t > 0 else None  # at t = 0: a reset or last iteration's result
+                        stepped = t > 0  # at t = 0: a reset or last iteration's result
                     except (ray.exceptions.RayActorError, EnvStageNotReset) as exc:
-                        result = self._recover(s, w, t, exc, cols, valid, dones, rewards, ep_start, dropped,
-                                               excluded_from, stats, iteration)
-                        row = None
-                    if row is not None:
-                        rewards[row, cols] = result.rewards
-                        dones[row, cols] = result.dones
-                        ep_start[cols] = np.where(result.dones, row + 1, ep_start[cols])
+                        result = self._recover(s, w, t, exc, buffer, stats, iteration)
+                        stepped = False
+                    buffer.add(t, s, w, result, stepped)
                     if t > 0 or fresh:  # at t = 0 a carried result was counted last iteration
-                        stats.episodes.extend(result.episodes)
-                        stats.env_time += result.env_time
-                        stats.env_steps += result.env_steps
-                    if t < T:
-                        valid[t, cols] = result.active
+                        stats.count(result)
                 seed = call_seed(self.cfg.runner.seed, iteration, t, s)
                 act = self.rollout.act.options(num_returns=2)
                 if t == T:  # bootstrap values for the observations after the last step
@@ -128,43 +111,31 @@ class RolloutCollector:
                     continue
                 actions_ref, record_ref = act.remote(seed, version, *self._refs[s])
                 records[t][s] = record_ref
-                per = self.per_stage
-                self._refs[s] = [ew.step_stage.remote(s, actions_ref, w * per) for w, ew in enumerate(self.env_workers)]
+                self._refs[s] = [ew.step_stage.remote(s, actions_ref, self.layout.row_offset(w))
+                                 for w, ew in enumerate(self.env_workers)]  # fmt: skip
                 if not self.pipelined:
                     ray.wait(self._refs[s], num_returns=W)
 
         for s, ref in last_records:
-            rec: RolloutRecord = ray.get(ref)
-            stage_cols = slice(s * W * self.per_stage, (s + 1) * W * self.per_stage)
-            last_values[stage_cols] = rec.values
-        batch_records: list[RolloutRecord] = ray.get([r for row in records for r in row])
+            buffer.set_last_values(s, ray.get(ref).values)
+        fetched: list[RolloutRecord] = ray.get([r for row in records for r in row])
         stats.wall_time = time.perf_counter() - t_start
-        stats.inference_time = sum(r.inference_time for r in batch_records)
-        for col in np.flatnonzero(excluded_from <= T):
-            valid[excluded_from[col] :, col] = False
-        batch = self._assemble(batch_records, rewards, dones, valid, last_values, dropped, version)
+        stats.inference_time = sum(r.inference_time for r in fetched)
+        batch = buffer.to_batch([fetched[t * S : (t + 1) * S] for t in range(T)], version)
         return batch, stats
 
-    def _recover(self, s, w, t, exc, cols, valid, dones, rewards, ep_start, dropped, excluded_from, stats, iteration):
+    def _recover(
+        self, s: int, w: int, t: int, exc: Exception, buffer: RolloutBuffer, stats: RolloutStats, iteration: int
+    ) -> StageResult:
         """An env worker crashed: drop its stage's running episodes, reset the stage, go on."""
         import ray
 
-        active = valid[t - 1, cols] if t > 0 else np.zeros(self.per_stage, bool)
-        n_dropped = int(active.sum())
+        n_dropped = buffer.drop_running(t, s, w)
         stats.dropped_episodes += n_dropped
         log.warning(
             "env worker %d crashed or was restarted (%s) at step %d, stage %d: %d running episode(s) dropped; "
             "resetting its envs", w, type(exc).__name__, t, s, n_dropped,
         )
-        for k, col in enumerate(range(cols.start, cols.stop)):
-            if t > 0:
-                valid[ep_start[col] : t, col] = False
-                dones[t - 1, col] = True
-                rewards[t - 1, col] = 0.0
-            if self.episodic:
-                dropped[col] |= bool(active[k])
-                excluded_from[col] = min(excluded_from[col], t)
-            ep_start[col] = t
         deadline = time.monotonic() + self.restart_timeout_s
         while True:  # calls made while Ray restarts the actor fail as "unavailable": retry until it is back
             self._refs[s][w] = self.env_workers[w].reset_stage.remote(s, iteration)
@@ -184,36 +155,3 @@ class RolloutCollector:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.2)
-
-    def _assemble(self, recs, rewards, dones, valid, last_values, dropped, version) -> RolloutBatch:
-        T, S = self.num_steps, self.num_stages
-        first = recs[0]
-        obs = {k: np.empty((T, self.num_envs, *v.shape[1:]), v.dtype) for k, v in first.obs.items()}
-        tokens = np.empty((T, self.num_envs, *first.tokens.shape[1:]), first.tokens.dtype)
-        logprobs = np.empty((T, self.num_envs), np.float32)
-        values = np.empty((T, self.num_envs), np.float32)
-        width = self.num_workers * self.per_stage
-        for i, rec in enumerate(recs):
-            t, s = divmod(i, S)
-            cols = slice(s * width, (s + 1) * width)
-            for k, v in rec.obs.items():
-                obs[k][t, cols] = v
-            tokens[t, cols] = rec.tokens
-            logprobs[t, cols] = rec.logprobs
-            values[t, cols] = rec.values
-        env_ids = self._env_ids()
-        group_ids = env_ids // self.cfg.algorithm.group_size
-        return RolloutBatch(
-            obs=obs, tokens=tokens, logprobs=logprobs, values=values, rewards=rewards, dones=dones, valid=valid,
-            last_values=last_values, group_ids=group_ids, dropped=dropped, weights_version=version,
-            extra={"env_ids": env_ids},
-        )
-
-    def _env_ids(self) -> np.ndarray:
-        """Global env id of each column (env workers number their envs ``w * E + j``)."""
-        ids = np.empty(self.num_envs, np.int64)
-        for s in range(self.num_stages):
-            for w in range(self.num_workers):
-                cols = self._cols(s, w)
-                ids[cols] = [w * self.cfg.env.envs_per_worker + s * self.per_stage + k for k in range(self.per_stage)]
-        return ids

@@ -25,6 +25,7 @@ import torch
 from simbridge.data.spec import Observation, PolicyContract
 from simbridge.training.rl.algorithms import build_algorithm
 from simbridge.training.rl.batch import RolloutBatch
+from simbridge.training.rl.buffer import ColumnLayout
 from simbridge.training.rl.config import RLConfig
 from simbridge.training.rl.factories import build_rl_policy, load_rl_policy, make_rl_env
 from simbridge.training.rl.ppo import is_critic_parameter
@@ -85,8 +86,9 @@ class EnvWorker:
         self.index = index
         self.episodic = episodic  # True (GRPO): freeze finished envs until the next reset
         env_cfg = cfg.env
-        self.per_stage = env_cfg.envs_per_worker // env_cfg.pipeline_stage_num
-        self.env_ids = [index * env_cfg.envs_per_worker + j for j in range(env_cfg.envs_per_worker)]
+        self.layout = ColumnLayout.from_config(env_cfg)  # the driver's buffer places results by the same layout
+        self.per_stage = self.layout.per_stage
+        self.env_ids = [self.layout.env_id(index, j) for j in range(env_cfg.envs_per_worker)]
         self.envs = [make_rl_env(env_cfg, seed=env_cfg.seed + i) for i in self.env_ids]
         n = len(self.envs)
         self.obs: list[Observation | None] = [None] * n
@@ -104,7 +106,7 @@ class EnvWorker:
         return os.getpid()
 
     def _stage(self, stage: int) -> range:
-        return range(stage * self.per_stage, (stage + 1) * self.per_stage)
+        return self.layout.stage_envs(stage)
 
     def _seed_for(self, j: int) -> int:
         if self.episodic:  # GRPO: all members of a group share the initial state
