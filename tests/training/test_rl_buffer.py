@@ -128,6 +128,8 @@ def test_episodic_crash_excludes_the_rest_of_the_iteration():
     others = np.ones(batch.shape[1], bool)
     others[cols] = False
     assert batch.valid[:, others].all()
+    # and it leaves its group: a lost episode is not a member with return 0
+    np.testing.assert_array_equal(batch.dropped, ~others)
 
 
 def test_a_result_for_the_wrong_columns_is_refused():

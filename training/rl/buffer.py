@@ -124,7 +124,8 @@ class RolloutBuffer:
         """A worker's stage failed before step ``t`` (crash): mask its running episodes out of
         training, end them at ``t - 1``; returns how many episodes were running."""
         cols = self.layout.cols(stage, worker)
-        active = self.valid[t - 1, cols] if t > 0 else np.zeros(self.layout.per_stage, bool)
+        # A copy: the loop masks valid[t - 1] before it reads who was running.
+        active = self.valid[t - 1, cols].copy() if t > 0 else np.zeros(self.layout.per_stage, bool)
         running = int(active.sum())
         for k, col in enumerate(range(cols.start, cols.stop)):
             if t > 0:
