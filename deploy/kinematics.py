@@ -122,17 +122,22 @@ def predict_joint_delta(q: np.ndarray, twist: np.ndarray, damping: float = 0.02)
 # --- Rotation helpers (matrices; extrinsic XYZ Euler as in the contract's actions) ---------------
 
 
-def _skew(k: np.ndarray) -> np.ndarray:
-    return np.array([[0.0, -k[2], k[1]], [k[2], 0.0, -k[0]], [-k[1], k[0], 0.0]])
-
-
 def rotvec_to_matrix(w: np.ndarray) -> np.ndarray:
-    """Rodrigues: rotation matrix of the axis-angle vector ``w`` (rad)."""
-    theta = math.sqrt(float(w[0]) ** 2 + float(w[1]) ** 2 + float(w[2]) ** 2)
+    """Rodrigues: rotation matrix of the axis-angle vector ``w`` (rad), written out (hot path)."""
+    x, y, z = float(w[0]), float(w[1]), float(w[2])
+    theta = math.sqrt(x * x + y * y + z * z)
     if theta < 1e-12:
         return np.eye(3)
-    K = _skew(np.asarray(w, dtype=np.float64) / theta)
-    return np.eye(3) + math.sin(theta) * K + (1.0 - math.cos(theta)) * (K @ K)
+    x, y, z = x / theta, y / theta, z / theta
+    s, c = math.sin(theta), math.cos(theta)
+    t = 1.0 - c
+    return np.array(
+        [
+            [c + t * x * x, t * x * y - s * z, t * x * z + s * y],
+            [t * x * y + s * z, c + t * y * y, t * y * z - s * x],
+            [t * x * z - s * y, t * y * z + s * x, c + t * z * z],
+        ]
+    )
 
 
 def matrix_to_rotvec(R: np.ndarray) -> np.ndarray:
@@ -146,6 +151,19 @@ def matrix_to_rotvec(R: np.ndarray) -> np.ndarray:
         return np.zeros(3)
     angle = 2.0 * math.atan2(s, w)
     return np.array([x, y, z]) * (angle / s)
+
+
+def euler_xyz_to_rotvec(rpy: np.ndarray) -> np.ndarray:
+    """Axis-angle vector of a contract action's ``[droll, dpitch, dyaw]`` (via the half-angle quaternion)."""
+    cr, sr = math.cos(0.5 * rpy[0]), math.sin(0.5 * rpy[0])
+    cp, sp = math.cos(0.5 * rpy[1]), math.sin(0.5 * rpy[1])
+    cy, sy = math.cos(0.5 * rpy[2]), math.sin(0.5 * rpy[2])
+    w = cr * cp * cy + sr * sp * sy  # q = q_yaw * q_pitch * q_roll
+    x, y, z = sr * cp * cy - cr * sp * sy, cr * sp * cy + sr * cp * sy, cr * cp * sy - sr * sp * cy
+    if w < 0:
+        w, x, y, z = -w, -x, -y, -z
+    s = math.sqrt(x * x + y * y + z * z)
+    return np.zeros(3) if s < 1e-15 else np.array([x, y, z]) * (2.0 * math.atan2(s, w) / s)
 
 
 def euler_xyz_to_matrix(rpy: np.ndarray) -> np.ndarray:
@@ -185,8 +203,10 @@ class OrientationBox:
                 [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
             ]
         )
-        self.low, self.high = np.asarray(low, dtype=np.float64), np.asarray(high, dtype=np.float64)
-        self.axes = self.high - self.low < 2 * math.pi - 1e-9
+        low, high = np.asarray(low, dtype=np.float64), np.asarray(high, dtype=np.float64)
+        free = high - low >= 2 * math.pi - 1e-9  # a full circle is no bound
+        self.low, self.high = np.where(free, -np.inf, low), np.where(free, np.inf, high)
+        self.bounded = not free.all()
 
     def deviation(self, R: np.ndarray, near: np.ndarray | None = None) -> np.ndarray:
         """(roll, pitch, yaw) of ``R`` about the nominal orientation; unwrapped next to ``near``."""
@@ -199,12 +219,15 @@ class OrientationBox:
         Per axis, so the free axes keep their motion; never larger than ``w``, and verified inside
         (bisection on the step: the safety net for the curvature of Euler angles).
         """
-        lo, hi, cur = bounds = self._bounds(R)
-        target, ax = self.deviation(rotvec_to_matrix(w) @ R, cur), self.axes
-        if np.all((target[ax] >= lo[ax]) & (target[ax] <= hi[ax])):
+        if not self.bounded:
             return None
-        clipped = np.where(ax, np.clip(target, lo, hi), target)
-        new = matrix_to_rotvec(euler_xyz_to_matrix(clipped) @ self.R_nominal @ R.T)
+        lo, hi, cur = bounds = self._bounds(R)
+        target = self.deviation(rotvec_to_matrix(w) @ R, cur)
+        if ((target >= lo) & (target <= hi)).all():
+            return None
+        new = matrix_to_rotvec(
+            euler_xyz_to_matrix(np.minimum(np.maximum(target, lo), hi)) @ self.R_nominal @ R.T
+        )
         angle, limit = float(np.linalg.norm(new)), float(np.linalg.norm(w))
         if angle > limit:
             new *= limit / angle
@@ -212,7 +235,7 @@ class OrientationBox:
 
     def fraction_inside(self, w: np.ndarray, R: np.ndarray) -> float:
         """Largest ``g`` in [0, 1] with the step ``g * w`` from ``R`` ending inside the (widened) box."""
-        return self._largest_fraction(w, R, self._bounds(R))
+        return self._largest_fraction(w, R, self._bounds(R)) if self.bounded else 1.0
 
     def _bounds(self, R: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         cur = self.deviation(R)
@@ -220,13 +243,12 @@ class OrientationBox:
 
     def _largest_fraction(self, w: np.ndarray, R: np.ndarray, bounds: tuple) -> float:
         lo, hi, cur = bounds
-        ax = self.axes
 
         def inside(g: float) -> bool:
             dev = self.deviation(rotvec_to_matrix(g * w) @ R, cur)
-            return bool(np.all((dev[ax] >= lo[ax] - 1e-12) & (dev[ax] <= hi[ax] + 1e-12)))
+            return bool(((dev >= lo - 1e-12) & (dev <= hi + 1e-12)).all())
 
-        if not np.any(ax) or inside(1.0):
+        if inside(1.0):
             return 1.0
         good, bad = 0.0, 1.0  # g = 0 is the current orientation: inside the widened box
         for _ in range(30):
@@ -300,14 +322,10 @@ def follow_twist_path(
     q = np.array(q0, dtype=np.float64)
     xi = np.asarray(twist, dtype=np.float64)
     tcp, J = fk_jacobian(q, tcp_offset_m)
-    p0, R0 = tcp[:3, 3].copy(), tcp[:3, :3].copy()
-    # R(s) = exp(s w) R0 = R0 + sin(s theta) K R0 + (1 - cos(s theta)) K^2 R0 (Rodrigues, precomputed).
-    theta = float(np.linalg.norm(xi[3:]))
-    K = _skew(xi[3:] / theta) if theta > 0 else np.zeros((3, 3))
-    KR0, KKR0 = K @ R0, K @ K @ R0
+    p0, R0, dp, w = tcp[:3, 3], tcp[:3, :3], xi[:3], xi[3:]
     pinv, sigma = _pinv_and_sigma(J)
     min_sigma = sigma
-    if not np.any(xi):
+    if not xi.any():
         return JointPath(1.0, "", -1, math.nan, q, min_sigma, 0)
     s, residual, ds_cap, n = 0.0, np.zeros(6), 1.0, 0
     while n < max_substeps:
@@ -328,8 +346,7 @@ def follow_twist_path(
             continue
         ds_cap = 2.0 * ds
         q_new += heun
-        R_s = R0 + math.sin(s_new * theta) * KR0 + (1.0 - math.cos(s_new * theta)) * KKR0
-        residual = _twist_error(tcp, p0 + s_new * xi[:3], R_s) - J_new @ heun
+        residual = _twist_error(tcp, p0 + s_new * dp, rotvec_to_matrix(s_new * w) @ R0) - J_new @ heun
         if float(np.abs(residual).max()) > _TRACKING_TOL:
             return JointPath(s, "tracking", -1, math.nan, q, min_sigma, n)
         out = (q_new < q_low) | (q_new > q_high)

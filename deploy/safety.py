@@ -45,12 +45,11 @@ from simbridge.data.spec import ACTION_DIM, EE_POSE_DIM, GRIPPER_CLOSED, GRIPPER
 from simbridge.deploy.kinematics import (
     JOINT_LIMITS,
     OrientationBox,
-    euler_xyz_to_matrix,
+    euler_xyz_to_rotvec,
     follow_twist_path,
     forward_kinematics,
     geometric_jacobian,
     matrix_to_euler_xyz,
-    matrix_to_rotvec,
     predict_joint_delta,
     rotvec_to_matrix,
 )
@@ -229,6 +228,12 @@ def _real_vector(value: Any, n: int, what: str, names: str = "") -> np.ndarray |
     Strict on purpose: a (7, 1) array, a numeric string, a bool or a masked entry is a bug upstream
     that must stop the arm, not something to reshape, parse or guess a value for.
     """
+    if type(value) is np.ndarray and value.shape == (n,) and value.dtype.kind in "fiu":  # the usual case
+        with np.errstate(over="ignore"):  # float128 beyond float64 range -> inf, refused below
+            arr = value.astype(np.float64)
+        if not np.isfinite(arr).all():
+            return f"{what} has non-finite values at indices {np.flatnonzero(~np.isfinite(arr)).tolist()}"
+        return arr
     if isinstance(value, np.ma.MaskedArray):
         return f"{what} is a masked array: pass plain numbers (a masked entry has no value to execute)"
     if isinstance(value, (list, tuple)):
@@ -303,6 +308,14 @@ class SafetyFilter:
         self.num_clipped = 0
         self.num_rejected = 0
         lim = self.limits
+        # Joint box parts: margins (less the path check's integration guard), per-step budget, sanity.
+        self._joint_lo, self._joint_hi = lim.joint_lower + _PATH_GUARD_RAD, lim.joint_upper - _PATH_GUARD_RAD
+        self._joint_budget = lim.joint_step_limit
+        self._joint_sane = (JOINT_LIMITS[lim.arm]["lower"] - 0.05, JOINT_LIMITS[lim.arm]["upper"] + 0.05)
+        self._ws_low, self._ws_high = (
+            np.asarray(lim.workspace_low, float),
+            np.asarray(lim.workspace_high, float),
+        )
         self._orientation = OrientationBox(
             lim.orientation_nominal_wxyz, lim.orientation_low, lim.orientation_high
         )
@@ -373,9 +386,9 @@ class SafetyFilter:
             q = _real_vector(joint_positions, NUM_JOINTS, "joint_positions")
             if isinstance(q, str):
                 return self._reject(q, pose)
-            hard_lo, hard_hi = JOINT_LIMITS[lim.arm]["lower"], JOINT_LIMITS[lim.arm]["upper"]
-            bad = np.flatnonzero((q < hard_lo - 0.05) | (q > hard_hi + 0.05)) + 1
-            if bad.size:
+            beyond = (q < self._joint_sane[0]) | (q > self._joint_sane[1])
+            if beyond.any():
+                bad = np.flatnonzero(beyond) + 1
                 return self._reject(
                     f"joint positions beyond the {lim.arm} limits at joint(s) {bad.tolist()}: wrong arm model "
                     f"(SafetyLimits.arm) or bad state",
@@ -417,8 +430,7 @@ class SafetyFilter:
 
     def _limit_translation_step(self, st: _Step) -> str:
         limit = self.limits.step_translation_m
-        with np.errstate(over="ignore"):  # 1e308 components: the norm is inf and rejected below
-            norm = float(np.linalg.norm(st.dp))
+        norm = math.hypot(*st.dp)  # no overflow: 1e308 components give a finite or inf norm, rejected below
         if norm > self.limits.reject_over_limit_factor * limit:
             return self._units_message(np.concatenate([st.dp, st.euler]))
         if norm > limit * _F32_HEADROOM:  # within the headroom it is rounding, not a clip
@@ -433,8 +445,8 @@ class SafetyFilter:
         too_big = self.limits.reject_over_limit_factor * limit
         if np.any(np.abs(st.euler) > too_big):  # before any trigonometry: 1e300 rad has no meaningful sine
             return self._units_message(np.concatenate([st.dp, st.euler]))
-        st.w = matrix_to_rotvec(euler_xyz_to_matrix(st.euler))
-        angle = float(np.linalg.norm(st.w))
+        st.w = euler_xyz_to_rotvec(st.euler)
+        angle = math.sqrt(float(st.w @ st.w))
         if angle > too_big:
             return self._units_message(np.concatenate([st.dp, st.euler]))
         if angle > limit * _F32_HEADROOM:
@@ -445,11 +457,9 @@ class SafetyFilter:
 
     def _clip_to_workspace(self, st: _Step) -> None:
         """The target may not leave the box; a TCP already outside may only move back in."""
-        pos = st.pose[:3]
-        lo = np.minimum(np.asarray(self.limits.workspace_low), pos)
-        hi = np.maximum(np.asarray(self.limits.workspace_high), pos)
-        target = np.clip(pos + st.dp, lo, hi)
-        if np.any(np.abs(target - (pos + st.dp)) > 1e-12):
+        pos, wanted = st.pose[:3], st.pose[:3] + st.dp
+        target = np.minimum(np.maximum(wanted, np.minimum(self._ws_low, pos)), np.maximum(self._ws_high, pos))
+        if (np.abs(target - wanted) > 1e-12).any():
             st.dp = target - pos
             st.clipped.append("workspace")
 
@@ -468,17 +478,15 @@ class SafetyFilter:
         """
         if st.q is None or not (np.any(st.dp) or np.any(st.w)):
             return
-        lim, q = self.limits, st.q
-        margin_lo = np.minimum(lim.joint_lower + _PATH_GUARD_RAD, q)
-        margin_hi = np.maximum(lim.joint_upper - _PATH_GUARD_RAD, q)
-        budget = lim.joint_step_limit
+        q, budget = st.q, self._joint_budget
+        margin_lo, margin_hi = np.minimum(self._joint_lo, q), np.maximum(self._joint_hi, q)
         path = follow_twist_path(
             q,
             np.concatenate([st.dp, st.w]),
             np.maximum(margin_lo, q - budget),
             np.minimum(margin_hi, q + budget),
             max_joint_substep=_JOINT_SUBSTEP_RAD,
-            min_singular_value=lim.min_singular_value,
+            min_singular_value=self.limits.min_singular_value,
         )
         if path.fraction >= 1.0:
             return
