@@ -65,7 +65,7 @@ apply_delta = apply_action_delta
 #: stays within the limit after rounding (float32 is exact to ~6e-8 relative).
 _F32_HEADROOM = 1.0 - 2.5e-7
 #: Joint substep of the path check (rad), and the margin kept for its integration error (measured
-#: <= 0.5 mrad against a 200-substep Levenberg-Marquardt reference, whole FR3 range).
+#: <= 0.5 mrad against a 200-substep Newton-converged reference over the whole FR3 range).
 _JOINT_SUBSTEP_RAD = 0.05
 _PATH_GUARD_RAD = 0.002
 _POSITIVE = ("control_rate_hz", "max_translation_m", "max_rotation_rad", "max_linear_speed_m_s",
