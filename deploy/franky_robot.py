@@ -257,7 +257,8 @@ class FrankyRobot(Robot):
 
     # --- commands -------------------------------------------------------------------------
 
-    def send_action(self, action: np.ndarray, stamp: float | None = None) -> np.ndarray:
+    def send_action(self, action: np.ndarray, stamp: float | None = None,
+                    published: float | None = None) -> np.ndarray:
         """Filter ``action`` through the safety limits and execute it as an asynchronous Cartesian motion.
 
         Returns the action actually sent: zeros when the e-stop is latched or the filter rejected
@@ -276,7 +277,8 @@ class FrankyRobot(Robot):
                 self.last_result = None
                 return np.zeros(7, np.float32)
             state = self.get_observation()
-            result = self.safety.filter(action, state["ee_pose"], state["joint_positions"], stamp=stamp)
+            result = self.safety.filter(action, state["ee_pose"], state["joint_positions"], stamp=stamp,
+                                        publish_stamp=published)
             self.last_result = result
             if result.rejected:
                 log.warning("safety filter rejected an action: %s", result.reason)

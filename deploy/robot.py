@@ -53,8 +53,12 @@ class Robot(ABC):
         """``{"ee_pose": (7,) xyz+wxyz, "gripper_width": float, "joint_positions": (7,), "timestamp": float}``."""
 
     @abstractmethod
-    def send_action(self, action: np.ndarray, stamp: float | None = None) -> np.ndarray:
-        """Execute one contract action; return the (7,) action actually sent (zeros when refused)."""
+    def send_action(self, action: np.ndarray, stamp: float | None = None,
+                    published: float | None = None) -> np.ndarray:
+        """Execute one contract action; return the (7,) action actually sent (zeros when refused).
+
+        ``stamp``: the time of the observation the action was computed from (the safety filter
+        bounds its age); ``published``: when the command left its producer (transport age)."""
 
     @abstractmethod
     def stop(self) -> None:

@@ -49,6 +49,10 @@ def test_actions_carry_source_stamp_and_intervention() -> None:
     np.testing.assert_allclose(cmd.action, a)
     assert cmd.source == "teleop:spacemouse" and cmd.intervention
     assert cmd.stamp == pytest.approx(1_700_000_000.123456, abs=1e-6)
+    assert cmd.published is None  # a sender that does not say when it published
+    # The observation time (stamp) and the publish time travel separately: the filter bounds both.
+    both = msg_to_action(action_to_msg(a, "policy:x", 1_700_000_000.0, published=1_700_000_000.25))
+    assert both.stamp == pytest.approx(1_700_000_000.0, abs=1e-6) and both.published == pytest.approx(1_700_000_000.25)
     msg.header.frame_id = ""
     with pytest.raises(ValueError, match="command source"):
         msg_to_action(msg)

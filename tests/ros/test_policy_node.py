@@ -63,11 +63,13 @@ def test_policy_moves_the_twin_arm_through_the_safety_filter(graph, twin, bundle
     p0 = wait_until(lambda: probe.history.get(EE_POSE_TOPIC), 5, "a pose")[0][1]
     wait_until(lambda: len(probe.history.get(EXECUTED_ACTION_TOPIC, [])) >= 12, 20, "12 executed policy actions")
     executed = [msg_to_action(m) for _, m in probe.history[EXECUTED_ACTION_TOPIC]]
-    proposed = {c.stamp: c.action for c in (msg_to_action(m) for _, m in probe.history[ACTION_TOPIC])}
+    # Commands carry their observation time and their publish time (the pair identifies one command).
+    proposed = {(c.stamp, c.published): c.action for c in (msg_to_action(m) for _, m in probe.history[ACTION_TOPIC])}
     assert {c.source for c in executed} == {f"policy:{bundle_id}"}
     for c in executed:  # what ran is what the policy proposed, within the safety filter's limits
-        assert c.stamp in proposed and np.all(np.abs(c.action[:3]) <= 0.05 + 1e-6)
-        assert np.allclose(c.action[:6], proposed[c.stamp][:6], atol=0.02)
+        assert (c.stamp, c.published) in proposed and np.all(np.abs(c.action[:3]) <= 0.05 + 1e-6)
+        assert c.stamp <= c.published + 1.0  # planned for its observation time + k periods, published after
+        assert np.allclose(c.action[:6], proposed[(c.stamp, c.published)][:6], atol=0.02)
     # The new state is observed: the untrained policy drifts consistently, so the arm keeps moving.
     wait_until(lambda: np.linalg.norm(parse_pose(probe.last[EE_POSE_TOPIC])[:3] - parse_pose(p0)[:3]) > 0.002, 15,
                "the end-effector pose to change by 2 mm")

@@ -5,8 +5,10 @@ work with the ROS 2 wheels from PyPI and with any apt-installed distribution.
 
 Actions travel as ``sensor_msgs/JointState`` on ``/simbridge/action``: ``name`` holds the
 contract's ``ACTION_NAMES`` (plus an optional ``"intervention"`` entry, 1.0 when a human produced
-the action), ``position`` the values, ``header.stamp`` the time the action was computed (so commands
-that arrive late are dropped) and ``header.frame_id`` the **command source**
+the action), ``position`` the values, ``header.stamp`` the time of the **observation** the action was computed
+from (its oldest image), a ``"published"`` entry the wall-clock time the command was sent (the
+safety filter bounds the observation's age and the transport age separately, so a slow inference
+cannot hide an old image) and ``header.frame_id`` the **command source**
 (``"policy:<bundle-id>"``, ``"teleop:keyboard"``...). The franka node locks onto one source per
 episode and ignores every other one: this is how "one commander at a time" is enforced.
 """
@@ -65,6 +67,7 @@ def camera_diagnostics_topic(camera: str) -> str:
 JOINT_NAMES = tuple(f"fr3_joint{i}" for i in range(1, NUM_JOINTS + 1))
 FINGER_NAMES = ("fr3_finger_joint1", "fr3_finger_joint2")
 INTERVENTION = "intervention"
+PUBLISHED = "published"
 
 # Reliable, shallow queues: on loopback reliability costs nothing and a late joiner must not miss
 # the one command that matters. Status topics are latched (transient local) for late subscribers.
@@ -134,16 +137,20 @@ def camera_info_msg(
 class ActionCommand:
     action: np.ndarray  # (7,) float32
     source: str
-    stamp: float  # when the command was computed (wall clock)
+    stamp: float  # the time of the observation behind the command (wall clock)
     intervention: bool = False
+    published: float | None = None  # when the command was sent; None from senders that do not say
 
 
-def action_to_msg(action: np.ndarray, source: str, stamp: float, intervention: bool = False) -> JointState:
+def action_to_msg(action: np.ndarray, source: str, stamp: float, intervention: bool = False,
+                  published: float | None = None) -> JointState:
+    """``stamp``: the observation time behind the action; ``published``: the send time (None: omitted)."""
     a = np.asarray(action, dtype=np.float64).reshape(ACTION_DIM)
+    extra_names, extra = ([PUBLISHED], [float(published)]) if published is not None else ([], [])
     return JointState(
         header=header(stamp, source),
-        name=[*ACTION_NAMES, INTERVENTION],
-        position=[*map(float, a), 1.0 if intervention else 0.0],
+        name=[*ACTION_NAMES, INTERVENTION, *extra_names],
+        position=[*map(float, a), 1.0 if intervention else 0.0, *extra],
     )
 
 
@@ -156,7 +163,9 @@ def msg_to_action(msg: JointState) -> ActionCommand:
     if missing:
         raise ValueError(f"action message lacks {missing}; expected names {list(ACTION_NAMES)}")
     action = np.array([values[n] for n in ACTION_NAMES], dtype=np.float32)
-    return ActionCommand(action, msg.header.frame_id, from_stamp(msg.header.stamp), values.get(INTERVENTION, 0.0) > 0.5)
+    published = values.get(PUBLISHED)
+    return ActionCommand(action, msg.header.frame_id, from_stamp(msg.header.stamp),
+                         values.get(INTERVENTION, 0.0) > 0.5, None if published is None else float(published))
 
 
 # --- robot state -----------------------------------------------------------------------------------

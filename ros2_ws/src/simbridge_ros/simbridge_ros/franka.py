@@ -300,7 +300,7 @@ class FrankaNode(Node):
         try:
             # The robot runs the safety filter (workspace, step limits, joint margins, stale stamp)
             # and returns what it actually sent: zeros after a rejection (the arm is then stopped).
-            sent = self.robot.send_action(cmd.action, stamp=cmd.stamp)
+            sent = self.robot.send_action(cmd.action, stamp=cmd.stamp, published=cmd.published)
         except Exception as err:  # RobotError / RobotFault: fail closed, keep the node alive
             self._on_robot_error(err)
             return
@@ -311,7 +311,8 @@ class FrankaNode(Node):
         self.counts["executed"] += 1
         if result is not None and result.clipped:
             self.last_reason = f"clipped {result.clipped}"
-        self.pub_exec.publish(action_to_msg(np.asarray(sent, np.float32), cmd.source, cmd.stamp, cmd.intervention))
+        self.pub_exec.publish(action_to_msg(np.asarray(sent, np.float32), cmd.source, cmd.stamp, cmd.intervention,
+                                            published=cmd.published))
 
     def _reject(self, reason: str) -> None:
         self.counts["rejected"] += 1

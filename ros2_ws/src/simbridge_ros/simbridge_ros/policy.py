@@ -4,8 +4,9 @@ Subscribes to the contract's camera topics, the joint states and the end-effecto
 control period it assembles a contract :class:`~simbridge.data.spec.Observation`, asks the
 policy for an action chunk when the chunk executor needs one (receding horizon or temporal
 ensembling, :mod:`simbridge.deploy.chunking`), and publishes one action under the source
-``policy:<bundle-id>``, stamped with the time it was computed (the franka node's safety filter
-drops commands that arrive late). Observations older than ``max_observation_age_s`` (a stalled
+``policy:<bundle-id>``, stamped with the time of the observation it was computed from, plus its
+publish time (the franka node's safety filter bounds both ages: an image that was old before a
+slow inference started is caught, not only a late delivery). Observations older than ``max_observation_age_s`` (a stalled
 camera) produce no action at all, so the watchdog stops the arm. ``trace`` keeps, per recent
 command, the observation time and inference time (latency diagnostics and the benchmark).
 
@@ -134,6 +135,8 @@ class PolicyNode(Node):
             for cam in contract.observation.cameras
         ]
         rate = float(p("control_rate_hz").value) or contract.action.control_rate_hz
+        self._period = 1.0 / rate
+        self._chunk_obs_time, self._chunk_step = 0.0, 0
         if self._timer is not None:
             self.destroy_timer(self._timer)
         self._timer = self.create_timer(1.0 / rate, self._on_tick)
@@ -200,11 +203,16 @@ class PolicyNode(Node):
             inference = time.perf_counter() - t0
             self.chunker.push(chunk)
             self.predictions += 1
+            self._chunk_obs_time, self._chunk_step = obs.timestamp, 0
         action = self.chunker.next_action()
         self.steps += 1
-        stamp = time.time()
-        self.trace.append((stamp, obs.timestamp, inference))
-        msg = action_to_msg(action, self.source, stamp)
+        # Action k of a chunk was planned for its observation's time + k periods: stamped so, the
+        # safety filter's observation-age bound means "how stale was the plan", whatever k is.
+        stamp = self._chunk_obs_time + self._chunk_step * self._period
+        self._chunk_step += 1
+        published = time.time()
+        self.trace.append((published, obs.timestamp, inference))
+        msg = action_to_msg(action, self.source, stamp, published=published)
         self.pub_policy_action.publish(msg)
         if self.get_parameter("publish_actions").value:
             self.pub_action.publish(msg)

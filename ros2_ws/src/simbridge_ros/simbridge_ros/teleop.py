@@ -122,7 +122,10 @@ class TeleopNode(Node):
                 return  # nothing to forward: the franka watchdog stops the arm if this lasts
             action, stamp = self.policy_action[0], self.policy_action[1]
             self.policy_action = None  # forward each proposal once
-        self.pub_action.publish(action_to_msg(action, self.source, stamp, intervention=self.intervening))
+        # The stamp stays the observation time behind the action (the device reading, or the policy's
+        # observation for a forwarded proposal); the publish time is now.
+        self.pub_action.publish(action_to_msg(action, self.source, stamp, intervention=self.intervening,
+                                              published=time.time()))
         self.published += 1
 
     def _update_takeover(self, state: Any) -> None:
