@@ -13,7 +13,9 @@ joints always given, ``ee_pose`` = FK of the joints, as the robot driver passes 
 * ``no_joints``    5%  no joint positions (teleop / simulator callers: Cartesian stages only)
 
 Reports commands/s overall (best of ``--rounds`` interleaved rounds: the machine may be shared),
-per kind, and latency percentiles. Prints JSON and writes tests/benchmarks/results/safety.json.
+per kind, and latency percentiles; then the e-stop reaction time on the franky-sim twin through the
+ROS franka node (p50/p99 over ``--estop-trials``). Prints JSON and writes
+tests/benchmarks/results/safety.json.
 """
 
 from __future__ import annotations
@@ -77,13 +79,113 @@ def run_round(commands: list, limits: SafetyLimits) -> tuple[float, dict[str, li
 
 
 # --- E-stop reaction time -------------------------------------------------------------------
-# To be added by the e-stop work: time from the e-stop trigger to the arm's stop command
-# (FrankyRobot.estop / the franka node's e-stop topic). Not measured here yet; the JSON says so.
+def estop_reaction_time(trials: int = 20) -> dict:
+    """E-stop over ROS on the franky-sim twin, through the real franka node, during three motions.
 
+    Per trial (cycling homing / a long streamed chunk / a gripper action): start the motion, call
+    ``/franka/estop``, then measure (a) request -> service answer, which comes after the driver's
+    synchronous stop, i.e. when the commanded motion stopped, and (b) request -> the arm at rest
+    (TCP moving < 0.1 mm per 20 ms, polled from the driver). Before the fix, the answer during
+    homing came after homing finished (5.2 s)."""
+    import os
+    import random
+    import tempfile
+    import threading
 
-def estop_reaction_time() -> dict | None:
-    """Placeholder for the e-stop reaction-time measurement: not implemented, returns None."""
-    return None
+    os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(101, 200)))
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "ros2_ws" / "src" / "simbridge_ros"))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    import rclpy
+    from rclpy.context import Context
+    from rclpy.parameter import Parameter
+    from ros.conftest import Graph, Probe  # the tests' executor thread and probe node
+    from sensor_msgs.msg import JointState
+    from simbridge_ros.common import ACTION_TOPIC, action_to_msg
+    from simbridge_ros.franka import FrankaNode
+    from std_srvs.srv import SetBool, Trigger
+
+    from simbridge.deploy.twin import TwinSim
+
+    limits_file = Path(tempfile.mkdtemp()) / "limits.yaml"
+    limits_file.write_text("max_command_age_s: 1.0\n")
+    context = Context()
+    rclpy.init(context=context)
+    twin = TwinSim(seed=0)
+    twin.start()
+    graph = Graph(context)
+    out: dict[str, list[float]] = {}
+    try:
+        node = graph.add(FrankaNode(context=context, parameter_overrides=[
+            Parameter("robot_ip", value=twin.hostname), Parameter("sim", value=True),
+            Parameter("safety_limits_file", value=str(limits_file))]))
+        probe = graph.add(Probe(context))
+        pub = probe.publisher(JointState, ACTION_TOPIC)
+        probe.wait_for_subscriber(ACTION_TOPIC)
+
+        def tcp() -> np.ndarray:
+            return np.asarray(node.robot.get_observation()["ee_pose"][:3], dtype=float)
+
+        def stream(action: list[float], n: int, stop: threading.Event | None = None) -> None:
+            for _ in range(n):
+                if stop is not None and stop.is_set():
+                    return
+                pub.publish(action_to_msg(np.asarray(action, np.float32), "policy:bench", time.time(),
+                                          published=time.time()))
+                time.sleep(0.1)
+
+        def moving(threshold_m: float = 2e-4) -> bool:
+            a = tcp()
+            time.sleep(0.02)
+            return float(np.linalg.norm(tcp() - a)) > threshold_m
+
+        for trial in range(trials):
+            kind = ("homing", "chunk", "gripper")[trial % 3]
+            probe.call(SetBool, "/franka/estop", SetBool.Request(data=False))
+            background: threading.Thread
+            stop_stream = threading.Event()
+            if kind == "homing":
+                stream([0.02, 0.02, -0.02, 0, 0, 0, 1.0], 8)  # leave home, so homing is a long motion
+                background = threading.Thread(target=probe.call, args=(Trigger, "/franka/home", Trigger.Request()),
+                                              kwargs={"timeout": 60})
+            elif kind == "chunk":
+                background = threading.Thread(target=stream, args=([0.0, -0.02, 0.0, 0, 0, 0, 1.0], 40, stop_stream))
+            else:
+                background = threading.Thread(target=stream, args=([0.0, 0.0, 0.0, 0, 0, 0, -1.0], 40, stop_stream))
+            background.start()
+            if kind == "gripper":
+                time.sleep(0.5)  # the grasp is under way (it moves the fingers, not the TCP)
+            else:
+                deadline = time.monotonic() + 20
+                while not moving() and time.monotonic() < deadline:
+                    pass
+            t0 = time.monotonic()
+            probe.call(SetBool, "/franka/estop", SetBool.Request(data=True))
+            answered = time.monotonic() - t0
+            while moving() and time.monotonic() - t0 < 5:
+                pass
+            at_rest = time.monotonic() - t0
+            stop_stream.set()
+            background.join(timeout=60)
+            out.setdefault(f"{kind}_answer_ms", []).append(answered * 1000)
+            out.setdefault(f"{kind}_at_rest_ms", []).append(at_rest * 1000)
+            out.setdefault("answer_ms", []).append(answered * 1000)
+            print(f"[estop] trial {trial + 1}/{trials} {kind}: answered {answered * 1000:.0f} ms, "
+                  f"at rest {at_rest * 1000:.0f} ms", flush=True)
+            probe.call(SetBool, "/franka/estop", SetBool.Request(data=False))
+            probe.call(Trigger, "/franka/release_commander", Trigger.Request())
+    finally:
+        graph.close()
+        twin.close()
+        context.try_shutdown()
+    return {
+        "trials": trials,
+        "what": "ROS /franka/estop on the franky-sim twin: request -> answer (the driver's stop has been "
+                "sent) and request -> TCP at rest; homing / streamed chunk / gripper action in turn",
+        **{k: {"p50": round(float(np.percentile(v, 50)), 1), "p99": round(float(np.percentile(v, 99)), 1),
+               "n": len(v)} for k, v in sorted(out.items())},
+    }
 
 
 def main() -> None:
@@ -91,6 +193,7 @@ def main() -> None:
     p.add_argument("--commands", type=int, default=3000, help="commands per round")
     p.add_argument("--rounds", type=int, default=3, help="rounds; the best is reported")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--estop-trials", type=int, default=20, help="e-stop trials on the twin (0: skip)")
     args = p.parse_args()
     limits = SafetyLimits()
     commands = make_commands(args.commands, args.seed, limits)
@@ -124,7 +227,7 @@ def main() -> None:
             for k, v in best_kind.items()
             if v
         },
-        "estop_reaction_time": estop_reaction_time() or "not measured (to be added)",
+        "estop_reaction_time": estop_reaction_time(args.estop_trials) if args.estop_trials else "skipped",
     }
     out = Path(__file__).parent / "results" / "safety.json"
     out.parent.mkdir(parents=True, exist_ok=True)
