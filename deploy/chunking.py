@@ -51,7 +51,8 @@ class ChunkingConfig:
             raise ValueError(f"ensemble_decay: a non-negative number, got {self.ensemble_decay}")
 
 
-def _check_chunk(chunk: np.ndarray, chunk_size: int) -> np.ndarray:
+def check_chunk(chunk: np.ndarray, chunk_size: int) -> np.ndarray:
+    """A policy's chunk as ``(k<=chunk_size, 7)`` finite float32, or ContractError naming what is wrong."""
     arr = np.asarray(chunk, dtype=np.float32)
     if arr.ndim == 1:
         arr = arr[None]
@@ -118,7 +119,7 @@ class RecedingHorizon(ChunkExecutor):
         return not self._queue
 
     def push(self, chunk: np.ndarray) -> None:
-        arr = _check_chunk(chunk, self.chunk_size)
+        arr = check_chunk(chunk, self.chunk_size)
         self._queue = deque(arr[: self.execute_steps])
         self.num_predictions += 1
 
@@ -149,7 +150,7 @@ class TemporalEnsemble(ChunkExecutor):
         return not self._pushed_this_step
 
     def push(self, chunk: np.ndarray) -> None:
-        self._chunks.append((self.step, _check_chunk(chunk, self.chunk_size)))
+        self._chunks.append((self.step, check_chunk(chunk, self.chunk_size)))
         self._pushed_this_step = True
         self.num_predictions += 1
 

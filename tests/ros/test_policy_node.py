@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import numpy as np
@@ -96,3 +97,49 @@ def test_stale_camera_images_stop_the_policy_from_commanding(graph, twin, bundle
         "the policy to report stale images")
     assert stalled["state"] == "waiting"
     assert not probe.history.get(ACTION_TOPIC) and not probe.history.get(EXECUTED_ACTION_TOPIC)
+
+
+class SlowedBundle:
+    """The real bundle, its inference slowed to ``seconds`` (a larger model on this CPU)."""
+
+    def __init__(self, bundle: BundlePolicy, seconds: float) -> None:
+        self.bundle, self.seconds = bundle, seconds
+        self.contract, self.bundle_id = bundle.contract, bundle.bundle_id
+
+    def reset(self) -> None:
+        self.bundle.reset()
+
+    def predict(self, obs):
+        import time
+
+        time.sleep(self.seconds)
+        return self.bundle.predict(obs)
+
+
+@pytest.mark.parametrize("inference", ["async", "sync"])
+def test_inference_three_periods_slow_blocks_no_tick_when_async(graph, twin, bundle_dir, loaded_machine_limits,
+                                                                 inference) -> None:
+    """At 10 Hz with inference slowed to 0.3 s: async ticks keep their period and never wait on the
+    model (commands come from the queued chunk, then pause while the model works); sync ticks stall."""
+    probe = graph.add(Probe(graph.context))
+    probe.listen(JointState, ACTION_TOPIC, 50, keep=True)
+    graph.add(TwinNode(twin, context=graph.context))
+    graph.add(FrankaNode(context=graph.context, parameter_overrides=[
+        Parameter("robot_ip", value=twin.hostname), Parameter("sim", value=True),
+        Parameter("safety_limits_file", value=loaded_machine_limits)]))
+    policy = graph.add(PolicyNode(SlowedBundle(BundlePolicy(bundle_dir), 0.3), context=graph.context,
+                                  parameter_overrides=[
+        Parameter("instruction", value=INSTRUCTION), Parameter("control_rate_hz", value=10.0),
+        Parameter("inference", value=inference), Parameter("max_observation_age_s", value=2.0),
+        Parameter("max_chunk_age_s", value=2.0)]))
+    wait_until(lambda: len(probe.history.get(ACTION_TOPIC, [])) >= 10, 60, "10 commands")
+    ticks = [(t, d) for t, d in list(policy.ticks) if d > 0][-20:]
+    blocked = sum(d > 0.05 for _, d in ticks)
+    if inference == "sync":
+        assert blocked >= 2, ticks  # the 0.3 s model runs inside the tick
+        return
+    assert blocked == 0, f"ticks that waited on the model: {[round(d, 3) for _, d in ticks if d > 0.05]}"
+    periods = np.diff([t for t, _ in list(policy.ticks)[-20:]])
+    assert abs(float(np.median(periods)) - 0.1) < 0.03, periods
+    steps = [msg_to_action(m) for _, m in probe.history[ACTION_TOPIC]]
+    assert all(b.stamp > a.stamp for a, b in itertools.pairwise(steps)), "planned times go forward"

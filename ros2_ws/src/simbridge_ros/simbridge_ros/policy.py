@@ -15,6 +15,12 @@ contract must have a publisher and deliver images of the contract's size. A mism
 refused (status ``refused`` with the reason) and nothing is ever published, so the arm cannot
 move under a policy that would see the wrong images.
 
+Inference runs off the control tick by default (``inference: async``,
+:class:`simbridge.deploy.async_inference.AsyncChunkRunner`): a worker thread computes the next chunk
+while the current one executes, the tick never waits on the model, and chunks older than
+``max_chunk_age_s`` are dropped. ``inference: sync`` predicts inside the tick (the chunk executors of
+:mod:`simbridge.deploy.chunking`), for comparison.
+
 Run-time parameters: ``instruction``, ``enabled`` and ``bundle`` (a new bundle is loaded and
 verified again); ``~/reset`` (std_srvs/Trigger) starts a new episode (policy + chunk state).
 """
@@ -84,6 +90,9 @@ class PolicyNode(Node):
         self.declare_parameter("camera_timeout_s", 10.0)
         self.declare_parameter("publish_actions", True)  # false: only /simbridge/policy_action (teleop mux)
         self.declare_parameter("source", "policy")
+        self.declare_parameter("inference", "async")  # async: off the control tick | sync: inside it
+        self.declare_parameter("request_below", 0)  # async: ask for the next chunk below this many queued (0: half)
+        self.declare_parameter("max_chunk_age_s", 0.5)  # async: drop chunks/actions planned from older observations
         # Public keys (PEM paths) of trusted exporters: when set, only bundles they signed are loaded.
         self.declare_parameter("trusted_keys", [""])
 
@@ -98,6 +107,7 @@ class PolicyNode(Node):
         self.steps = 0
         self.predictions = 0
         self.trace: deque[tuple[float, float, float]] = deque(maxlen=1000)  # (command, observation, inference s)
+        self.ticks: deque[tuple[float, float]] = deque(maxlen=1000)  # (tick start monotonic, tick duration s)
 
         self.pub_action = self.create_publisher(JointState, ACTION_TOPIC, 10)
         self.pub_policy_action = self.create_publisher(JointState, POLICY_ACTION_TOPIC, 10)
@@ -108,6 +118,7 @@ class PolicyNode(Node):
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
         self.policy: Any = None
+        self.runner: Any = None
         if policy is not None:
             self._install(policy)
         elif self.get_parameter("bundle").value:
@@ -137,6 +148,19 @@ class PolicyNode(Node):
         rate = float(p("control_rate_hz").value) or contract.action.control_rate_hz
         self._period = 1.0 / rate
         self._chunk_obs_time, self._chunk_step = 0.0, 0
+        if self.runner is not None:
+            self.runner.close()
+        self.runner = None
+        if p("inference").value == "async":
+            from simbridge.deploy.async_inference import AsyncChunkRunner
+
+            mode = p("chunk_mode").value
+            self.runner = AsyncChunkRunner(
+                policy.predict, self._period, contract.chunk_size, request_below=int(p("request_below").value),
+                max_chunk_age_s=float(p("max_chunk_age_s").value),
+                aggregate="average" if mode == "ensemble" else "replace", decay=float(p("ensemble_decay").value))
+        elif p("inference").value != "sync":
+            raise ValueError(f"inference: 'async' or 'sync', got {p('inference').value!r}")
         if self._timer is not None:
             self.destroy_timer(self._timer)
         self._timer = self.create_timer(1.0 / rate, self._on_tick)
@@ -191,7 +215,17 @@ class PolicyNode(Node):
         self.state["ee_pose"] = parse_pose(msg)
 
     def _on_tick(self) -> None:
+        start = time.monotonic()
+        try:
+            self._control_step()
+        finally:
+            self.ticks.append((start, time.monotonic() - start))
+
+    def _control_step(self) -> None:
         if self.policy is None or not self._verify() or not self.get_parameter("enabled").value:
+            return
+        if self.runner is not None:
+            self._tick_async()
             return
         obs = self._observation()
         if obs is None:
@@ -212,6 +246,22 @@ class PolicyNode(Node):
         self._chunk_step += 1
         published = time.time()
         self.trace.append((published, obs.timestamp, inference))
+        self._publish(action, stamp, published)
+
+    def _tick_async(self) -> None:
+        """Take the next planned action (the worker thread computes chunks); never waits on the model."""
+        planned = self.runner.tick(self._observation)
+        if self.runner.stats.errors and self.runner.stats.last_error:
+            self.get_logger().error(f"inference failed: {self.runner.stats.last_error}", throttle_duration_sec=5.0)
+        if planned is None:
+            return
+        self.steps += 1
+        self.predictions = planned.chunk
+        published = time.time()
+        self.trace.append((published, planned.observed, self.runner.stats.inference_s))
+        self._publish(planned.action, planned.planned_time, published)
+
+    def _publish(self, action: np.ndarray, stamp: float, published: float) -> None:
         msg = action_to_msg(action, self.source, stamp, published=published)
         self.pub_policy_action.publish(msg)
         if self.get_parameter("publish_actions").value:
@@ -242,12 +292,16 @@ class PolicyNode(Node):
             return response
         self.policy.reset()
         self.chunker.reset()
+        if self.runner is not None:
+            self.runner.reset()
         self.steps = 0
         response.success, response.message = not self.refusal, self.refusal or f"reset {self.source}"
         return response
 
     def _on_set_parameters(self, params) -> SetParametersResult:
         for param in params:
+            if param.name == "enabled" and not param.value and self.runner is not None:
+                self.runner.reset()  # nothing queued survives a pause
             if param.name == "bundle" and param.value:
                 try:
                     self._install(load_bundle_policy(param.value, trusted_keys=self._trusted_keys()))
@@ -262,6 +316,11 @@ class PolicyNode(Node):
             return
         self.status_text, self._detail = state, detail
         self.pub_status.publish(json_msg(state=state, detail=detail, source=getattr(self, "source", "")))
+
+
+    def close(self) -> None:
+        if self.runner is not None:
+            self.runner.close()
 
 
 def main(args=None) -> None:
