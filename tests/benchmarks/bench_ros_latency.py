@@ -12,7 +12,14 @@ headless rendering of the scene camera), franka node (FrankyRobot + safety filte
 * policy inference time (BundlePolicy.predict, measured around the call);
 * CPU use of the process (all nodes, all threads) as a fraction of one core and of the machine.
 
-    .venv/bin/python tests/benchmarks/bench_ros_latency.py [--bundle runs/export/sft/latest] [--seconds 20]
+    .venv/bin/python tests/benchmarks/bench_ros_latency.py [--bundle runs/export/sft/latest] [--seconds 20] \
+        [--modes sync,async] [--slow 0.3]
+
+Each inference mode of the policy node (``sync``: predict inside the control tick; ``async``: a
+worker thread, :mod:`simbridge.deploy.async_inference`) is measured in the same run; ``--slow``
+adds a fixed delay to every inference (a larger model). Per mode: frame -> command latency and its
+breakdown (frame -> published by the policy node, published -> executed command seen), control-tick
+period jitter and duration, ticks blocked by inference (> 50 ms), inference percentiles.
 
 Without --bundle a micro OpenVLA-OFT bundle (untrained, 128x128 scene camera) is exported first.
 Prints JSON and writes tests/benchmarks/results/ros_latency.json.
@@ -71,40 +78,42 @@ def percentiles(values: list[float]) -> dict[str, float]:
             "mean_ms": round(float(a.mean()), 2), "max_ms": round(float(a.max()), 2), "n": len(values)}
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--bundle", type=Path, default=None)
-    parser.add_argument("--seconds", type=float, default=20.0)
-    parser.add_argument("--out", type=Path, default=REPO / "tests" / "benchmarks" / "results" / "ros_latency.json")
-    args = parser.parse_args()
-
+def run_graph(bundle: Path, inference: str, seconds: float, slow_s: float) -> dict:
+    """One measurement: twin + franka + policy nodes with ``inference`` (sync | async)."""
     import rclpy
     from rclpy.context import Context
     from rclpy.executors import MultiThreadedExecutor
     from rclpy.parameter import Parameter
     from sensor_msgs.msg import JointState
-    from simbridge_ros.common import EXECUTED_ACTION_TOPIC, from_stamp
+    from simbridge_ros.common import EXECUTED_ACTION_TOPIC, msg_to_action
     from simbridge_ros.franka import FrankaNode
     from simbridge_ros.policy import PolicyNode
     from simbridge_ros.twin import TwinNode
 
+    from simbridge.deploy.runtime import BundlePolicy
     from simbridge.deploy.twin import TwinSim
 
-    tmp = Path(tempfile.mkdtemp(prefix="bench-ros-"))
-    bundle = args.bundle or micro_bundle(tmp)
+    policy_impl = BundlePolicy(bundle)
+    if slow_s > 0:  # a larger model: the bundle, slowed
+        real_predict = policy_impl.predict
+        policy_impl.predict = lambda obs: (time.sleep(slow_s), real_predict(obs))[1]
     context = Context()
     rclpy.init(context=context)
-    samples: list[tuple[float, float]] = []  # (receive wall time, command stamp)
+    samples: list[tuple[float, float, float]] = []  # (receive wall time, observation-based stamp, published)
     with TwinSim(seed=0) as twin:
         twin_node = TwinNode(twin, context=context, parameter_overrides=[Parameter("camera_rate_hz", value=10.0)])
         franka = FrankaNode(context=context, parameter_overrides=[
             Parameter("robot_ip", value=twin.hostname), Parameter("sim", value=True)])
-        policy = PolicyNode(context=context, parameter_overrides=[
-            Parameter("bundle", value=str(bundle)), Parameter("instruction", value="put the red cube on the plate"),
-            Parameter("control_rate_hz", value=10.0)])
+        policy = PolicyNode(policy_impl, context=context, parameter_overrides=[
+            Parameter("instruction", value="put the red cube on the plate"), Parameter("control_rate_hz", value=10.0),
+            Parameter("inference", value=inference), Parameter("max_observation_age_s", value=1.0)])
         probe = rclpy.create_node("bench_probe", context=context)
-        probe.create_subscription(JointState, EXECUTED_ACTION_TOPIC,
-                                  lambda m: samples.append((time.time(), from_stamp(m.header.stamp))), 50)
+
+        def on_executed(m) -> None:
+            cmd = msg_to_action(m)
+            samples.append((time.time(), cmd.stamp, cmd.published or cmd.stamp))
+
+        probe.create_subscription(JointState, EXECUTED_ACTION_TOPIC, on_executed, 50)
         nodes = [twin_node, franka, policy, probe]
         executor = MultiThreadedExecutor(num_threads=6, context=context)
         for n in nodes:
@@ -118,41 +127,67 @@ def main() -> int:
         if not samples:
             raise SystemExit(f"no executed action within 60 s; policy status: {policy.status_text} {policy.refusal}")
         samples.clear()
+        policy.ticks.clear()
         cpu0, wall0 = time.process_time(), time.monotonic()
-        time.sleep(args.seconds)
+        time.sleep(seconds)
         cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
         taken = list(samples)
+        ticks = list(policy.ticks)
         stop.set()
         spinner.join()
         for n in nodes:
             executor.remove_node(n)
-        for n in (twin_node, franka):
+        for n in (twin_node, franka, policy):
             n.close()
         for n in nodes:
             n.destroy_node()
         executor.shutdown()
     context.try_shutdown()
 
-    trace = {cmd: (obs, inference) for cmd, obs, inference in policy.trace}
-    latency = [recv - trace[cmd][0] for recv, cmd in taken if cmd in trace]
-    transport = [recv - cmd for recv, cmd in taken]
-    infer = [inference for cmd, (_, inference) in trace.items() if inference > 0 and cmd >= taken[0][1]]
-    periods = np.diff([recv for recv, _ in taken])
-    result = {
-        "benchmark": "ros_latency",
-        "setup": "twin (franky-sim, 128x128 scene camera at 10 Hz) + franka + policy nodes, one process, DDS loopback",
-        "bundle": str(bundle),
-        "control_rate_hz": 10.0,
+    trace = {published: (obs, inference) for published, obs, inference in policy.trace}
+    frame_to_command = [recv - trace[pub][0] for recv, _, pub in taken if pub in trace]
+    frame_to_published = [pub - trace[pub][0] for _, _, pub in taken if pub in trace]
+    transport = [recv - pub for recv, _, pub in taken]
+    infer = [inference for pub, (_, inference) in trace.items() if inference > 0 and pub >= taken[0][2]]
+    periods = np.diff([recv for recv, _, _ in taken])
+    tick_periods = np.diff([t for t, _ in ticks])
+    return {
+        "inference_mode": inference,
+        "inference_slowed_by_s": slow_s,
         "seconds": round(wall, 1),
-        "frame_to_command_latency": percentiles(latency),
-        "command_to_executed_latency": percentiles(transport),
-        "control_period": {**percentiles(list(periods)),
-                           "jitter_std_ms": round(float(np.std(periods) * 1000), 2),
-                           "jitter_p99_abs_ms": round(float(np.percentile(np.abs(periods - 0.1), 99) * 1000), 2)},
+        "frame_to_command_latency": percentiles(frame_to_command),
+        "breakdown": {
+            "frame_to_published": percentiles(frame_to_published),
+            "published_to_executed_seen": percentiles(transport),
+        },
+        "executed_command_period": {**percentiles(list(periods)),
+                                    "jitter_std_ms": round(float(np.std(periods) * 1000), 2)},
+        "control_tick": {"period_jitter_std_ms": round(float(np.std(tick_periods) * 1000), 2),
+                         "duration_p99_ms": round(float(np.percentile([d for _, d in ticks], 99) * 1000), 2),
+                         "blocked_by_inference": int(sum(d > 0.05 for _, d in ticks)), "ticks": len(ticks)},
         "policy_inference": percentiles(infer) if infer else None,
         "commands_per_s": round(len(taken) / wall, 2),
         "cpu_cores_used": round(cpu / wall, 3),
-        "cpu_fraction_of_machine": round(cpu / wall / (os.cpu_count() or 1), 3),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--bundle", type=Path, default=None)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--slow", type=float, default=0.0, help="add this many seconds to every inference")
+    parser.add_argument("--modes", default="sync,async", help="inference modes to compare, in one run")
+    parser.add_argument("--out", type=Path, default=REPO / "tests" / "benchmarks" / "results" / "ros_latency.json")
+    args = parser.parse_args()
+    bundle = args.bundle or micro_bundle(Path(tempfile.mkdtemp(prefix="bench-ros-")))
+    runs = [run_graph(bundle, mode, args.seconds, args.slow) for mode in args.modes.split(",")]
+    result = {
+        "benchmark": "ros_latency",
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "setup": "twin (franky-sim, 128x128 scene camera at 10 Hz) + franka + policy nodes, one process, DDS loopback",
+        "bundle": str(bundle),
+        "control_rate_hz": 10.0,
+        "runs": runs,
         "machine": {"cpus": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2)},
     }
     print(json.dumps(result, indent=1))
