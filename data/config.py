@@ -88,10 +88,13 @@ def load_config(
     path: str | Path | Sequence[str | Path] | None = None,
     overrides: Sequence[str] = (),
     data: Mapping[str, Any] | None = None,
+    where: str | None = None,
 ) -> T:
-    """Build a validated ``schema`` instance from YAML file(s), a mapping and overrides."""
+    """Build a validated ``schema`` instance from YAML file(s), a mapping and overrides.
+
+    ``where`` names the source in error messages (default: the files, or ``<defaults>``)."""
     paths = [] if path is None else [path] if isinstance(path, (str, Path)) else list(path)
-    where = ", ".join(str(p) for p in paths) or "<defaults>"
+    where = where or ", ".join(str(p) for p in paths) or "<defaults>"
     try:
         merged = OmegaConf.create({})
         for p in paths:
@@ -137,24 +140,33 @@ def _plain(v: Any) -> Any:
 
 
 def _explain(schema: type, exc: ValidationError, where: str) -> str:
-    lines = [f"invalid config {where} for {schema.__name__} ({exc.error_count()} problem(s)):"]
-    for err in exc.errors():
-        loc = [str(p) for p in err["loc"] if not (isinstance(p, str) and p[:1].isupper())]
-        key = ".".join(loc) or "<top level>"
-        value = err.get("input")
-        if err["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
-            allowed = _allowed_keys(schema, loc[:-1])
-            hint = f"; allowed keys here: {', '.join(allowed)}" if allowed else ""
-            lines.append(f"  - unknown key '{key}'{hint}")
-        elif err["type"] == "missing":
-            lines.append(f"  - missing required key '{key}'")
-        else:
-            msg = err["msg"].removeprefix("Value error, ")
-            field_name, _, rest = msg.partition(": ")
-            if rest and isinstance(value, Mapping) and field_name in value:
-                key, value, msg = f"{key}.{field_name}" if loc else field_name, value[field_name], rest
-            lines.append(f"  - key '{key}': bad value {value!r}: {msg}")
-    return "\n".join(lines)
+    # One problem is one line (a command line's error); several are listed one per line.
+    problems = [_problem(schema, err) for err in exc.errors()]
+    head = f"invalid config {where} for {schema.__name__}"
+    if len(problems) == 1:
+        return f"{head}: {problems[0]}"
+    return "\n".join([f"{head} ({len(problems)} problem(s)):", *(f"  - {p}" for p in problems)])
+
+
+def _problem(schema: type, err: Any) -> str:
+    loc = [str(p) for p in err["loc"] if not (isinstance(p, str) and p[:1].isupper())]
+    key = ".".join(loc) or "<top level>"
+    value = err.get("input")
+    if err["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
+        allowed = _allowed_keys(schema, loc[:-1])
+        hint = f"; allowed keys here: {', '.join(allowed)}" if allowed else ""
+        return f"unknown key '{key}'{hint}"
+    if err["type"] == "missing":
+        return f"missing required key '{key}'"
+    msg = err["msg"].removeprefix("Value error, ")
+    field_name, _, rest = msg.partition(": ")
+    # A __post_init__ message "<field>: <what is allowed>" is about that field, also when it was not given.
+    if rest and isinstance(value, Mapping) and (field_name in value or field_name in _allowed_keys(schema, loc)):
+        key = f"{key}.{field_name}" if loc else field_name
+        if field_name not in value:
+            return f"key '{key}': {rest}"
+        value, msg = value[field_name], rest
+    return f"key '{key}': bad value {value!r}: {msg}"
 
 
 def _allowed_keys(schema: type, loc: list[str]) -> list[str]:
