@@ -1,48 +1,50 @@
 """``simbridge``: the one command line of the project.
 
 Each verb lives in its own module, ``simbridge.<layer>.cli_<verb>``, which defines
-``add_arguments(parser)`` and ``run(args) -> int``. This dispatcher only knows the verbs'
-names, so ``simbridge --help`` is instant and a verb imports only its own layer (``deploy``
-never pulls in torch). It lives in ``simbridge.data`` because that is the base layer every
-other layer already depends on.
+``add_arguments(parser)`` and ``run(args) -> int``. Its options are a typed config dataclass,
+turned into ``--config FILE``, one flag per field and ``key=value`` overrides by
+:mod:`simbridge.data.cli_config`. This dispatcher only knows the verbs' names, so
+``simbridge --help`` is instant and a verb imports only its own layer (``deploy`` never pulls in
+torch). It lives in ``simbridge.data`` because that is the base layer every other layer already
+depends on.
 
-Exit codes: 0 success, 1 the verb failed, 2 bad command-line arguments or configuration,
-3 the verb is not available in this installation. A verb's :class:`~simbridge.data.config.ConfigError`
-(exit 2) and :class:`~simbridge.data.spec.ContractError` (exit 1; this includes
-``BundleError``: a refused policy bundle) print their message, not a traceback: it already
-names the field or file and the fix.
+Exit codes: 0 success, 1 the verb failed, 2 bad command-line arguments or configuration. A usage
+error and a verb's :class:`~simbridge.data.config.ConfigError` are one line,
+``simbridge <verb>: error: ...`` naming the option or key (exit 2);
+:class:`~simbridge.data.spec.ContractError` (exit 1; this includes ``BundleError``: a refused
+policy bundle) prints its message on one line, not a traceback: it already names the field or
+file and the fix.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import sys
+import typing
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 @dataclass(frozen=True)
 class Verb:
     module: str
     summary: str
-    issue: int  # the tracker issue that builds it, named when it is missing
 
 
 VERBS: dict[str, Verb] = {
-    "train": Verb("simbridge.training.cli_train", "train a policy in simulation: sft | ppo | grpo", 4),
-    "demos": Verb("simbridge.training.cli_demos", "record scripted-expert demonstrations in simulation (for SFT)", 4),
-    "eval": Verb("simbridge.training.cli_eval", "evaluate a policy (checkpoint, bundle or expert) on a suite", 3),
-    "export": Verb("simbridge.deploy.cli_export", "export a checkpoint to a verified ONNX policy bundle", 6),
-    "deploy": Verb("simbridge.deploy.cli_deploy", "run the policy on the robot or its simulated twin (ROS 2 nodes)", 7),
-    "collect": Verb("simbridge.data.cli_collect", "collect teleop demonstrations or interventions", 8),
-    "calibrate": Verb("simbridge.calibration.cli_calibrate", "camera intrinsics, hand-eye, verify, board", 9),
-    "data": Verb("simbridge.data.cli_data", "inspect and convert episode stores: info | validate | ...", 8),
-    "report": Verb("simbridge.data.cli_report", "compare SFT vs RL policies across generalization splits", 10),
-    "demo": Verb("simbridge.training.cli_demo", "the main job on the embedded default (sim robot, tiny model)", 10),
+    "train": Verb("simbridge.training.cli_train", "train a policy in simulation: sft | ppo | grpo"),
+    "demos": Verb("simbridge.training.cli_demos", "record scripted-expert demonstrations in simulation (for SFT)"),
+    "eval": Verb("simbridge.training.cli_eval", "evaluate a policy (checkpoint, bundle or expert) on a suite"),
+    "export": Verb("simbridge.deploy.cli_export", "export a checkpoint to a verified ONNX policy bundle"),
+    "deploy": Verb("simbridge.deploy.cli_deploy", "run the policy on the robot or its simulated twin (ROS 2 nodes)"),
+    "collect": Verb("simbridge.data.cli_collect", "collect teleop demonstrations or interventions"),
+    "calibrate": Verb("simbridge.calibration.cli_calibrate", "camera intrinsics, hand-eye, verify, board"),
+    "data": Verb("simbridge.data.cli_data", "inspect and convert episode stores: info | validate | ..."),
+    "report": Verb("simbridge.data.cli_report", "compare SFT vs RL policies across generalization splits"),
+    "demo": Verb("simbridge.training.cli_demo", "the main job on the embedded default (sim robot, tiny model)"),
 }
 
 
@@ -79,23 +81,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         top.print_usage(sys.stderr)
         print(f"simbridge: error: unknown verb {name!r}{hint}; choose from {', '.join(VERBS)}", file=sys.stderr)
         return EXIT_USAGE
-    if importlib.util.find_spec(verb.module) is None:
-        print(
-            f"simbridge {name}: not built yet in this version (tracked in issue #{verb.issue}: {verb.summary}).",
-            file=sys.stderr,
-        )
-        return EXIT_UNAVAILABLE
     module = importlib.import_module(verb.module)
-    parser = argparse.ArgumentParser(prog=f"simbridge {name}", description=verb.summary)
+    parser = VerbParser(prog=f"simbridge {name}", description=verb.summary)
     module.add_arguments(parser)
-    args = parser.parse_args(rest)  # exits 2 with a usage message on bad arguments
+    from simbridge.data.cli_config import parse_verb_args
     from simbridge.data.config import ConfigError
     from simbridge.data.spec import ContractError
 
+    args = parse_verb_args(parser, rest)  # exits 2 with one line on bad arguments
     try:
         return int(module.run(args) or 0)
     except ConfigError as exc:
-        print(f"simbridge {name}: {exc}", file=sys.stderr)
+        print(f"simbridge {name}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except ContractError as exc:  # e.g. a bundle refused as corrupted, unsigned or incompatible
         print(f"simbridge {name}: {_one_line(exc)}", file=sys.stderr)
@@ -105,7 +102,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def _one_line(exc: BaseException) -> str:
+class VerbParser(argparse.ArgumentParser):
+    """A verb's parser: a usage error is one line naming the option, not the whole usage (with one
+    flag per config field the usage is long, and the error would scroll away below it)."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        # What the usage line would have shown: the choices of a missing positional (train <trainer>).
+        for action in self._actions:
+            name = action.metavar or action.dest
+            if (not action.option_strings and action.choices and isinstance(name, str) and name in message
+                    and not name.startswith("{")):  # a {a,b} metavar lists them already
+                message += f"; {name}: one of {', '.join(map(str, action.choices))}"
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {_one_line(message)} (see '{self.prog} --help')\n")
+
+
+def _one_line(exc: BaseException | str) -> str:
     """The message on one line (a path or a quoted value may carry a newline)."""
     return " ".join(str(exc).split()) or type(exc).__name__
 

@@ -23,7 +23,7 @@ VERB = textwrap.dedent(
 def test_bundle_error_from_a_verb_is_one_line_exit_1(tmp_path, monkeypatch, capsys) -> None:
     (tmp_path / "fake_bundle_verb.py").write_text(VERB)
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setitem(cli.VERBS, "fake", cli.Verb("fake_bundle_verb", "raises BundleError", 0))
+    monkeypatch.setitem(cli.VERBS, "fake", cli.Verb("fake_bundle_verb", "raises BundleError"))
     try:
         assert cli.main(["fake", "b"]) == cli.EXIT_FAILED
     finally:
