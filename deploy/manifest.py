@@ -69,6 +69,7 @@ REQUIRED_FIELDS: dict[str, type | tuple[type, ...]] = {
 OPTIONAL_FIELDS: dict[str, type | tuple[type, ...]] = {
     "preset": str,
     "instruction.template": str,
+    "instruction.strip_whitespace": bool,
     "instruction.strip_chars": str,
     "instruction.lowercase": bool,
     "instruction.prefix_ids": list,

@@ -93,7 +93,7 @@ class InstructionTokenizer:
     with the prompt, truncation and padding the checkpoint was trained with (manifest section
     ``instruction``)::
 
-        text = template.format(instruction=<stripped, trailing strip_chars removed, lowercased?>)
+        text = template.format(instruction=<stripped?, trailing strip_chars removed, lowercased?>)
         ids  = prefix_ids + encode(text)[:max_length - len(prefix_ids) - len(suffix_ids)] + suffix_ids
 
     then padded (left by default) to the longest instruction of the batch.
@@ -109,6 +109,8 @@ class InstructionTokenizer:
         self._tok.no_padding()
         self._tok.no_truncation()
         self.template: str = spec.get("template", "{instruction}")
+        # Bundles written before the field existed stripped white space (OpenVLA's prompt does not).
+        self.strip_whitespace: bool = bool(spec.get("strip_whitespace", True))
         self.strip_chars: str = spec.get("strip_chars", "")  # stripped from the end of the instruction
         self.lowercase: bool = bool(spec.get("lowercase", False))
         self.prefix_ids: list[int] = [int(i) for i in spec.get("prefix_ids", [])]  # e.g. [<bos>]
@@ -127,7 +129,7 @@ class InstructionTokenizer:
             )
 
     def text(self, instruction: str) -> str:
-        s = instruction.strip()
+        s = instruction.strip() if self.strip_whitespace else instruction
         if self.strip_chars:
             s = s.rstrip(self.strip_chars)
         if self.lowercase:

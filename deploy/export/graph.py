@@ -3,7 +3,8 @@ and :func:`export_onnx` (traces it to ``policy.onnx``).
 
 The graph takes one ``uint8 (B, H, W, 3)`` image per camera, the raw proprio vector when the
 policy reads it, and the tokenized instruction (``input_ids`` / ``attention_mask``, left-padded);
-inside it scales and resizes the images (the checkpoint's own resize, probed as two matrices),
+inside it scales and resizes the images (the checkpoint's own resize, probed as two matrices and
+applied width first, each pass clipped to [0, 1], as PIL's bicubic does; bilinear never leaves it),
 normalizes proprio, then runs the policy's :meth:`greedy_decode` — the very code
 ``act(deterministic=True)`` runs: one pass for the parallel family, the autoregressive family's
 KV-cached loop unrolled — which also de-normalizes the actions. Outputs: ``GRAPH_OUTPUTS``.
@@ -14,8 +15,9 @@ lazily (exporting, never on the robot).
 
 from __future__ import annotations
 
+import contextlib
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,32 +31,40 @@ from simbridge.deploy.export.options import GRAPH_OUTPUTS, ExportError
 
 
 def _resize_matrices(policy: Any, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The policy's image resize as two matrices, ``resized = Wy @ image @ Wx.T`` per channel.
+    """The policy's image resize as two matrices, ``resized = clip(Wy @ clip(image @ Wx.T))``.
 
-    Found by running the policy's own ``prepare_images`` on one-hot rows and columns, so the
-    graph reproduces whatever (linear, separable) resize the checkpoint was trained with —
-    antialiased bilinear included, which ONNX ``Resize`` does not match exactly. Checked
-    against ``prepare_images`` on a real image before use.
+    Found by running the policy's own ``prepare_images`` on single lit rows and columns over a
+    grey background (so that no clipping happens: a bicubic kernel's negative lobes would be
+    clipped at 0 around a lit line on black), so the graph reproduces whatever separable resize
+    the checkpoint uses — antialiased bilinear and PIL's bicubic included, which ONNX ``Resize``
+    does not match exactly. Checked against ``prepare_images`` on a real image before use.
     """
-    probes = np.zeros((height + width, 1, height, width, 3), np.uint8)
+    base, lit = 64, 128  # grey + lit line stays inside [0, 255] after any kernel's over/undershoot
+    probes = np.full((height + width + 1, 1, height, width, 3), base, np.uint8)
     for k in range(height):
-        probes[k, 0, k, :, :] = 255
+        probes[k, 0, k, :, :] = base + lit
     for k in range(width):
-        probes[height + k, 0, :, k, :] = 255
+        probes[height + k, 0, :, k, :] = base + lit
     with torch.no_grad():
-        out = policy.prepare_images(probes).cpu().float()  # (H+W, 1, 3, S, S)
-        wy = out[:height, 0, 0, :, 0].T.contiguous()  # (S, H)
-        wx = out[height:, 0, 0, 0, :].T.contiguous()  # (S, W)
+        out = policy.prepare_images(probes).cpu().double()  # (H+W+1, 1, 3, S, S); the last: grey only
+        out = (out[:-1] - out[-1:]) * (255.0 / lit)  # the response to one lit line of value 1
+        wy = out[:height, 0, 0, :, 0].T.contiguous().float()  # (S, H)
+        wx = out[height:, 0, 0, 0, :].T.contiguous().float()  # (S, W)
         image = np.random.default_rng(0).integers(0, 256, (1, 1, height, width, 3), dtype=np.uint8)
         expected = policy.prepare_images(image).cpu().float()[0, 0]
         x = torch.as_tensor(image[0, 0]).permute(2, 0, 1).float() / 255.0
-        err = float((wy @ x @ wx.T - expected).abs().max())
+        err = float((_resize(x, wy, wx) - expected).abs().max())
     if err > 1e-5:
         raise ExportError(
             f"the policy's image preprocessing is not a separable linear resize (error {err:.2g}); "
             "the exporter cannot reproduce it in the graph"
         )
     return wy, wx
+
+
+def _resize(x: torch.Tensor, wy: torch.Tensor, wx: torch.Tensor) -> torch.Tensor:
+    """(..., H, W) -> (..., S, S): the width pass, then the height pass, each clipped to [0, 1]."""
+    return torch.matmul(wy, torch.matmul(x, wx.t()).clamp(0.0, 1.0)).clamp(0.0, 1.0)
 
 
 class PolicyGraph(nn.Module):
@@ -91,6 +101,7 @@ class PolicyGraph(nn.Module):
         std = stats.proprio_std if stats.proprio_std is not None else np.ones(8, np.float32)
         self.register_buffer("proprio_mean", torch.as_tensor(np.asarray(mean, np.float32)))
         self.register_buffer("proprio_std", torch.as_tensor(np.asarray(std, np.float32)))
+        self.proprio_clip = bool(getattr(stats, "proprio_clip", False))
 
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         images, rest = inputs[: len(self.cameras)], list(inputs[len(self.cameras) :])
@@ -99,9 +110,7 @@ class PolicyGraph(nn.Module):
         pixels = []
         for name, img in zip(self.cameras, images, strict=True):
             x = img.permute(0, 3, 1, 2).float() / 255.0
-            pixels.append(
-                torch.matmul(torch.matmul(getattr(self, f"wy_{name}"), x), getattr(self, f"wx_{name}").t())
-            )
+            pixels.append(_resize(x, getattr(self, f"wy_{name}"), getattr(self, f"wx_{name}")))
         batch = {
             "pixel_values": torch.stack(pixels, dim=1),
             "input_ids": input_ids,
@@ -109,14 +118,45 @@ class PolicyGraph(nn.Module):
         }
         if proprio is not None:
             batch["proprio"] = (proprio - self.proprio_mean) / self.proprio_std
+            if self.proprio_clip:  # OpenVLA-OFT's q01/q99 proprio normalization clips
+                batch["proprio"] = batch["proprio"].clamp(-1.0, 1.0)
         out = self.policy.greedy_decode(batch)  # the torch policy's own decoding, traced
         return out.tokens, out.actions, out.logprobs, out.values
+
+
+@contextlib.contextmanager
+def _static_position_embeddings(policy: Any) -> Iterator[None]:
+    """While tracing, use the vision encoders' position tables as they are when the patch grid matches.
+
+    transformers' DINOv2 embeddings always interpolate the table under ``torch.jit`` tracing (to
+    keep image sizes dynamic) — with DINOv2-with-registers an antialiased bicubic that ONNX has no
+    operator for. The graph feeds the model's own image size, where that interpolation is the identity.
+    """
+    patched = []
+    for name in ("dinov2", "siglip"):
+        emb = getattr(getattr(policy, name, None), "embeddings", None)
+        if emb is None or not hasattr(emb, "position_embeddings"):
+            continue
+        original = emb.interpolate_pos_encoding
+
+        def interpolate(embeddings, height, width, emb=emb, original=original):
+            if embeddings.shape[1] == emb.position_embeddings.shape[1] and height == width:
+                return emb.position_embeddings
+            return original(embeddings, height, width)
+
+        emb.interpolate_pos_encoding = interpolate
+        patched.append(emb)
+    try:
+        yield
+    finally:
+        for emb in patched:
+            del emb.interpolate_pos_encoding  # back to the class's method
 
 
 def _run_exporter(
     exporter: str, module: nn.Module, args: tuple, path: Path, input_names: list[str], opset: int
 ) -> None:
-    with warnings.catch_warnings(), torch.no_grad():
+    with warnings.catch_warnings(), torch.no_grad(), _static_position_embeddings(module.policy):
         warnings.simplefilter("ignore")  # TracerWarnings about shape-dependent Python branches
         if exporter == "torchscript":
             dynamic_axes: dict[str, dict[int, str]] = {

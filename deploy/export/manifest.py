@@ -2,10 +2,11 @@
 runtime follows, for people and other runtimes (the schema and its checks are
 :mod:`simbridge.deploy.manifest`).
 
-Nothing here is restated: image normalization and resize come from the model's public
-constants (``ENCODER_NORMALIZATION``, ``RESIZE_INTERPOLATION``), the instruction rules from the
-checkpoint tokenizer's attributes (``strip_chars``, ``lowercase``, ``prefix_ids`` ...), action
-statistics from its ``ActionStats``. Sections built here: ``model`` (:func:`model_section`),
+Nothing here is restated: image normalization comes from the model's public constants
+(``ENCODER_NORMALIZATION``), the resize and the LM input layout from the checkpoint's config
+(``image_interpolation``, ``sequence_layout``), the instruction rules from the checkpoint
+tokenizer's attributes (``strip_whitespace``, ``strip_chars``, ``lowercase``, ``prefix_ids`` ...),
+action statistics from its ``ActionStats``. Sections built here: ``model`` (:func:`model_section`),
 ``instruction`` (:func:`write_tokenizer`), the rest (:func:`build_manifest`). The pipeline adds
 ``source`` and, once the parity check passed, ``parity``; the bundle writer ``files`` and
 ``bundle_id``.
@@ -74,6 +75,7 @@ def write_tokenizer(policy: Any, path: Path) -> dict[str, Any]:
     return {  # the rules the checkpoint's tokenizer follows, read from it (never restated here)
         "tokenizer": path.name,
         "template": tok.prompt_template,
+        "strip_whitespace": bool(tok.strip_whitespace),
         "strip_chars": tok.strip_chars,
         "lowercase": bool(tok.lowercase),
         "prefix_ids": [int(i) for i in tok.prefix_ids],
@@ -95,6 +97,7 @@ def build_manifest(
 
     cfg, contract, stats = policy.config, policy.contract, policy.action_stats
     size = int(cfg.image_size)
+    interpolation = getattr(cfg, "image_interpolation", modeling.RESIZE_INTERPOLATION)
     configs = {"siglip": cfg.siglip_config, "dinov2": cfg.dinov2_config}
     normalize = [
         {"encoder": name, "mean": list(mean), "std": list(std)}
@@ -104,7 +107,7 @@ def build_manifest(
     cameras = [
         {
             "name": c.name, "height": c.height, "width": c.width, "dtype": "uint8", "layout": "HWC",
-            "channel_order": "RGB", "resize": [size, size], "interpolation": modeling.RESIZE_INTERPOLATION,
+            "channel_order": "RGB", "resize": [size, size], "interpolation": interpolation,
             "scale": 1.0 / 255.0, "mean": normalize[0]["mean"], "std": normalize[0]["std"], "normalize": normalize,
             "applied_in": "graph",
         }
@@ -117,6 +120,7 @@ def build_manifest(
         "names": ["x", "y", "z", "qw", "qx", "qy", "qz", "gripper_width"],
         "mean": None if stats.proprio_mean is None else [float(v) for v in stats.proprio_mean],
         "std": None if stats.proprio_std is None else [float(v) for v in stats.proprio_std],
+        "clip": [-1.0, 1.0] if getattr(stats, "proprio_clip", False) else None,
         "applied_in": "graph",
     }
     action = {
@@ -141,6 +145,9 @@ def build_manifest(
             },
             "applied_in": "graph",
         },
+        "greedy": "full vocabulary, ids outside the bins clipped to the nearest bin"
+        if getattr(cfg, "greedy_full_vocab", False)
+        else "action bins only",
         "low": [float(v) for v in contract.action.low],
         "high": [float(v) for v in contract.action.high],
     }
@@ -151,5 +158,5 @@ def build_manifest(
         "observation": {"cameras": cameras, "proprio": proprio},
         "instruction": instruction,
         "action": action,
-        "model": model,
+        "model": model | {"sequence_layout": getattr(cfg, "sequence_layout", "image-first")},
     }

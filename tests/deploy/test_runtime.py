@@ -122,6 +122,18 @@ def test_instruction_tokenization_matches_the_checkpoint(exported) -> None:
     np.testing.assert_array_equal(mask, ref_mask.numpy())
     assert ids.shape[1] == 48 and ids[2, -1] == policy.tokenizer.eos_id  # truncated, suffix kept
     assert mask[1].sum() < 48 and mask[1, 0] == 0  # short prompt: left padding
+    # OpenVLA's rules (lowercase only: spaces and punctuation kept), read from the manifest.
+    from simbridge.deploy.runtime import InstructionTokenizer as RuntimeTokenizer
+
+    openvla_rules = {"strip_whitespace": False, "strip_chars": "", "lowercase": True}
+    runtime_tok = RuntimeTokenizer(bundle / spec["tokenizer"], spec | openvla_rules)
+    policy.tokenizer.strip_whitespace, policy.tokenizer.strip_chars = False, ""
+    try:
+        messy = ["  Put the RED cube on the target!  ", "stack it."]
+        np.testing.assert_array_equal(runtime_tok(messy)[0], policy.tokenizer.batch(messy)[0].numpy())
+        assert runtime_tok.text(messy[0]).endswith("target!  ?\nOut:")
+    finally:
+        policy.tokenizer.strip_whitespace, policy.tokenizer.strip_chars = True, ".?!"
 
 
 def test_policy_protocol_and_metadata(exported) -> None:

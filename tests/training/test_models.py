@@ -266,3 +266,21 @@ def test_build_policy_rejects_unknown_names():
         build_policy("rt-2", "tiny")
     with pytest.raises(ValueError, match="tiny"):
         build_policy("openvla", "huge")
+
+
+def test_every_policy_uses_prismatics_sequence_layout(policy: VLAPolicy):
+    """<bos>, the vision tokens (+ proprio for OFT), the rest of the prompt: padded rows included."""
+    batch = policy.prepare([make_obs(0), make_obs(2)])  # the second prompt is shorter: left-padded
+    assert policy.config.sequence_layout == "prismatic"
+    with torch.no_grad():
+        embeds, mask = policy.prefix(batch)
+        vision = policy.vision_tokens(batch["pixel_values"])
+    n_vis = vision.shape[1] + int(policy.proprio_proj is not None)
+    for row in range(2):
+        keep = mask[row].bool()
+        seq, ids = embeds[row][keep], batch["input_ids"][row][batch["attention_mask"][row].bool()]
+        assert ids[0] == policy.tokenizer.bos_id
+        torch.testing.assert_close(seq[0], policy.embed_tokens(ids[:1])[0])
+        torch.testing.assert_close(seq[1 : 1 + vision.shape[1]], vision[row])
+        torch.testing.assert_close(seq[1 + n_vis :], policy.embed_tokens(ids[1:]))
+        assert torch.equal((mask[row].cumsum(-1) - 1)[keep], torch.arange(len(seq)))  # positions 0..L-1

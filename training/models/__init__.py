@@ -7,19 +7,21 @@
     >>> ev = policy.evaluate(batch, out.tokens)                          # same logprobs, + entropy
     >>> policy.save_pretrained("ckpt"); VLAPolicy.from_pretrained("ckpt")
 
-Modules: ``configuration`` (VLAConfig, PRESETS), ``modeling`` (the two families),
-``registry`` (POLICIES, build_policy), ``action_tokenizer`` (ActionStats, 256 bins),
-``text_tokenizer`` (byte-level BPE instruction tokenizer), ``loaders`` (real OpenVLA checkpoints).
+Modules: ``configuration`` (VLAConfig, PRESETS), ``modeling`` (the shared backbone),
+``families`` (the two decoders), ``images`` (resize, normalization), ``registry`` (POLICIES,
+build_policy), ``action_tokenizer`` (ActionStats, 256 bins), ``text_tokenizer`` (byte-level BPE
+instruction tokenizer), ``loaders`` (real OpenVLA / OpenVLA-OFT checkpoints), ``prismatic`` (what
+those checkpoints are, by their published files), ``conformance`` (a converted checkpoint vs its
+files: ``simbridge check-checkpoint``), ``upstream_fixture`` (small checkpoints in their layout).
 """
 
 from simbridge.training.models.action_tokenizer import NUM_BINS, ActionStats, bin_centers, discretize
 from simbridge.training.models.configuration import FAMILIES, PRESETS, VLAConfig
+from simbridge.training.models.families import OpenVLAOFTPolicy, OpenVLAPolicy
 from simbridge.training.models.modeling import (
     ActOutput,
     EvalOutput,
     ForwardOutput,
-    OpenVLAOFTPolicy,
-    OpenVLAPolicy,
     VLAPolicy,
     check_policy_dir,
 )

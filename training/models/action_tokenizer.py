@@ -42,6 +42,8 @@ class ActionStats:
     proprio_mean: np.ndarray | None = None
     proprio_std: np.ndarray | None = None
     num_samples: int = 0
+    #: Clip normalized proprio to [-1, 1] (OpenVLA-OFT's q01/q99 proprio normalization does).
+    proprio_clip: bool = False
 
     def __post_init__(self) -> None:
         self.q01 = np.asarray(self.q01, dtype=np.float32).reshape(ACTION_DIM)
@@ -98,17 +100,22 @@ class ActionStats:
         out = lib.where(m, scaled, actions)
         return out.clip(-1.0, 1.0) if lib is np else out.clamp(-1.0, 1.0)
 
-    def denormalize(self, normalized: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
-        """[-1, 1] (..., 7) -> physical actions."""
+    def denormalize(
+        self, normalized: np.ndarray | torch.Tensor, clip: bool = True
+    ) -> np.ndarray | torch.Tensor:
+        """[-1, 1] (..., 7) -> physical actions (``clip=False``: values outside [-1, 1] extrapolate)."""
         lo, hi, m = self._arrays(normalized)
         lib = torch if isinstance(normalized, torch.Tensor) else np
-        x = normalized.clip(-1.0, 1.0) if lib is np else normalized.clamp(-1.0, 1.0)
+        x = normalized
+        if clip:
+            x = normalized.clip(-1.0, 1.0) if lib is np else normalized.clamp(-1.0, 1.0)
         return lib.where(m, (x + 1.0) * 0.5 * (hi - lo) + lo, x)
 
     def normalize_proprio(self, proprio: np.ndarray) -> np.ndarray:
         if self.proprio_mean is None:
             return np.asarray(proprio, np.float32)
-        return ((np.asarray(proprio, np.float32) - self.proprio_mean) / self.proprio_std).astype(np.float32)
+        out = (np.asarray(proprio, np.float32) - self.proprio_mean) / self.proprio_std
+        return (out.clip(-1.0, 1.0) if self.proprio_clip else out).astype(np.float32)
 
     # --- persistence ------------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -123,6 +130,7 @@ class ActionStats:
         if self.proprio_mean is not None:
             d["proprio_mean"] = self.proprio_mean.tolist()
             d["proprio_std"] = self.proprio_std.tolist()
+            d["proprio_clip"] = bool(self.proprio_clip)
         return d
 
     @classmethod
@@ -134,6 +142,7 @@ class ActionStats:
             proprio_mean=d.get("proprio_mean"),
             proprio_std=d.get("proprio_std"),
             num_samples=int(d.get("num_samples", 0)),
+            proprio_clip=bool(d.get("proprio_clip", False)),
         )
 
     def save(self, directory: str | Path) -> Path:

@@ -16,6 +16,13 @@ from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
 FAMILIES = ("openvla", "openvla-oft")
+#: The values the string options of :class:`VLAConfig` take.
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "regression_head_kind": ("mlp", "mlp-resnet"),
+    "sequence_layout": ("prismatic", "image-first"),
+    "image_interpolation": ("bilinear-antialias", "bicubic-pil"),
+    "parallel_decoder": ("queries", "openvla-oft"),
+}
 
 
 class VLAConfig(PreTrainedConfig):
@@ -65,6 +72,28 @@ class VLAConfig(PreTrainedConfig):
     action_bin_values: list[float] | None = None
     #: OFT only: an L1 regression head on the action-query states (SFT-only; RL uses the bins).
     use_regression_head: bool = False
+    #: Its form: "mlp" (hidden -> hidden -> 1 per action token, tanh) or "mlp-resnet" (OpenVLA-OFT's
+    #: L1 head: the 7 states of one timestep concatenated through an MLP-ResNet, unbounded output).
+    regression_head_kind: str = "mlp"
+    #: Where the vision tokens sit in the LM's input: "prismatic" (Prismatic / OpenVLA: the first
+    #: text token ``<s>``, the vision tokens [, proprio], then the rest of the prompt) or "image-first"
+    #: (checkpoints saved before this field existed: vision tokens, ``<s>`` prompt [, proprio]).
+    sequence_layout: str = "prismatic"
+    #: The resize to ``image_size``: "bilinear-antialias" or "bicubic-pil" (PIL's bicubic, as
+    #: Prismatic's image processor resizes; see ``modeling.resize_images``).
+    image_interpolation: str = "bilinear-antialias"
+    #: Greedy decoding: False takes the argmax over the action bins only; True over the whole
+    #: vocabulary, ids outside the bins clipped to the nearest bin (OpenVLA's ``predict_action``).
+    greedy_full_vocab: bool = False
+    #: OFT only: "queries" (learned action queries under causal attention, each read at itself) or
+    #: "openvla-oft" (OpenVLA-OFT's parallel decoding: zero action embeddings followed by the
+    #: ``action_stop_token_id`` token, bidirectional attention over the whole sequence, each action
+    #: read from the hidden state before it).
+    parallel_decoder: str = "queries"
+    action_stop_token_id: int | None = None
+    #: Instruction normalization rules of the tokenizer (``strip_whitespace``, ``strip_chars``,
+    #: ``lowercase``); None: :class:`InstructionTokenizer`'s defaults.
+    prompt_normalization: dict | None = None
     value_head_dims: list[int] | None = None
     lora_rank: int = 0
     lora_alpha: int = 16
@@ -94,6 +123,11 @@ class VLAConfig(PreTrainedConfig):
             self.lora_targets = ["q_proj", "k_proj", "v_proj", "o_proj"]
         if self.vision_order is None:
             self.vision_order = ["siglip", "dinov2"]
+        for name, allowed in _CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name}: one of {allowed}, got {getattr(self, name)!r}")
+        if self.parallel_decoder == "openvla-oft" and self.action_stop_token_id is None:
+            raise ValueError("parallel_decoder 'openvla-oft' needs action_stop_token_id (Llama-2: 2, </s>)")
         if self.action_bin_values is not None and len(self.action_bin_values) != self.num_action_bins:
             raise ValueError(f"action_bin_values: one value per bin ({self.num_action_bins})")
         if self.action_token_offset is None:

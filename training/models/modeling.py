@@ -1,18 +1,25 @@
-"""VLA policies: the shared vision-language backbone and the two action decoders.
+"""VLA policies: the shared vision-language backbone (the two action decoders: :mod:`.families`).
 
-Sequence fed to the causal LM (all as input embeddings)::
+Sequence fed to the LM (all as input embeddings), Prismatic's layout (``sequence_layout``)::
 
-    [camera tokens (projected patches) ...][<pad>... <bos> prompt tokens][proprio]  [action part]
+    [<bos>][camera tokens (projected patches) ...][proprio][<pad>... prompt tokens]  [action part]
     |<------------------------------ prefix, length L ----------------------------->|
+
+(the first real text token leads, as Prismatic inserts the patches right after ``<s>``; with
+left padding its copy inside the padded text segment is masked out). Checkpoints saved before
+``sequence_layout`` existed keep their "image-first" layout: patches, ``<bos>`` prompt, proprio.
 
 * ``openvla``: the action part is 7·K action *tokens* decoded autoregressively with a KV
   cache; position ``L-1`` emits the first one. Logits of non-action vocabulary ids are
-  masked to ``-inf`` so only the last 256 ids (the action bins) can be emitted.
-* ``openvla-oft``: the action part is 7·K learned *action query* embeddings; one forward
-  pass yields all K x 7 bin distributions at once (parallel decoding). Discrete bins keep
-  exact log-probs for RL; an optional L1 regression head on the same states serves SFT.
-  (Queries attend causally, which is equivalent to OFT's bidirectional block up to
-  expressiveness because the queries do not depend on sampled values.)
+  masked to ``-inf`` so only the last 256 ids (the action bins) can be emitted when sampling;
+  greedy decoding of converted OpenVLA checkpoints takes the argmax over the whole vocabulary
+  and clips ids outside the bins to the nearest bin (``greedy_full_vocab``, as ``predict_action``).
+* ``openvla-oft``: the action part is 7·K *action query* embeddings; one forward pass yields
+  all K x 7 bin distributions at once (parallel decoding). Discrete bins keep exact log-probs
+  for RL; an optional L1 regression head on the same states serves SFT. ``parallel_decoder``
+  "queries" (the default) learns the queries and attends causally; "openvla-oft" is OpenVLA-OFT's
+  own pattern (zero embeddings + ``</s>``, bidirectional attention, states read one position
+  earlier) for converted OFT checkpoints.
 
 Both share a value head (hidden -> 512 -> 128 -> 1, GELU) read at the hidden state of the
 position that emits the first action token (RL4VLA / RLinf). Log-probs are sums over the
@@ -21,13 +28,12 @@ Decoding is written once per family (``_decode``); ``greedy_decode`` is its argm
 ``act(deterministic=True)`` runs and what the ONNX exporter traces into a bundle's graph.
 
 Prompts are left-padded inside the text segment; position ids come from the attention
-mask, so padding never shifts the action positions.
+mask, so padding never shifts the action positions. Image preprocessing: :mod:`.images`.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,25 +41,25 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import AutoModel, AutoModelForCausalLM, PreTrainedModel
 
 from simbridge.data.spec import ContractError, Observation, PolicyContract
 from simbridge.training.models.action_tokenizer import STATS_FILE, ActionStats, bin_centers, discretize
 from simbridge.training.models.configuration import VLAConfig
+from simbridge.training.models.images import (  # noqa: F401  (re-exported: sft, the exporter)
+    ENCODER_NORMALIZATION,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    RESIZE_INTERPOLATION,
+    SIGLIP_MEAN,
+    SIGLIP_STD,
+    merge_patches,
+    normalize,
+    resize_images,
+)
 from simbridge.training.models.text_tokenizer import TOKENIZER_FILE, InstructionTokenizer
 
-#: Per-channel mean/std each vision encoder normalizes its [0, 1] RGB input with. Public because
-#: the exporter records them in the bundle manifest (one source for the model and the manifest).
-SIGLIP_MEAN, SIGLIP_STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-ENCODER_NORMALIZATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
-    "siglip": (SIGLIP_MEAN, SIGLIP_STD),
-    "dinov2": (IMAGENET_MEAN, IMAGENET_STD),
-}
-#: What :func:`resize_images` does, in the manifest's words.
-RESIZE_INTERPOLATION = "bilinear-antialias"
 WEIGHTS_FILES = ("model.safetensors", "model.safetensors.index.json")
 
 
@@ -86,6 +92,7 @@ class ForwardOutput:
     action_logits: torch.Tensor  # (B, T, num_bins)
     values: torch.Tensor  # (B,)
     regression: torch.Tensor | None = None
+    greedy_ids: torch.Tensor | None = None  # (B, T) full-vocabulary argmax (greedy_full_vocab)
 
 
 def _mlp(dims: Sequence[int]) -> nn.Sequential:
@@ -126,7 +133,7 @@ class VLAPolicy(PreTrainedModel):
             )
         self.num_patches = patches.pop()
         merge = config.token_merge
-        grid = math.isqrt(self.num_patches)
+        grid = int(self.num_patches**0.5)
         if grid * grid != self.num_patches or grid % merge:
             raise ValueError(f"token_merge {merge} must divide the {grid}x{grid} patch grid")
         vision_dim = sum(c.hidden_size for c in encoders) * merge * merge
@@ -199,7 +206,8 @@ class VLAPolicy(PreTrainedModel):
         b, n, h, w, _ = x.shape
         x = x.permute(0, 1, 4, 2, 3).reshape(b * n, 3, h, w).float().div_(255.0)
         size = self.config.image_size
-        return resize_images(x, size).reshape(b, n, 3, size, size).to(self.device)
+        resized = resize_images(x, size, self.config.image_interpolation)
+        return resized.reshape(b, n, 3, size, size).to(self.device)
 
     def prepare_text(self, instructions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         if self.tokenizer is None:
@@ -210,7 +218,7 @@ class VLAPolicy(PreTrainedModel):
     def prepare_proprio(self, proprio: np.ndarray) -> torch.Tensor:
         p = np.asarray(proprio, np.float32)
         if self.action_stats is not None:
-            p = self.action_stats.normalize_proprio(p)
+            p = self.action_stats.normalize_proprio(p)  # (and clipped, for OFT's q01/q99 statistics)
         return torch.as_tensor(p, dtype=torch.float32, device=self.device)
 
     def prepare(self, observations: Sequence[Observation]) -> dict[str, torch.Tensor]:
@@ -231,22 +239,24 @@ class VLAPolicy(PreTrainedModel):
         return batch
 
     # --- backbone -------------------------------------------------------------------------
+    def encoder_inputs(self, pixel_values: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
+        """(B·N, 3, S, S) in [0, 1] -> each encoder's normalized input, in ``vision_order``
+        (Prismatic's processor stacks these along the channels: DINOv2's, then SigLIP's)."""
+        encoders = {"siglip": self.siglip, "dinov2": self.dinov2}
+        return [(name, normalize(pixel_values, *ENCODER_NORMALIZATION[name]))
+                for name in self.config.vision_order if encoders.get(name) is not None]  # fmt: skip
+
     def vision_tokens(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """(B, N, 3, S, S) in [0, 1] -> (B, N·P, hidden) projected patch tokens."""
         b, n = pixel_values.shape[:2]
-        x = pixel_values.flatten(0, 1)
         layer = self.config.vision_feature_layer
         feats = []
-        for name in self.config.vision_order:
-            if name == "siglip" and self.siglip is not None:
-                x_sig = _normalize(x, *ENCODER_NORMALIZATION["siglip"])
-                feats.append(self.siglip(pixel_values=x_sig, output_hidden_states=True).hidden_states[layer])
-            elif name == "dinov2" and self.dinov2 is not None:
-                x_dino = _normalize(x, *ENCODER_NORMALIZATION["dinov2"])
-                hidden = self.dinov2(pixel_values=x_dino, output_hidden_states=True).hidden_states[layer]
-                prefix = 1 + getattr(self.config.dinov2_config, "num_register_tokens", 0)
-                feats.append(hidden[:, prefix:])  # drop CLS (+ register) tokens
-        tokens = self.projector(_merge_patches(torch.cat(feats, dim=-1), self.config.token_merge))
+        for name, x in self.encoder_inputs(pixel_values.flatten(0, 1)):
+            hidden = getattr(self, name)(pixel_values=x, output_hidden_states=True).hidden_states[layer]
+            if name == "dinov2":  # drop CLS (+ register) tokens
+                hidden = hidden[:, 1 + getattr(self.config.dinov2_config, "num_register_tokens", 0) :]
+            feats.append(hidden)
+        tokens = self.projector(merge_patches(torch.cat(feats, dim=-1), self.config.token_merge))
         p = tokens.shape[1]
         tokens = tokens.view(b, n, p, -1) + self.camera_embed.weight[None, :, None, :]
         return tokens.reshape(b, n * p, -1)
@@ -256,15 +266,23 @@ class VLAPolicy(PreTrainedModel):
 
     def prefix(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Input embeddings (B, L, H) and attention mask (B, L) of everything before the actions."""
-        img = self.vision_tokens(batch["pixel_values"])
+        vision = self.vision_tokens(batch["pixel_values"])
+        if self.proprio_proj is not None:  # one more "vision" token, as OFT appends it to the patches
+            vision = torch.cat([vision, self.proprio_proj(batch["proprio"].to(vision.dtype))[:, None]], 1)
         txt = self.embed_tokens(batch["input_ids"])
-        b = img.shape[0]
-        parts, masks = [img, txt], [torch.ones(b, img.shape[1], dtype=torch.long, device=img.device)]
-        masks.append(batch["attention_mask"].long())
-        if self.proprio_proj is not None:
-            parts.append(self.proprio_proj(batch["proprio"].to(img.dtype))[:, None])
-            masks.append(torch.ones(b, 1, dtype=torch.long, device=img.device))
-        return torch.cat(parts, dim=1), torch.cat(masks, dim=1)
+        mask = batch["attention_mask"].long()
+        ones = torch.ones(vision.shape[:2], dtype=torch.long, device=vision.device)
+        if self.config.sequence_layout == "image-first":
+            if self.proprio_proj is None:
+                return torch.cat([vision, txt], 1), torch.cat([ones, mask], 1)
+            return (torch.cat([vision[:, :-1], txt, vision[:, -1:]], 1),
+                    torch.cat([ones[:, :-1], mask, ones[:, -1:]], 1))  # fmt: skip
+        # Prismatic: the vision tokens go right after the first real text token (<s>). With left
+        # padding that token sits after the pads: gather it, mask its copy in the text segment.
+        first = (mask == 0).sum(-1, keepdim=True)
+        head = txt.gather(1, first.unsqueeze(-1).expand(-1, -1, txt.shape[-1]))
+        rest = mask * (mask.cumsum(-1) > 1)
+        return torch.cat([head, vision, txt], 1), torch.cat([ones[:, :1], ones, rest], 1)
 
     def run_lm(
         self,
@@ -273,12 +291,19 @@ class VLAPolicy(PreTrainedModel):
         position_ids: torch.Tensor | None = None,
         past_key_values: Any = None,
         use_cache: bool = False,
+        bidirectional: bool = False,
     ):
         if position_ids is None:
             position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+        attention: torch.Tensor = mask
+        if bidirectional:  # every token attends to every non-pad token: an explicit 4-D additive mask
+            keep = mask[:, None, None, :].bool().expand(-1, 1, mask.shape[1], -1)
+            attention = torch.zeros(keep.shape, dtype=embeds.dtype, device=embeds.device).masked_fill(
+                ~keep, torch.finfo(embeds.dtype).min
+            )
         return self.language_model.get_decoder()(
             inputs_embeds=embeds,
-            attention_mask=mask,
+            attention_mask=attention,
             position_ids=position_ids,
             past_key_values=past_key_values,
             use_cache=use_cache,
@@ -378,7 +403,12 @@ class VLAPolicy(PreTrainedModel):
         """
         out = self.forward(**_model_inputs(batch))
         logits = out.action_logits
-        if deterministic:
+        begin = self.action_token_begin
+        raw = None
+        if deterministic and out.greedy_ids is not None:
+            raw = out.greedy_ids  # ids outside the bins are clipped to the nearest bin
+            bins = (raw - begin).clamp(0, self.config.num_action_bins - 1)
+        elif deterministic:
             bins = logits.argmax(-1)
         else:
             probs = torch.softmax(logits / temperature, dim=-1)
@@ -387,14 +417,20 @@ class VLAPolicy(PreTrainedModel):
             )
         logp = torch.log_softmax(logits / temperature, dim=-1).gather(-1, bins.unsqueeze(-1)).squeeze(-1)
         regression = out.regression if (deterministic and out.regression is not None) else None
-        return self._finish(bins + self.action_token_begin, logp, out.values, regression)
+        return self._finish(bins + begin if raw is None else raw, logp, out.values, regression)
 
     def _sample(
         self, hidden: torch.Tensor, deterministic: bool, temperature: float, generator: torch.Generator | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Masked decoding of one or more positions: returns (raw vocab ids, log-probs)."""
         begin = self.action_token_begin
-        if deterministic:
+        if deterministic and self.config.greedy_full_vocab:
+            # OpenVLA's predict_action: argmax over every id; ids outside the bins clip to the nearest.
+            full = self.language_model.get_output_embeddings()(hidden)
+            raw = full.argmax(-1)
+            logits = full[..., begin : begin + self.config.num_action_bins]
+            bins = (raw - begin).clamp(0, self.config.num_action_bins - 1)
+        elif deterministic:
             # The argmax over the action bins is the argmax of the masked vocabulary (the rest is
             # -inf); taking it on the slice keeps the traced graph free of in-place masking.
             logits = self.action_logits_from_hidden(hidden)
@@ -412,15 +448,17 @@ class VLAPolicy(PreTrainedModel):
     def _finish(
         self, raw: torch.Tensor, logp: torch.Tensor, values: torch.Tensor, regression: torch.Tensor | None
     ) -> ActOutput:
-        tokens = raw - self.action_token_begin
+        tokens = (raw - self.action_token_begin).clamp(0, self.config.num_action_bins - 1)
         normalized = self.bin_values(tokens)
         if regression is not None:
             normalized = regression
         b = tokens.shape[0]
         normalized = normalized.view(b, self.config.chunk_size, self.config.action_dim)
         stats = self.action_stats or ActionStats.from_action_spec(self.contract.action)
+        # OFT's L1 head is unbounded and predict_action unnormalizes it as it is (no clipping).
+        clip = not (regression is not None and self.config.regression_head_kind == "mlp-resnet")
         return ActOutput(
-            actions=stats.denormalize(normalized).float(),
+            actions=stats.denormalize(normalized, clip=clip).float(),
             tokens=tokens,
             logprobs=logp.sum(-1),
             values=values,
@@ -442,7 +480,8 @@ class VLAPolicy(PreTrainedModel):
         """Load a saved policy from a local directory (never the hub) as its family's class."""
         path = Path(pretrained_model_name_or_path)
         check_policy_dir(path)
-        family = json.loads((path / "config.json").read_text()).get("family")
+        raw = json.loads((path / "config.json").read_text())
+        family = raw.get("family")
         from simbridge.training.models.registry import POLICIES
 
         if family not in POLICIES:
@@ -451,6 +490,11 @@ class VLAPolicy(PreTrainedModel):
             )
         target = POLICIES[family]
         kwargs["local_files_only"] = True
+        if "sequence_layout" not in raw and "config" not in kwargs:
+            # Saved before the Prismatic layout became the default: it was trained image-first.
+            config = VLAConfig.from_pretrained(path, local_files_only=True)
+            config.sequence_layout = "image-first"
+            kwargs["config"] = config
         model = PreTrainedModel.from_pretrained.__func__(target, path, *args, **kwargs)
         model.tokenizer = load_tokenizer_for(model.config, path)
         model.action_stats = ActionStats.load(path)
@@ -463,6 +507,7 @@ def load_tokenizer_for(config: VLAConfig, path: str | Path) -> InstructionTokeni
     kwargs: dict[str, Any] = {
         "prompt_template": config.prompt_template,
         "suffix_ids": config.prompt_suffix_ids or (),
+        "normalization": config.prompt_normalization,
     }
     if config.special_tokens:
         kwargs["special_tokens"] = config.special_tokens
@@ -487,127 +532,6 @@ def check_policy_dir(path: Path) -> None:
         )
 
 
-def resize_images(x: torch.Tensor, size: int) -> torch.Tensor:
-    """(N, 3, H, W) float -> (N, 3, size, size): the one resize of the policy's input images.
-
-    SFT resizes its demonstrations with it too, so training sees the pixels the policy sees at run
-    time (the exported graph does the same bilinear, antialiased resize).
-    """
-    if tuple(x.shape[-2:]) == (size, size):
-        return x
-    return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-
-
-def _merge_patches(x: torch.Tensor, m: int) -> torch.Tensor:
-    """(B, g*g, D) patch grid -> (B, (g/m)^2, m*m*D): each m x m block becomes one token."""
-    if m == 1:
-        return x
-    b, p, d = x.shape
-    g = math.isqrt(p)
-    x = x.view(b, g // m, m, g // m, m, d).permute(0, 1, 3, 2, 4, 5)
-    return x.reshape(b, (g // m) ** 2, m * m * d)
-
-
-def _normalize(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
-    m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    s = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    return (x - m) / s
-
-
 def _model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     keys = ("pixel_values", "input_ids", "attention_mask", "proprio")
     return {k: batch[k] for k in keys if k in batch}
-
-
-class OpenVLAPolicy(VLAPolicy):
-    """OpenVLA: action tokens decoded autoregressively (KV cache), 7·K of them."""
-
-    family = "openvla"
-    autoregressive = True
-    #: Recompute the sampled tokens' log-probs teacher-forced (one more forward pass; exact match
-    #: with evaluate()). False keeps the decoding-time log-probs (within ~1e-5 of evaluate()).
-    exact_logprobs: bool = True
-
-    def forward(self, pixel_values, input_ids, attention_mask, proprio=None, tokens=None) -> ForwardOutput:
-        batch = {"pixel_values": pixel_values, "input_ids": input_ids, "attention_mask": attention_mask}
-        if proprio is not None:
-            batch["proprio"] = proprio
-        embeds, mask = self.prefix(batch)
-        length = embeds.shape[1]
-        if tokens is not None and tokens.shape[1] > 1:
-            prev = self.embed_tokens(tokens[:, :-1].long() + self.action_token_begin)
-            embeds = torch.cat([embeds, prev], dim=1)
-            mask = torch.cat([mask, torch.ones(prev.shape[:2], dtype=mask.dtype, device=mask.device)], dim=1)
-        hidden = self.run_lm(embeds, mask).last_hidden_state
-        steps = tokens.shape[1] if tokens is not None else 1
-        h_act = hidden[:, length - 1 : length - 1 + steps]
-        return ForwardOutput(
-            action_logits=self.action_logits_from_hidden(h_act),
-            values=self.value_head(hidden[:, length - 1]).squeeze(-1),
-        )
-
-    def _decode(self, batch, deterministic, temperature, generator) -> ActOutput:
-        """The 7·K tokens with a KV cache: one pass over the prefix, then one single-token pass
-        per further token (the exported graph unrolls this loop)."""
-        embeds, mask = self.prefix(batch)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        out = self.run_lm(embeds, mask, positions, use_cache=True)
-        h = out.last_hidden_state[:, -1]
-        values = self.value_head(h).squeeze(-1)
-        cache = out.past_key_values
-        raws, logps = [], []
-        for t in range(self.num_action_tokens):
-            raw, logp = self._sample(h, deterministic, temperature, generator)
-            raws.append(raw)
-            logps.append(logp)
-            if t == self.num_action_tokens - 1:
-                break
-            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-            positions = positions[:, -1:] + 1
-            out = self.run_lm(
-                self.embed_tokens(raw[:, None]), mask, positions, past_key_values=cache, use_cache=True
-            )
-            cache = out.past_key_values
-            h = out.last_hidden_state[:, -1]
-        return self._finish(torch.stack(raws, 1), torch.stack(logps, 1), values, None)
-
-    @torch.no_grad()
-    def act(self, batch, deterministic=False, temperature=1.0, generator=None) -> ActOutput:
-        out = super().act(batch, deterministic, temperature, generator)
-        if not self.exact_logprobs:
-            return out
-        # One teacher-forced pass over the sampled tokens: the log-probs / values then come from
-        # exactly the computation evaluate() does (KV-cached decoding differs by float rounding,
-        # ~1e-6 per token), so the first PPO ratio is exactly 1.
-        ev = self.evaluate(batch, out.tokens, temperature=temperature)
-        return self._finish(out.token_ids, ev.token_logprobs, ev.values, None)
-
-
-class OpenVLAOFTPolicy(VLAPolicy):
-    """OpenVLA-OFT: a K x 7 chunk decoded in one pass from learned action queries."""
-
-    family = "openvla-oft"
-
-    def _build_action_modules(self) -> None:
-        hidden = self.config.hidden_size
-        self.action_queries = nn.Embedding(self.config.num_action_tokens, hidden)
-        self.regression_head = _mlp([hidden, hidden, 1]) if self.config.use_regression_head else None
-
-    def forward(self, pixel_values, input_ids, attention_mask, proprio=None, tokens=None) -> ForwardOutput:
-        batch = {"pixel_values": pixel_values, "input_ids": input_ids, "attention_mask": attention_mask}
-        if proprio is not None:
-            batch["proprio"] = proprio
-        embeds, mask = self.prefix(batch)
-        b, length = embeds.shape[:2]
-        queries = self.action_queries.weight[None].expand(b, -1, -1).to(embeds.dtype)
-        embeds = torch.cat([embeds, queries], dim=1)
-        mask = torch.cat([mask, torch.ones(b, queries.shape[1], dtype=mask.dtype, device=mask.device)], dim=1)
-        h_act = self.run_lm(embeds, mask).last_hidden_state[:, length:]
-        regression = None
-        if self.regression_head is not None:
-            regression = torch.tanh(self.regression_head(h_act).squeeze(-1))
-        return ForwardOutput(
-            action_logits=self.action_logits_from_hidden(h_act),
-            values=self.value_head(h_act[:, 0]).squeeze(-1),
-            regression=regression,
-        )

@@ -12,7 +12,8 @@ from typing import Any
 from simbridge.data.spec import PolicyContract
 from simbridge.training.models.action_tokenizer import ActionStats
 from simbridge.training.models.configuration import PRESETS, VLAConfig
-from simbridge.training.models.modeling import OpenVLAOFTPolicy, OpenVLAPolicy, VLAPolicy
+from simbridge.training.models.families import OpenVLAOFTPolicy, OpenVLAPolicy
+from simbridge.training.models.modeling import VLAPolicy
 from simbridge.training.models.text_tokenizer import InstructionTokenizer
 
 POLICIES: dict[str, type[VLAPolicy]] = {
@@ -62,6 +63,7 @@ def build_policy(
         prompt_template=tokenizer.prompt_template,
         special_tokens=list(tokenizer.special_tokens),
         prompt_suffix_ids=list(tokenizer.suffix_ids),
+        prompt_normalization=tokenizer.normalization,
     )
     config = VLAConfig(**values)
     if seed is not None:

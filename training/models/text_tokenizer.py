@@ -13,9 +13,9 @@ The tokenizer is saved next to the model weights (``instruction_tokenizer.json``
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
@@ -26,6 +26,7 @@ SPECIAL_TOKENS = (PAD, BOS, EOS, UNK)
 #: Prompt around the instruction. OpenVLA wraps it in "What action should the robot take to ...?";
 #: a from-scratch policy gains nothing from the fixed words, and every token costs compute.
 PROMPT_TEMPLATE = "{instruction}"
+_NORMALIZATION_KEYS = ("strip_whitespace", "strip_chars", "lowercase")
 
 # Phrasings and nouns of tabletop manipulation tasks (ManiSkill / RL4VLA / LIBERO style).
 _VERBS = ("put", "place", "move", "set", "pick up", "lift", "push", "stack", "open", "close", "grasp", "drop")
@@ -53,10 +54,12 @@ class InstructionTokenizer:
     robot's torch-free tokenizer applies the very same ones.
     """
 
-    #: Instruction normalization before the template: strip white space, then these trailing
-    #: characters ("Pick it up!" and "pick it up" are one prompt), then lowercase.
-    strip_chars: ClassVar[str] = ".?!"
-    lowercase: ClassVar[bool] = True
+    #: Instruction normalization before the template (defaults; an instance may carry other rules,
+    #: see ``normalization``): strip white space, then these trailing characters ("Pick it up!" and
+    #: "pick it up" are one prompt), then lowercase. OpenVLA checkpoints only lowercase.
+    strip_whitespace: bool = True
+    strip_chars: str = ".?!"
+    lowercase: bool = True
     #: The prompt is encoded without the library's special tokens; ``prefix_ids`` adds ``<bos>``.
     add_special_tokens: ClassVar[bool] = False
     #: What :meth:`batch` does, for the manifest (fixed, not options): it pads to the longest
@@ -71,8 +74,13 @@ class InstructionTokenizer:
         prompt_template: str = PROMPT_TEMPLATE,
         special_tokens: Sequence[str] = SPECIAL_TOKENS,
         suffix_ids: Sequence[int] = (),
+        normalization: Mapping[str, Any] | None = None,
     ):
         self._tok = tokenizer
+        for key, value in (normalization or {}).items():
+            if key not in _NORMALIZATION_KEYS:
+                raise ValueError(f"normalization: unknown rule {key!r}; known: {_NORMALIZATION_KEYS}")
+            setattr(self, key, type(getattr(type(self), key))(value))
         self.max_length = int(max_length)
         self.prompt_template = prompt_template
         self.special_tokens = tuple(special_tokens)
@@ -109,12 +117,18 @@ class InstructionTokenizer:
         return self._tok.get_vocab_size()
 
     @property
+    def normalization(self) -> dict[str, Any]:
+        """This tokenizer's normalization rules (saved in the policy config, copied to the manifest)."""
+        return {key: getattr(self, key) for key in _NORMALIZATION_KEYS}
+
+    @property
     def prefix_ids(self) -> list[int]:
         """Ids before the prompt's own (kept when truncating): ``<bos>``."""
         return [self.bos_id]
 
     def prompt(self, instruction: str) -> str:
-        text = instruction.strip().rstrip(self.strip_chars)
+        text = instruction.strip() if self.strip_whitespace else instruction
+        text = text.rstrip(self.strip_chars) if self.strip_chars else text
         return self.prompt_template.format(instruction=text.lower() if self.lowercase else text)
 
     def encode(self, instruction: str) -> list[int]:
@@ -144,7 +158,8 @@ class InstructionTokenizer:
 
     @classmethod
     def load(cls, directory: str | Path, max_length: int = 32, **kwargs) -> InstructionTokenizer:
-        """Load ``instruction_tokenizer.json`` (``kwargs``: prompt_template, special_tokens, suffix_ids)."""
+        """Load ``instruction_tokenizer.json`` (``kwargs``: prompt_template, special_tokens, suffix_ids,
+        normalization)."""
         path = Path(directory) / TOKENIZER_FILE
         if not path.is_file():
             raise FileNotFoundError(
