@@ -3,7 +3,9 @@
 Runs the same node graph as ``launch/robot_eval.launch.py`` (camera, franka, policy, logger and,
 with ``--protocol``, the evaluation orchestrator) or ``launch/sim_eval.launch.py`` (``--sim``: the
 franky-sim twin instead of the camera and a real arm): :mod:`simbridge.deploy.node_graph` plans
-both, from the same parameter files. The launch arguments are options here::
+both, from the same parameter files. The launch arguments are the fields of :class:`DeployConfig`
+(``--config FILE``, one flag each, ``key=value``); ``--set node.key=value`` overrides a node's ROS
+parameter::
 
     simbridge deploy --sim --bundle runs/export/sft/latest --instruction "put the red cube on the green target"
     simbridge deploy --robot-ip 172.16.0.2 --camera 0 --bundle runs/export/ppo/latest --protocol rl4vla_hardware
@@ -20,10 +22,13 @@ import argparse
 import importlib.util
 import sys
 import time
+from collections.abc import Sequence
+from dataclasses import field
 from pathlib import Path
 from typing import Any
 
-from simbridge.data.config import ConfigError
+from simbridge.data.cli_config import add_config_arguments, config_from_args
+from simbridge.data.config import ConfigError, config
 from simbridge.deploy.node_graph import GRAPHS, Plan, plan
 from simbridge.deploy.ros_params import node_parameters, parse_overrides
 
@@ -38,84 +43,94 @@ def ensure_ros_package() -> None:
         sys.path.insert(0, str(ROS_PACKAGE_SRC))
 
 
+def ros_package_installed() -> bool:
+    """An installed simbridge_ros (colcon), not this checkout's source tree put on sys.path by
+    :func:`ensure_ros_package`; node processes need that tree on their PYTHONPATH."""
+    spec = importlib.util.find_spec("simbridge_ros")
+    return spec is not None and not str(spec.origin or "").startswith(str(ROS_PACKAGE_SRC))
+
+
+@config
+class DeployConfig:
+    """``simbridge deploy``'s options; each but the last three is a launch argument of the node graph."""
+
+    #: Run against the embedded franky-sim twin (no robot): the sim graph and launch/sim.yaml.
+    sim: bool = False
+    #: ROS 2 parameter file (default: launch/sim.yaml with --sim, else launch/robot.yaml).
+    params: Path | None = None
+    #: The FR3's address (franka.robot_ip; required on the robot).
+    robot_ip: str = ""
+    #: Camera device index, video file or URL (camera.source; with --sim: the twin's cameras).
+    camera: str = ""
+    #: Policy bundle directory, or an export directory with a 'latest' pointer.
+    bundle: str = ""
+    #: Public keys (PEM) of trusted exporters: only bundles signed by one of them run.
+    trusted_keys: list[str] = field(default_factory=list)
+    #: Language instruction (changeable at run time).
+    instruction: str = ""
+    #: Evaluation protocol (a YAML file or a name in launch/protocols): runs the orchestrator.
+    protocol: str = ""
+    #: Episode store and evaluation results go here.
+    log_dir: str = ""
+    #: Protocol field overrides, e.g. policies.sft=runs/export/sft/latest.
+    protocol_set: list[str] = field(default_factory=list)
+    #: Record episodes (the logger node).
+    logger: bool = True
+    #: Add a teleop node (keyboard | spacemouse | gamepad): with a bundle the operator can take over
+    #: (HIL interventions, recorded per step), without one it drives the arm alone.
+    teleop: str = ""
+    #: Stop after this many seconds (0: until Ctrl-C).
+    duration: float = 0.0
+    #: One process per node with the command lines ros2 launch uses (franky-sim then has an
+    #: interpreter of its own); any node exiting stops them all, with the reason.
+    processes: bool = False
+
+    def __post_init__(self) -> None:
+        if self.duration < 0:
+            raise ValueError("duration: seconds >= 0 (0: until Ctrl-C)")
+
+
+CONFIG = DeployConfig
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--sim", action="store_true", help="run against the embedded franky-sim twin (no robot)"
-    )
-    parser.add_argument(
-        "--params",
-        type=Path,
-        default=None,
-        help="ROS 2 parameter file (default: launch/sim.yaml with --sim, else launch/robot.yaml)",
-    )
-    parser.add_argument("--robot-ip", default=None, help="the FR3's address (franka.robot_ip)")
-    parser.add_argument(
-        "--camera", default=None, help="camera device index, video file or URL (camera.source)"
-    )
-    parser.add_argument(
-        "--bundle", default=None, help="policy bundle dir or export dir with a 'latest' pointer"
-    )
-    parser.add_argument(
-        "--trusted-key", dest="trusted_keys", action="append", default=[], metavar="PEM",
-        help="public key of a trusted exporter (repeatable): only bundles signed by one of them run",
-    )
-    parser.add_argument("--instruction", default=None, help="language instruction (changeable at run time)")
-    parser.add_argument("--protocol", default=None, help="evaluation protocol YAML: runs the orchestrator")
-    parser.add_argument("--log-dir", default=None, help="episode store and evaluation results go here")
-    parser.add_argument(
-        "--protocol-set",
-        dest="protocol_overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a protocol field, e.g. policies.sft=runs/export/sft/latest (repeatable)",
-    )
+    add_config_arguments(parser, DeployConfig, aliases={"trusted_keys": "--trusted-key"})
+    # Node parameters are a ROS concept, not a DeployConfig field: they keep ROS's node.key=value.
     parser.add_argument(
         "--set",
-        dest="overrides",
+        dest="node_sets",
         action="append",
         default=[],
         metavar="NODE.KEY=VALUE",
         help="override one node parameter, e.g. policy.chunk_mode=ensemble (repeatable)",
     )
-    parser.add_argument("--no-logger", action="store_true", help="do not record episodes")
-    parser.add_argument(
-        "--teleop",
-        default=None,
-        metavar="DEVICE",
-        help="add a teleop node (keyboard | spacemouse | gamepad): with a bundle the operator can take over "
-        "(HIL interventions, recorded per step), without one it drives the arm alone",
-    )
-    parser.add_argument(
-        "--duration", type=float, default=0.0, help="stop after this many seconds (0: until Ctrl-C)"
-    )
-    parser.add_argument(
-        "--processes", action="store_true",
-        help="one process per node with the command lines ros2 launch uses (franky-sim then has an "
-        "interpreter of its own); any node exiting stops them all, with the reason",
-    )
 
 
-def plan_from_args(args: argparse.Namespace) -> tuple[Plan, dict[str, dict[str, Any]]]:
+def plan_deploy(cfg: DeployConfig, node_sets: Sequence[str] = ()) -> tuple[Plan, dict[str, dict[str, Any]]]:
     """The node graph's plan for these options (they are its launch arguments), plus ``--set`` overrides."""
-    graph = GRAPHS["sim" if args.sim else "robot"]
+    graph = GRAPHS["sim" if cfg.sim else "robot"]
     launch_args = {
-        "robot_ip": args.robot_ip, "bundle": args.bundle, "instruction": args.instruction,
-        "protocol": args.protocol, "log_dir": args.log_dir, "teleop": args.teleop,
-        "protocol_set": " ".join(args.protocol_overrides) or None,
-        "trusted_keys": " ".join(args.trusted_keys) or None,
-        "params_file": str(args.params) if args.params else None,
-        ("cameras" if args.sim else "camera"): args.camera,
+        "robot_ip": cfg.robot_ip, "bundle": cfg.bundle, "instruction": cfg.instruction,
+        "protocol": cfg.protocol, "log_dir": cfg.log_dir, "teleop": cfg.teleop,
+        "protocol_set": " ".join(cfg.protocol_set),
+        "trusted_keys": " ".join(cfg.trusted_keys),
+        "params_file": str(cfg.params) if cfg.params else "",
+        ("cameras" if cfg.sim else "camera"): cfg.camera,
     }
-    planned = plan(graph, {k: v for k, v in launch_args.items() if v is not None},
-                   without={"logger"} if args.no_logger else set())
+    planned = plan(graph, {k: v for k, v in launch_args.items() if v},
+                   without=set() if cfg.logger else {"logger"})
     extra: dict[str, dict[str, Any]] = {}
-    for node_key, value in parse_overrides(args.overrides).items():
+    for node_key, value in parse_overrides(node_sets).items():
         node, dot, key = node_key.partition(".")
         if not dot:
             raise ConfigError(f"--set {node_key}=...: name the node, e.g. policy.{node_key}=...")
         extra.setdefault(node, {})[key] = value
     return planned, extra
+
+
+def plan_from_args(args: argparse.Namespace) -> tuple[Plan, dict[str, dict[str, Any]]]:
+    """:func:`plan_deploy` for a parsed command line."""
+    return plan_deploy(config_from_args(args, DeployConfig), args.node_sets)
 
 
 def check_bundles(planned: Plan, extra: dict[str, dict[str, Any]]) -> list[str]:
@@ -203,14 +218,15 @@ def close_nodes(nodes: list) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.processes:
-        return run_processes(args)
+    cfg = config_from_args(args, DeployConfig)
+    if cfg.processes:
+        return run_processes(cfg, args.node_sets)
     ensure_ros_package()
     import rclpy
     from rclpy.context import Context
     from simbridge_ros.common import spin_nodes
 
-    planned, extra = plan_from_args(args)
+    planned, extra = plan_deploy(cfg, args.node_sets)
     if not preflight(planned, extra):
         return 1
     context = Context()
@@ -221,7 +237,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"simbridge deploy: running {', '.join(planned.names)} ({planned.params_file}); "
               "Ctrl-C stops the arm and exits")
         orchestrator = next((n for n in nodes if n.get_name() == "orchestrator"), None)
-        deadline = time.monotonic() + args.duration if args.duration > 0 else float("inf")
+        deadline = time.monotonic() + cfg.duration if cfg.duration > 0 else float("inf")
 
         def should_stop() -> bool:
             return time.monotonic() > deadline or (orchestrator is not None and orchestrator.done.is_set())
@@ -238,23 +254,24 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_processes(args: argparse.Namespace) -> int:
+def run_processes(cfg: DeployConfig, node_sets: Sequence[str] = ()) -> int:
     """The graph as one process per node (like ``ros2 launch``); exit 1 unless the protocol finished."""
     import tempfile
 
     from simbridge.deploy.supervisor import NodeProcesses
 
-    planned, extra = plan_from_args(args)
+    planned, extra = plan_deploy(cfg, node_sets)
     if not preflight(planned, extra):
         return 1
-    source = None if importlib.util.find_spec("simbridge_ros") is not None else ROS_PACKAGE_SRC
+    # Not find_spec alone: preflight read the protocol, which put the source tree on this process's path.
+    source = None if ros_package_installed() else ROS_PACKAGE_SRC
     with tempfile.TemporaryDirectory(prefix="simbridge_deploy_") as tmp:
         graph = NodeProcesses(planned, Path(tmp), extra, ros_package_src=source)
         print(f"simbridge deploy: starting {', '.join(planned.names)} as processes ({planned.params_file}, "
               f"launch arguments in {graph.overrides_file}); Ctrl-C stops the arm and exits", flush=True)
         try:
             graph.start()
-            outcome = graph.wait(args.duration if args.duration > 0 else None)
+            outcome = graph.wait(cfg.duration if cfg.duration > 0 else None)
         except KeyboardInterrupt:
             print("simbridge deploy: interrupted; stopping the arm", flush=True)
             outcome = None

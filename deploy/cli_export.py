@@ -10,6 +10,9 @@ saved), exports each new checkpoint to ``<export-dir>/<checkpoint-name>/`` and m
 ``<export-dir>/latest`` pointer that the robot side follows. It runs until interrupted, or
 until ``--max-exports`` bundles were written or ``--timeout`` seconds passed.
 
+Options are :class:`ExportConfig`: ``--config FILE``, one flag per field (``simbridge export --help``)
+and ``key=value`` overrides (``simbridge export <checkpoint> -o <bundle> opset=18``).
+
 Every export runs the parity check (torch vs ONNX Runtime); a bundle that fails it is not
 written and the command exits 1. Observations for the check come from ``--parity-store``
 (an episode store, e.g. recorded on the robot) or are generated from the contract.
@@ -24,85 +27,97 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Literal
+
+from simbridge.data.cli_config import add_config_arguments, config_from_args
+from simbridge.data.config import config
+
+
+@config
+class ExportConfig:
+    """``simbridge export``'s options (``--config FILE``, ``--<field>`` flags, ``key=value``)."""
+
+    #: Checkpoint directory to export (``iter_XXXXXX``); also the first plain argument.
+    checkpoint: Path | None = None
+    #: Bundle directory to write (watch mode: the export directory, with its ``latest`` pointer).
+    output: Path | None = None
+    #: Watch mode: a run directory (``runs/<name>/<stamp>``); export every checkpoint it announces.
+    watch: Path | None = None
+    #: Replace an existing bundle at --output.
+    force: bool = False
+    #: Sign the bundle(s) with this ed25519 private key (PEM): writes manifest.sig.
+    sign: Path | None = None
+    #: Write a new signing key to this path (mode 0600) and its public key to PATH.pub, then exit.
+    gen_key: Path | None = None
+    #: Episode store (.zarr) whose observations the parity check uses (default: generated from the contract).
+    parity_store: Path | None = None
+    #: Observations in the parity check (it runs a batch: at least 2).
+    parity_samples: int = 8
+    #: Largest absolute difference of continuous outputs allowed between torch and ONNX Runtime.
+    tolerance: float = 1e-4
+    #: ONNX opset.
+    opset: int = 17
+    #: torch.onnx exporter: auto = tracing (fast), then torch.export if tracing fails.
+    exporter: Literal["auto", "torchscript", "dynamo"] = "auto"
+    #: Watch mode: seconds between polls of announce.jsonl.
+    poll: float = 1.0
+    #: Watch mode: stop after this many seconds (default: until interrupted).
+    timeout: float | None = None
+    #: Watch mode: stop after this many bundles.
+    max_exports: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.gen_key is not None:
+            if self.checkpoint is not None or self.watch is not None:
+                raise ValueError("gen_key: --gen-key only writes a key pair; run the export separately with --sign")
+            return
+        if (self.checkpoint is None) == (self.watch is None):
+            raise ValueError("checkpoint: give either a checkpoint directory or --watch <run-dir> (not both)")
+        if self.output is None:
+            raise ValueError("output: -o/--output is required: the bundle directory (watch mode: the export directory)")
+        if self.parity_samples < 2:
+            raise ValueError("parity_samples: at least 2 (the parity check runs a batch)")
+        if not self.tolerance > 0 or not self.poll > 0:
+            raise ValueError("tolerance: --tolerance and --poll must be positive")
+
+
+CONFIG = ExportConfig
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "checkpoint", nargs="?", type=Path, help="checkpoint directory to export (iter_XXXXXX)"
-    )
-    parser.add_argument("-o", "--output", type=Path, help="bundle directory (watch mode: export dir)")
-    parser.add_argument(
-        "--watch", type=Path, metavar="RUN_DIR", help="export every checkpoint the run announces"
-    )
-    parser.add_argument("--force", action="store_true", help="replace an existing bundle at --output")
-    parser.add_argument(
-        "--sign", type=Path, metavar="KEY", help="sign the bundle(s) with this ed25519 private key (PEM)"
-    )
-    parser.add_argument(
-        "--gen-key",
-        type=Path,
-        metavar="PATH",
-        help="write a new signing key to PATH (mode 0600) and its public key to PATH.pub, then exit",
-    )
-    parser.add_argument(
-        "--parity-store", type=Path, help="episode store (.zarr) whose observations the parity check uses"
-    )
-    parser.add_argument(
-        "--parity-samples", type=int, default=8, help="observations in the parity check (default 8)"
-    )
-    parser.add_argument(
-        "--tolerance", type=float, default=1e-4, help="max abs difference of continuous outputs"
-    )
-    parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
-    parser.add_argument(
-        "--exporter",
-        choices=("auto", "torchscript", "dynamo"),
-        default="auto",
-        help="torch.onnx exporter: auto = tracing (fast), then torch.export if tracing fails",
-    )
-    parser.add_argument(
-        "--poll", type=float, default=1.0, help="watch: seconds between polls of announce.jsonl"
-    )
-    parser.add_argument("--timeout", type=float, help="watch: stop after this many seconds")
-    parser.add_argument("--max-exports", type=int, help="watch: stop after this many bundles")
+    add_config_arguments(parser, ExportConfig, positional=("checkpoint",), aliases={"output": "-o"})
 
 
 def run(args: argparse.Namespace) -> int:
-    from simbridge.data.config import ConfigError
     from simbridge.deploy.bundle import BundleError
     from simbridge.deploy.export import ExportError, ExportOptions, export_checkpoint, watch
 
-    if args.gen_key is not None:
-        if args.checkpoint is not None or args.watch is not None:
-            raise ConfigError("--gen-key only writes a key pair; run the export separately with --sign")
-        return _gen_key(args.gen_key)
-    if (args.checkpoint is None) == (args.watch is None):
-        raise ConfigError("give either a checkpoint directory or --watch <run-dir> (not both)")
-    if args.output is None:
-        raise ConfigError("-o/--output is required: the bundle directory (watch mode: the export directory)")
-    if args.parity_samples < 2:
-        raise ConfigError("--parity-samples: at least 2 (the parity check runs a batch)")
+    cfg = config_from_args(args, ExportConfig)
+    if cfg.gen_key is not None:
+        return _gen_key(cfg.gen_key)
+    assert cfg.output is not None  # checked by ExportConfig
     options = ExportOptions(
-        parity_samples=args.parity_samples,
-        tolerance=args.tolerance,
-        opset=args.opset,
-        parity_store=args.parity_store,
-        exporter=args.exporter,
-        signing_key=args.sign,
+        parity_samples=cfg.parity_samples,
+        tolerance=cfg.tolerance,
+        opset=cfg.opset,
+        parity_store=cfg.parity_store,
+        exporter=cfg.exporter,
+        signing_key=cfg.sign,
     )
     try:
-        if args.watch is not None:
+        if cfg.watch is not None:
             exported = watch(
-                args.watch,
-                args.output,
+                cfg.watch,
+                cfg.output,
                 options=options,
-                poll_s=args.poll,
-                timeout_s=args.timeout,
-                max_exports=args.max_exports,
+                poll_s=cfg.poll,
+                timeout_s=cfg.timeout,
+                max_exports=cfg.max_exports,
             )
-            print(f"simbridge export: {len(exported)} bundle(s) written to {args.output}")
+            print(f"simbridge export: {len(exported)} bundle(s) written to {cfg.output}")
             return 0
-        result = export_checkpoint(args.checkpoint, args.output, options=options, overwrite=args.force)
+        assert cfg.checkpoint is not None
+        result = export_checkpoint(cfg.checkpoint, cfg.output, options=options, overwrite=cfg.force)
     except (ExportError, BundleError, FileNotFoundError) as exc:
         print(f"simbridge export: {exc}", file=sys.stderr)
         return 1
