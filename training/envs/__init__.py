@@ -1,11 +1,13 @@
 """Simulation environments behind the SimBridge contract (ManiSkill3 tasks, LIBERO suites).
 
-    from simbridge.training.envs import make_env, make_expert
-    env = make_env("PutOnTarget-v1", split="train", seed=0, obs_mode="rgb")
+    from simbridge.training.envs import SimEnvSpec, make_env, make_expert
+    env = make_env(SimEnvSpec("PutOnTarget-v1", split="train", obs_mode="rgb"), seed=0)
     obs, info = env.reset(seed=123)          # obs: simbridge.data.spec.Observation
     expert = make_expert(env)                # scripted, implements spec.Policy
     obs, reward, terminated, truncated, info = env.step(expert.predict(obs)[0])
 
+* What an environment is (task, split, observation mode, cameras, episode length, chunk
+  execution) is one :class:`SimEnvSpec` (:mod:`.spec`), also the ``env`` section of the configs.
 * Tasks are a registry (:data:`TASKS`): ``PutOnTarget-v1`` (ManiSkill3, Panda) and the LIBERO
   suites ``libero_spatial``, ``libero_object``, ``libero_goal``, ``libero_10``, ``libero_90``.
 * Splits (``train`` and RL4VLA's vision / semantics / execution OOD splits) are named, seeded
@@ -20,13 +22,16 @@ from __future__ import annotations
 
 from simbridge.training.envs.errors import EnvUnavailable
 from simbridge.training.envs.registry import TASKS, list_tasks, make_env
+from simbridge.training.envs.spec import SIM_CAMERAS, SimEnvSpec
 from simbridge.training.envs.splits import SPLITS, SUITES, Split, get_split, list_splits, resolve_suite
 
 __all__ = [
+    "SIM_CAMERAS",
     "SPLITS",
     "SUITES",
     "TASKS",
     "EnvUnavailable",
+    "SimEnvSpec",
     "Split",
     "get_split",
     "list_splits",

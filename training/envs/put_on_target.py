@@ -19,6 +19,7 @@ Design notes (why it is built this way):
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -33,6 +34,7 @@ from mani_skill.utils.scene_builder.table import TableSceneBuilder
 from mani_skill.utils.structs.pose import Pose
 from mani_skill.utils.structs.types import SimConfig
 
+from simbridge.data.spec import CameraSpec
 from simbridge.training.envs.layout import (
     ROBOT_BASE_XYZ,
     EpisodeLayout,
@@ -40,6 +42,7 @@ from simbridge.training.envs.layout import (
     receptacle_top,
     sample_layout,
 )
+from simbridge.training.envs.spec import SIM_CAMERAS
 from simbridge.training.envs.splits import COLOURS, OBJECT_SHAPES, RECEPTACLE_SHAPES, Split, get_split
 
 TASK_ID = "PutOnTarget-v1"
@@ -98,14 +101,15 @@ class PutOnTargetEnv(BaseEnv):
         self,
         *args,
         split: str | Split = "train",
-        camera_size: tuple[int, int] = (128, 128),
-        wrist_camera: bool = False,
+        cameras: Sequence[CameraSpec] = (CameraSpec("scene"),),
         robot_uids: str = "panda",
         **kwargs,
     ):
         self.split = get_split(split)
-        self.camera_size = (int(camera_size[0]), int(camera_size[1]))  # (height, width)
-        self.wrist_camera = bool(wrist_camera)
+        unknown = [c.name for c in cameras if c.name not in SIM_CAMERAS]
+        if unknown:
+            raise ValueError(f"cameras: this task renders {list(SIM_CAMERAS)}, not {unknown}")
+        self.cameras = tuple(cameras)  # decided by SimEnvSpec.cameras
         self.layouts: list[EpisodeLayout] = []
         #: False: the next observations leave the camera images out (see _get_obs_with_sensor_data).
         self.render_sensors = True
@@ -118,19 +122,19 @@ class PutOnTargetEnv(BaseEnv):
 
     @property
     def _default_sensor_configs(self):
-        h, w = self.camera_size
-        # In front of the table looking back at the workspace and the robot: objects span ~15-25 px at 128 px.
-        pose = sapien_utils.look_at(eye=[0.26, 0.0, 0.36], target=[-0.07, 0.0, 0.0])
-        cams = [CameraConfig("scene", pose, w, h, 0.95, 0.01, 10)]
-        if self.wrist_camera:
-            # Mounted on the hand, looking along the fingers (hand +z), offset to see the fingertips.
-            mount_pose = sapien.Pose(p=[0.06, 0.0, 0.02], q=[math.sqrt(0.5), 0.0, -math.sqrt(0.5), 0.0])
-            cams.append(
-                CameraConfig(
-                    "wrist", mount_pose, w, h, 1.4, 0.01, 10, mount=self.agent.robot.links_map["panda_hand"]
-                )
-            )
-        return cams
+        configs = []
+        for cam in self.cameras:
+            w, h = cam.width, cam.height
+            if cam.name == "scene":
+                # In front of the table looking back at the workspace and the robot: objects span ~15-25 px at 128 px.
+                pose = sapien_utils.look_at(eye=[0.26, 0.0, 0.36], target=[-0.07, 0.0, 0.0])
+                configs.append(CameraConfig("scene", pose, w, h, 0.95, 0.01, 10))
+            else:
+                # Mounted on the hand, looking along the fingers (hand +z), offset to see the fingertips.
+                mount_pose = sapien.Pose(p=[0.06, 0.0, 0.02], q=[math.sqrt(0.5), 0.0, -math.sqrt(0.5), 0.0])
+                hand = self.agent.robot.links_map["panda_hand"]
+                configs.append(CameraConfig("wrist", mount_pose, w, h, 1.4, 0.01, 10, mount=hand))
+        return configs
 
     @property
     def _default_human_render_camera_configs(self):

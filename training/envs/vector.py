@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from simbridge.training.envs.errors import EnvUnavailable
+from simbridge.training.envs.spec import SimEnvSpec
 
 
 def _worker(conn, env_kwargs: dict) -> None:
@@ -128,23 +129,18 @@ class ProcessVectorEnv:
 
 
 def make_vector_env(num_envs: int, **make_env_kwargs: Any) -> ProcessVectorEnv:
-    """One ``make_env`` environment per process (see :class:`ProcessVectorEnv`)."""
+    """One ``make_env`` environment per process (see :class:`ProcessVectorEnv`); ``spec=`` or
+    :class:`~simbridge.training.envs.spec.SimEnvSpec` field names as keywords, as for ``make_env``."""
     return ProcessVectorEnv(num_envs, **make_env_kwargs)
 
 
-def make_gpu_batched_env(
-    num_envs: int,
-    split: str = "train",
-    obs_mode: str = "rgb",
-    camera_size: tuple[int, int] = (128, 128),
-    wrist_camera: bool = False,
-    max_episode_steps: int = 80,
-    **kwargs: Any,
-):
+def make_gpu_batched_env(num_envs: int, spec: SimEnvSpec | None = None, **kwargs: Any):
     """ManiSkill's GPU-batched ``PutOnTarget-v1`` (``physx_cuda``). Untested here (no GPU).
 
+    Keywords named like a :class:`SimEnvSpec` field override ``spec``; the others go to ``gym.make``.
     Raises :class:`EnvUnavailable` when CUDA is not available.
     """
+    spec = SimEnvSpec.of(spec, **SimEnvSpec.pop_fields(kwargs))
     import torch
 
     if not torch.cuda.is_available():
@@ -161,13 +157,12 @@ def make_gpu_batched_env(
     return gym.make(
         "PutOnTarget-v1",
         num_envs=num_envs,
-        obs_mode=obs_mode,
+        obs_mode=spec.obs_mode,
         control_mode=CONTROL_MODE,
         reward_mode="normalized_dense",
         sim_backend="physx_cuda",
-        max_episode_steps=max_episode_steps,
-        split=get_split(split),
-        camera_size=tuple(camera_size),
-        wrist_camera=wrist_camera,
+        max_episode_steps=spec.max_episode_steps,
+        split=get_split(spec.split),
+        cameras=spec.cameras,
         **kwargs,
     )

@@ -24,13 +24,8 @@ import gymnasium as gym
 import numpy as np
 
 from simbridge.data.geometry import euler_xyz_to_quat, quat_multiply, quat_to_matrix
-from simbridge.data.spec import (
-    ActionSpec,
-    CameraSpec,
-    Observation,
-    ObservationSpec,
-    PolicyContract,
-)
+from simbridge.data.spec import ActionSpec, Observation, ObservationSpec, PolicyContract
+from simbridge.training.envs.spec import SimEnvSpec
 from simbridge.training.envs.splits import Split, get_split
 
 CONTROL_MODE = "pd_ee_pose"
@@ -70,6 +65,9 @@ class ContractEnv(gym.Env):
     ``info["success"]`` and ``info["dense_reward"]`` (and ``info["state"]``, the flat privileged
     state vector, in state mode). The reward is 1.0 on the success step (which terminates the
     episode) plus, when ``dense_reward=True``, the task's normalized dense reward.
+
+    ``spec`` (what it was made from) gives the observation mode, the cameras and the episode
+    length; ``split`` is the current split (``set_split`` / ``reset(options={"split": ...})``).
     """
 
     metadata: ClassVar[dict] = {"render_modes": ["rgb_array"]}
@@ -77,33 +75,28 @@ class ContractEnv(gym.Env):
     def __init__(
         self,
         ms_env: gym.Env,
+        spec: SimEnvSpec,
         *,
         task: str,
         split: Split,
         seed: int = 0,
-        obs_mode: str = "rgb",
-        camera_size: tuple[int, int] = (128, 128),
-        wrist_camera: bool = False,
-        max_episode_steps: int = 80,
         dense_reward: bool = False,
         action_spec: ActionSpec | None = None,
         max_target_lead_m: float = 0.06,
     ):
         self.ms_env = ms_env
         self.unwrapped_ms = ms_env.unwrapped
+        self.spec = spec
         self.task = task
         self.split = split
-        self.obs_mode = obs_mode
-        self.max_episode_steps = int(max_episode_steps)
+        self.obs_mode = spec.obs_mode
+        self.max_episode_steps = spec.max_episode_steps
         self.dense_reward = bool(dense_reward)
         self.max_target_lead_m = float(max_target_lead_m)
-        cams = [CameraSpec("scene", *camera_size)]
-        if wrist_camera:
-            cams.append(CameraSpec("wrist", *camera_size))
         self.contract = PolicyContract(
-            observation=ObservationSpec(cameras=tuple(cams)), action=action_spec or ActionSpec()
+            observation=ObservationSpec(cameras=spec.cameras), action=action_spec or ActionSpec()
         )
-        self._black = {c.name: np.zeros(c.shape, np.uint8) for c in cams}
+        self._black = {c.name: np.zeros(c.shape, np.uint8) for c in spec.cameras}
         self._next_seed = int(seed)
         self._rng = np.random.default_rng(seed)  # image noise only
         self._target_p = np.zeros(3)
