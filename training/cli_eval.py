@@ -3,7 +3,7 @@
     simbridge eval --policy expert --suite all --episodes 20
     simbridge eval --policy runs/ppo/<stamp>/checkpoints/iter_000100 --suite ood --episodes 20 --video
     simbridge eval --policy exports/latest --suite vision --episodes 10 --out runs/eval/bundle
-    simbridge eval --config launch/configs/eval_all.yaml episodes=5
+    simbridge eval --config launch/configs/eval_all.yaml episodes=5 env.max_episode_steps=120
     simbridge eval --policy <checkpoint> --suite train --execute-steps 1   # re-plan every step
     simbridge eval --policy <checkpoint> --suite train --chunking ensemble  # ACT temporal ensembling
     simbridge eval --list                      # splits and suites
@@ -28,7 +28,11 @@ from dataclasses import field
 from pathlib import Path
 
 from simbridge.data.config import ConfigError, config, load_config
-from simbridge.deploy.chunking import ChunkingConfig
+from simbridge.training.envs.spec import SimEnvSpec
+from simbridge.training.renamed_keys import renamed_keys
+
+#: Keys that moved into the ``env`` section (SimEnvSpec); old files and overrides still load.
+_ENV_KEYS = ("task", "obs_mode", "camera_size", "wrist_camera", "max_episode_steps", "chunking")
 
 
 @config
@@ -39,36 +43,36 @@ class EvalConfig:
     seed: int = 0
     video: bool = False
     video_episodes: int = 2
-    task: str = "PutOnTarget-v1"
-    obs_mode: str = "rgb"
-    camera_size: tuple[int, int] = (128, 128)
-    wrist_camera: bool = False
-    max_episode_steps: int = 80
+    #: The environment: task, observation mode, cameras, episode length and how action chunks
+    #: are executed (as on the robot). A policy with a contract renders its own cameras.
+    env: SimEnvSpec = field(default_factory=SimEnvSpec)
     out: str = ""
-    #: How action chunks are executed, as on the robot (simbridge.deploy.chunking).
-    chunking: ChunkingConfig = field(default_factory=ChunkingConfig)
+
+    _renamed = renamed_keys({k: f"env.{k}" for k in _ENV_KEYS})
 
     def __post_init__(self) -> None:
         if self.episodes < 1:
             raise ValueError("episodes: at least 1 per split")
-        if self.obs_mode not in ("rgb", "state"):
-            raise ValueError("obs_mode: 'rgb' or 'state'")
-        if self.max_episode_steps < 1:
-            raise ValueError("max_episode_steps: at least 1")
+        if self.env.split != SimEnvSpec.split:
+            raise ValueError(f"env: env.split is {self.env.split!r}, but evaluation runs the splits of `suite`: "
+                             "set suite=<split> instead")  # fmt: skip
 
 
-_FLAGS = (
-    "policy",
-    "suite",
-    "episodes",
-    "seed",
-    "video",
-    "video_episodes",
-    "task",
-    "obs_mode",
-    "max_episode_steps",
-    "out",
-)
+#: command-line flag (dest) -> config key
+_FLAGS = {
+    "policy": "policy",
+    "suite": "suite",
+    "episodes": "episodes",
+    "seed": "seed",
+    "video": "video",
+    "video_episodes": "video_episodes",
+    "task": "env.task",
+    "obs_mode": "env.obs_mode",
+    "max_episode_steps": "env.max_episode_steps",
+    "chunking": "env.chunking.mode",
+    "execute_steps": "env.chunking.execute_steps",
+    "out": "out",
+}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -132,12 +136,8 @@ def run(args: argparse.Namespace) -> int:
     if args.list:
         return _list()
     overrides = list(args.overrides) + [
-        f"{k}={getattr(args, k)}" for k in _FLAGS if getattr(args, k, None) is not None
+        f"{key}={getattr(args, flag)}" for flag, key in _FLAGS.items() if getattr(args, flag, None) is not None
     ]
-    if getattr(args, "chunking", None) is not None:
-        overrides.append(f"chunking.mode={args.chunking}")
-    if getattr(args, "execute_steps", None) is not None:
-        overrides.append(f"chunking.execute_steps={args.execute_steps}")
     cfg = (
         load_config(EvalConfig, args.config, overrides=overrides)
         if args.config
@@ -169,22 +169,8 @@ def run(args: argparse.Namespace) -> int:
     kind = source.kind or "policy"
     out = Path(cfg.out) if cfg.out else Path("runs") / "eval" / kind / time.strftime("%Y%m%d-%H%M%S")
     try:
-        summary = evaluate(
-            source,
-            suite=cfg.suite,
-            episodes=cfg.episodes,
-            seed=cfg.seed,
-            run_dir=out,
-            video=cfg.video,
-            task=cfg.task,
-            obs_mode=cfg.obs_mode,
-            camera_size=tuple(cfg.camera_size),
-            wrist_camera=cfg.wrist_camera,
-            max_episode_steps=cfg.max_episode_steps,
-            video_episodes=cfg.video_episodes,
-            progress=args.progress,
-            chunking=cfg.chunking,
-        )
+        summary = evaluate(source, suite=cfg.suite, episodes=cfg.episodes, seed=cfg.seed, run_dir=out, video=cfg.video,
+                           spec=cfg.env, video_episodes=cfg.video_episodes, progress=args.progress)  # fmt: skip
     except EnvUnavailable as exc:
         print(f"simbridge eval: simulator unavailable: {exc}", file=sys.stderr)
         return 1

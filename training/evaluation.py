@@ -2,11 +2,12 @@
 
     from simbridge.training.evaluation import evaluate, load_policy_source
     source = load_policy_source("expert")              # or a checkpoint dir / a bundle dir
-    summary = evaluate(source, suite="all", episodes=20, seed=0, run_dir="runs/eval/expert")
+    summary = evaluate(source, suite="all", episodes=20, seed=0, run_dir="runs/eval/expert",
+                       spec=SimEnvSpec(max_episode_steps=80))   # the environment (default: all defaults)
 
 For every split of the suite, episode ``i`` uses seed ``seed + i``, so two policies evaluated
 with the same arguments see exactly the same scenes. A policy returns a chunk of K actions per
-call; they are executed as on the robot, by :mod:`simbridge.deploy.chunking` (``chunking``: by
+call; they are executed as on the robot, by :mod:`simbridge.deploy.chunking` (``spec.chunking``: by
 default all K open-loop before the policy is asked again; or the first ``execute_steps`` of each
 chunk; or ACT's temporal ensembling). Outputs in ``run_dir``:
 
@@ -23,6 +24,7 @@ Policies come from a registry (:data:`POLICY_LOADERS`): ``expert`` (the scripted
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -35,7 +37,8 @@ import numpy as np
 from tqdm import tqdm
 
 from simbridge.data.spec import Observation, Policy, PolicyContract
-from simbridge.deploy.chunking import ChunkExecutor, ChunkingConfig, RecedingHorizon, from_config
+from simbridge.deploy.chunking import ChunkExecutor, RecedingHorizon, from_config
+from simbridge.training.envs.spec import SimEnvSpec
 
 
 def wilson_interval(successes: int, trials: int, z: float = 1.959963984540054) -> tuple[float, float]:
@@ -296,22 +299,20 @@ def evaluate(
     video: bool = False,
     *,
     splits: Sequence[str] | None = None,
-    task: str = "PutOnTarget-v1",
+    spec: SimEnvSpec | None = None,
     env: Any = None,
-    obs_mode: str = "rgb",
-    camera_size: tuple[int, int] = (128, 128),
-    wrist_camera: bool = False,
-    max_episode_steps: int = 80,
     video_episodes: int = 2,
     policy_name: str | None = None,
     progress: bool = True,
-    chunking: ChunkingConfig | None = None,
+    **spec_fields: Any,
 ) -> dict:
     """Evaluate a policy on every split of ``suite`` (or the explicit ``splits``); see module docstring.
 
-    ``policy_factory`` is a :class:`PolicySource` or a callable ``env -> Policy``. Pass ``env`` to
-    reuse an existing ``make_env`` environment (its split is switched per split). When the policy
-    has a fixed contract, the environment renders the cameras it expects.
+    ``policy_factory`` is a :class:`PolicySource` or a callable ``env -> Policy``. The environment
+    is ``spec`` (keywords named like its fields, e.g. ``task=`` or ``chunking=``, override it; its
+    ``split`` is replaced by each split in turn); pass ``env`` to reuse an existing ``make_env``
+    environment instead (its split is switched per split). When the policy has a fixed contract,
+    the environment renders the cameras it expects (:meth:`SimEnvSpec.with_contract`).
     """
     from simbridge.training.envs import TASKS, get_split, make_env, resolve_suite
 
@@ -325,35 +326,25 @@ def evaluate(
     name = policy_name or source.name
     if episodes < 1:
         raise ValueError(f"episodes: at least 1 per split, got {episodes}")
+    spec = SimEnvSpec.of(spec, **spec_fields)
+    task = spec.task
     split_names = tuple(splits) if splits is not None else resolve_suite(suite or "all")
     uses_splits = TASKS[task].uses_splits if task in TASKS else True
     if not uses_splits:
         split_names = ("train",)
     split_objs = [get_split(s) if uses_splits else None for s in split_names]
     if source.contract is not None:  # render what the policy was trained on
-        cams = source.contract.observation.cameras
-        camera_size = (cams[0].height, cams[0].width)
-        wrist_camera = any(c.name == "wrist" for c in cams)
-        if video or obs_mode == "state":
-            obs_mode = "rgb"
-    if video:
-        obs_mode = "rgb"
+        spec = spec.with_contract(source.contract)
+    if video or source.contract is not None:  # videos and policies with cameras need images
+        spec = dataclasses.replace(spec, obs_mode="rgb")
     out = Path(run_dir) if run_dir is not None else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
     own_env = env is None
     if own_env:
-        env = make_env(
-            task,
-            split=split_names[0],
-            seed=seed,
-            obs_mode=obs_mode,
-            camera_size=camera_size,
-            wrist_camera=wrist_camera,
-            max_episode_steps=max_episode_steps,
-        )
+        env = make_env(dataclasses.replace(spec, split=split_names[0]), seed=seed)
     policy = source.make(env)
-    chunking = chunking or ChunkingConfig()
+    chunking = spec.chunking
     chunk_size = source.contract.chunk_size if source.contract is not None else _chunk_size(policy, env)
     chunker = from_config(chunking, chunk_size)
     records: list[dict] = []
@@ -402,7 +393,7 @@ def evaluate(
             "task": task,
             "episodes_per_split": episodes,
             "seed": seed,
-            "obs_mode": obs_mode,
+            "obs_mode": spec.obs_mode,
             "chunking": {"mode": chunking.mode, "chunk_size": chunk_size,
                          "execute_steps": getattr(chunker, "execute_steps", None),
                          "ensemble_decay": chunking.ensemble_decay if chunking.mode == "ensemble" else None},

@@ -10,9 +10,10 @@ import pytest
 from simbridge.data.cli import main as simbridge
 from simbridge.data.spec import PolicyContract
 from simbridge.deploy.chunking import ChunkingConfig
-from simbridge.training.envs import make_env, make_expert
+from simbridge.training.envs import SimEnvSpec, make_env, make_expert
 from simbridge.training.evaluation import (
     POLICY_LOADERS,
+    PolicySource,
     detect_policy_kind,
     evaluate,
     format_table,
@@ -25,7 +26,7 @@ EPISODE_KEYS = {"policy", "split", "category", "seed", "episode", "success", "gr
 
 @pytest.fixture(scope="module")
 def env():
-    e = make_env("PutOnTarget-v1", split="train", seed=0, obs_mode="state", camera_size=(32, 32))
+    e = make_env(SimEnvSpec("PutOnTarget-v1", split="train", obs_mode="state", camera_size=(32, 32)), seed=0)
     yield e
     e.close()
 
@@ -133,7 +134,7 @@ def test_chunks_are_executed_as_on_the_robot(env, tmp_path, chunking, calls_per_
     """The eval harness uses the deploy chunk executors: re-planning more often asks the policy more."""
     policy = ChunkedExpert(env, k=4)
     summary = evaluate(lambda e: policy, splits=["train"], episodes=1, seed=0, env=env, progress=False,
-                       chunking=chunking, run_dir=tmp_path)  # fmt: skip
+                       spec=SimEnvSpec(chunking=chunking), run_dir=tmp_path)  # fmt: skip
     row = json.loads((tmp_path / "episodes.jsonl").read_text())
     assert row["predictions"] == policy.calls == int(np.ceil(row["steps"] * calls_per_step))
     if chunking.mode == "receding":  # the expert re-planning more often still succeeds (an average may lag)
@@ -150,6 +151,15 @@ def test_eval_cli_chunking_flags(tmp_path, capsys):
     assert simbridge(["eval", "--policy", "expert", "--episodes", "1", "--execute-steps", "-1", "--out",
                       str(tmp_path / "bad"), "--no-progress"]) == 2  # fmt: skip
     assert "execute_steps" in capsys.readouterr().err
+
+
+def test_a_policy_needing_cameras_the_simulation_lacks_fails_before_any_env(tmp_path):
+    from simbridge.data.spec import CameraSpec, ContractError, ObservationSpec
+
+    contract = PolicyContract(observation=ObservationSpec(cameras=(CameraSpec("agentview"),)))
+    source = PolicySource(name="robot-trained", make=lambda env: None, contract=contract)
+    with pytest.raises(ContractError, match="agentview"):
+        evaluate(source, splits=["train"], episodes=1, progress=False, task="no-such-task")  # no env is made
 
 
 def test_policy_sources_and_their_errors(tmp_path):
@@ -204,8 +214,9 @@ def test_cli_eval_config_file(tmp_path):
     from simbridge.data.config import load_config
     from simbridge.training.cli_eval import EvalConfig
 
-    cfg = load_config(EvalConfig, "launch/configs/eval_quick.yaml", overrides=["episodes=1"])
+    cfg = load_config(EvalConfig, "launch/configs/eval_quick.yaml", overrides=["episodes=1", "env.max_episode_steps=5"])
     assert cfg.episodes == 1 and cfg.video and cfg.suite.startswith("train,")
+    assert cfg.env.max_episode_steps == 5 and cfg.env.task == "PutOnTarget-v1"
 
 
 def test_a_saved_checkpoint_is_evaluated_through_the_loader(env, tmp_path):
