@@ -296,9 +296,12 @@ def test_a_warm_start_renders_the_cameras_its_checkpoint_was_trained_on(tmp_path
 
     env = EnvConfig()  # scene only, 128 px
     matched = env_for_warm_start(env, PolicyConfig(init_checkpoint=str(checkpoint("scene", "wrist"))))
-    assert matched.wrist_camera and tuple(matched.camera_size) == (96, 96)
-    assert matched.task == env.task and matched.envs_per_worker == env.envs_per_worker
+    assert matched.spec.wrist_camera and matched.spec.camera_size == (96, 96)
+    assert [c.name for c in matched.spec.cameras] == ["scene", "wrist"]
+    assert matched.spec.task == env.spec.task and matched.envs_per_worker == env.envs_per_worker
     assert env_for_warm_start(env, PolicyConfig()) is env  # a fresh policy: the config decides
+    same = env_for_warm_start(env, PolicyConfig(init_checkpoint=str(checkpoint("scene", size=128))))
+    assert same is env  # the checkpoint wants what the config renders already
     with pytest.raises(ConfigError, match="agentview"):
         env_for_warm_start(env, PolicyConfig(init_checkpoint=str(checkpoint("agentview"))))
     with pytest.raises(ConfigError, match=r"init_checkpoint.*does not exist"):

@@ -29,9 +29,9 @@ def _keep_torch_threads():
     torch.set_num_threads(threads)
 
 
-def toy_config(**env) -> RLConfig:
+def toy_config(max_episode_steps: int = 3, **env) -> RLConfig:
     env = {"backend": "toy", "num_workers": 2, "envs_per_worker": 4, "pipeline_stage_num": 2,
-           "max_episode_steps": 3, **env}
+           "spec": {"max_episode_steps": max_episode_steps}, **env}
     return load_config(RLConfig, data={"env": env, "policy": {"backend": "toy"}, "runner": {"rollout_steps": 5},
                                        "algorithm": {"group_size": 2}, "reward": {"dense_coef": 1.0}})
 

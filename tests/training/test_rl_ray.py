@@ -34,7 +34,7 @@ def ray_instance(tmp_path_factory):
 
 def toy_config(tmp_path, **sections) -> RLConfig:
     data = {
-        "env": {"backend": "toy", "max_episode_steps": 20, "envs_per_worker": 8, "pipeline_stage_num": 2},
+        "env": {"backend": "toy", "spec": {"max_episode_steps": 20}, "envs_per_worker": 8, "pipeline_stage_num": 2},
         "policy": {"backend": "toy"},
         "actor": {"lr": 3e-3, "minibatch_size": 128, "update_epochs": 2},
         "reward": {"dense_coef": 1.0},
@@ -129,7 +129,7 @@ def test_crashed_env_worker_is_restarted_and_its_episodes_dropped(tmp_path):
     marker = tmp_path / "crashed"
     cfg = toy_config(
         tmp_path,
-        env={"envs_per_worker": 2, "pipeline_stage_num": 2, "max_episode_steps": 10,
+        env={"envs_per_worker": 2, "pipeline_stage_num": 2, "spec": {"max_episode_steps": 10},
              "kwargs": {"crash_after_steps": 4, "crash_marker": str(marker)}},
         runner={"rollout_steps": 10},
     )
@@ -156,7 +156,7 @@ def test_crashed_env_worker_is_restarted_and_its_episodes_dropped(tmp_path):
 
 def test_grpo_runs_one_episode_per_env_per_iteration_in_same_state_groups(tmp_path):
     cfg = toy_config(tmp_path, algorithm={"name": "grpo", "group_size": 4}, reward={"dense_coef": 0.0},
-                     env={"max_episode_steps": 12}, runner={"iterations": 2, "checkpoint_every": 100})
+                     env={"spec": {"max_episode_steps": 12}}, runner={"iterations": 2, "checkpoint_every": 100})
     run_dir = train(cfg)
     records = read_metrics(run_dir)
     assert [r["step"] for r in records] == [1, 2]
@@ -175,7 +175,7 @@ def test_grpo_runs_one_episode_per_env_per_iteration_in_same_state_groups(tmp_pa
 def test_fixed_initial_states_cycle_through_the_configured_seeds(tmp_path):
     """``env.num_initial_states=3``: every training episode starts from seed 5, 6 or 7 (LIBERO-style
     fixed initial states), and all three are used."""
-    cfg = toy_config(tmp_path, env={"seed": 5, "num_initial_states": 3, "max_episode_steps": 4})
+    cfg = toy_config(tmp_path, env={"seed": 5, "num_initial_states": 3, "spec": {"max_episode_steps": 4}})
     [(_, stats)], _ = _collect(cfg, iterations=1)
     seeds = [e.seed for e in stats.episodes]
     assert len(seeds) >= 8 and set(seeds) == {5, 6, 7}, seeds

@@ -3,7 +3,8 @@
 The tree mirrors RLinf's config groups without its sprawl::
 
     cluster:   where the workers run (local Ray instance or an existing cluster, placement mode)
-    env:       which task, how many environments, how they are split into workers and stages
+    env:       what one environment is (env.spec: a SimEnvSpec), how many, how they are split
+               into workers and stages
     policy:    which model (the VLA families, or the toy policy) and its warm start
     algorithm: name ("ppo" | "grpo") and its hyper-parameters
     reward:    sparse success + optional dense shaping
@@ -18,6 +19,9 @@ from dataclasses import field
 from typing import Literal
 
 from simbridge.data.config import config
+from simbridge.deploy.chunking import ChunkingConfig
+from simbridge.training.envs.spec import SimEnvSpec
+from simbridge.training.renamed_keys import renamed_keys
 
 PlacementMode = Literal["collocated", "disaggregated", "hybrid"]
 
@@ -46,17 +50,18 @@ class ClusterConfig:
             raise ValueError("env_max_restarts: must be >= 0")
 
 
+#: Keys of ``env`` that moved into ``env.spec`` (SimEnvSpec); old files and overrides still load.
+_SPEC_KEYS = ("task", "split", "obs_mode", "camera_size", "wrist_camera", "max_episode_steps")
+
+
 @config
 class EnvConfig:
     #: "toy": the in-package ToyReach task (simbridge.training.rl.toy, instant, for tests);
     #: "sim": the simulation tasks of simbridge.training.envs (ManiSkill3 / LIBERO).
     backend: Literal["toy", "sim"] = "sim"
-    task: str = "PutOnTarget-v1"
-    split: str = "train"
-    obs_mode: Literal["rgb", "state"] = "rgb"
-    camera_size: tuple[int, int] = (128, 128)
-    wrist_camera: bool = False
-    max_episode_steps: int = 80
+    #: What one environment is: task, split, observation mode, cameras, episode length. A warm
+    #: start renders the cameras of its checkpoint. The toy backend reads the split and the length.
+    spec: SimEnvSpec = field(default_factory=SimEnvSpec)
     num_workers: int = 1
     envs_per_worker: int = 4
     #: Each env worker splits its envs into this many stages; the simulator steps stage k while
@@ -71,6 +76,8 @@ class EnvConfig:
     #: Extra keyword arguments for the env factory (e.g. the toy task's ``step_cost_s``).
     kwargs: dict[str, float | int | str | bool] = field(default_factory=dict)
 
+    _renamed = renamed_keys({k: f"spec.{k}" for k in _SPEC_KEYS}, where="env.")
+
     def __post_init__(self) -> None:
         if self.num_workers < 1 or self.envs_per_worker < 1:
             raise ValueError("num_workers/envs_per_worker: must be >= 1")
@@ -79,12 +86,18 @@ class EnvConfig:
                 f"pipeline_stage_num: must be >= 1 and divide envs_per_worker ({self.envs_per_worker}), "
                 f"got {self.pipeline_stage_num}"
             )
-        if self.max_episode_steps < 1:
-            raise ValueError("max_episode_steps: must be >= 1")
         if self.cpus_per_worker <= 0:
             raise ValueError("cpus_per_worker: must be > 0")
         if self.num_initial_states < 0:
             raise ValueError("num_initial_states: 0 (a new initial state every episode) or a positive count")
+        if self.spec.chunking != ChunkingConfig():
+            raise ValueError("spec: RL executes every predicted chunk whole (one policy call per chunk); "
+                             "leave env.spec.chunking at its default")  # fmt: skip
+
+    @property
+    def max_episode_steps(self) -> int:
+        """``spec.max_episode_steps``, where the rollout reads it."""
+        return self.spec.max_episode_steps
 
     @property
     def num_envs(self) -> int:

@@ -20,33 +20,22 @@ from pathlib import Path
 from typing import Any
 
 from simbridge.data.config import ConfigError
-from simbridge.data.spec import PolicyContract
+from simbridge.data.spec import ContractError, ObservationSpec, PolicyContract
 from simbridge.training.rl.config import EnvConfig, PolicyConfig
 
 log = logging.getLogger(__name__)
-#: Cameras the simulation tasks render (``make_env(..., wrist_camera=True)`` adds the wrist one).
-SIM_CAMERAS = ("scene", "wrist")
 
 
 def _make_sim_env(cfg: EnvConfig, seed: int) -> Any:
     from simbridge.training.envs import make_env
 
-    return make_env(
-        task=cfg.task,
-        split=cfg.split,
-        seed=seed,
-        obs_mode=cfg.obs_mode,
-        camera_size=tuple(cfg.camera_size),
-        wrist_camera=cfg.wrist_camera,
-        max_episode_steps=cfg.max_episode_steps,
-        **cfg.kwargs,
-    )
+    return make_env(cfg.spec, seed=seed, **cfg.kwargs)
 
 
 def _make_toy_env(cfg: EnvConfig, seed: int) -> Any:
     from simbridge.training.rl.toy import ToyReachEnv
 
-    return ToyReachEnv(split=cfg.split, seed=seed, max_episode_steps=cfg.max_episode_steps, **cfg.kwargs)
+    return ToyReachEnv(split=cfg.spec.split, seed=seed, max_episode_steps=cfg.spec.max_episode_steps, **cfg.kwargs)
 
 
 ENV_BACKENDS: dict[str, Callable[[EnvConfig, int], Any]] = {"sim": _make_sim_env, "toy": _make_toy_env}
@@ -59,8 +48,9 @@ def make_rl_env(cfg: EnvConfig, seed: int) -> Any:
 def env_for_warm_start(env_cfg: EnvConfig, policy_cfg: PolicyConfig) -> EnvConfig:
     """The env config rendering what ``policy.init_checkpoint`` was trained on (cameras, size).
 
-    Evaluation does the same; without it a scene + wrist SFT checkpoint would fail in the rollout
-    worker, after Ray and the simulators started. Other backends are returned unchanged.
+    Evaluation does the same (:meth:`SimEnvSpec.with_contract`); without it a scene + wrist SFT
+    checkpoint would fail in the rollout worker, after Ray and the simulators started. Other
+    backends are returned unchanged.
     """
     if policy_cfg.backend != "vla" or not policy_cfg.init_checkpoint or env_cfg.backend != "sim":
         return env_cfg
@@ -74,21 +64,19 @@ def env_for_warm_start(env_cfg: EnvConfig, policy_cfg: PolicyConfig) -> EnvConfi
         contract = json.loads(config_file.read_text()).get("contract") or {}
     except (OSError, json.JSONDecodeError) as exc:
         raise ConfigError(f"policy.init_checkpoint: cannot read {config_file} ({exc}); pass a complete checkpoint") from None
-    cams = (contract.get("observation") or {}).get("cameras") or []
-    if not cams:
+    if not (contract.get("observation") or {}).get("cameras"):
         return env_cfg
-    names = [c["name"] for c in cams]
-    if "scene" not in names or not set(names) <= set(SIM_CAMERAS):
-        raise ConfigError(
-            f"policy.init_checkpoint was trained with cameras {names}; the simulation renders {list(SIM_CAMERAS)} "
-            "(scene always, wrist with env.wrist_camera=true): warm-start from a checkpoint trained in simulation"
-        )
-    wrist, size = "wrist" in names, (int(cams[0]["height"]), int(cams[0]["width"]))
-    if (wrist, size) == (env_cfg.wrist_camera, tuple(env_cfg.camera_size)):
+    try:
+        observation = ObservationSpec.from_dict(contract["observation"])
+        spec = env_cfg.spec.with_contract(PolicyContract(observation=observation))
+    except (ContractError, KeyError, TypeError) as exc:
+        raise ConfigError(f"policy.init_checkpoint: {exc}") from None
+    if spec.cameras == env_cfg.spec.cameras:
         return env_cfg
     log.info("env: rendering the checkpoint's cameras %s at %dx%d (config had wrist_camera=%s, camera_size=%s)",
-             names, size[0], size[1], env_cfg.wrist_camera, list(env_cfg.camera_size))  # fmt: skip
-    return replace(env_cfg, wrist_camera=wrist, camera_size=size)
+             [c.name for c in spec.cameras], *spec.camera_size, env_cfg.spec.wrist_camera,
+             list(env_cfg.spec.camera_size))  # fmt: skip
+    return replace(env_cfg, spec=spec)
 
 
 def env_contract(cfg: EnvConfig) -> PolicyContract:
