@@ -1,0 +1,117 @@
+"""The SFT run's configuration (``simbridge train sft --config launch/configs/sft_tiny.yaml``).
+
+Sections: ``model`` (family, preset, chunk size, heads), ``data`` (which episodes of which
+store, which action label), ``augment`` (image augmentation), ``optim`` (schedule) and ``eval``
+(the evaluation in simulation after training).
+"""
+
+from __future__ import annotations
+
+from dataclasses import field
+from typing import Literal
+
+from simbridge.data.config import config
+from simbridge.training.models import PRESETS
+
+
+@config
+class SFTModelConfig:
+    family: Literal["openvla", "openvla-oft"] = "openvla-oft"
+    preset: str = "tiny"
+    chunk_size: int = 4
+    use_regression_head: bool = False
+    lora_rank: int = 0
+    #: Feed the proprio vector (TCP pose + gripper, normalized with the demos' mean/std) as one
+    #: more token, so the policy need not read its own arm's position from the pixels.
+    #: null = the family's default: on for openvla-oft (as OpenVLA-OFT), off for openvla.
+    use_proprio: bool | None = None
+    #: Fine-tune from this checkpoint / policy directory instead of a fresh model ("" = fresh).
+    init_from: str = ""
+
+    def __post_init__(self) -> None:
+        if self.preset not in PRESETS:
+            raise ValueError(f"preset: one of {sorted(PRESETS)}")
+        if self.chunk_size < 1:
+            raise ValueError("chunk_size: a positive number of actions per prediction")
+        if self.use_regression_head and self.family != "openvla-oft":
+            raise ValueError("use_regression_head: only the openvla-oft family has a regression head")
+
+
+@config
+class SFTDataConfig:
+    #: Episode store (zarr) with the demonstrations.
+    store: str = ""
+    val_fraction: float = 0.1
+    only_successful: bool = True
+    max_episodes: int = 0  # 0 = all
+    #: Cameras to train on ([] = all cameras of the store).
+    cameras: list[str] = field(default_factory=list)
+    #: Only episodes recorded in these task splits (EpisodeMeta.split; [] = all).
+    splits: list[str] = field(default_factory=list)
+    #: Which recorded action to imitate: ``action`` (executed) or ``policy_action`` (what the
+    #: expert proposed; the clean label of DART demos, ``simbridge demos --dart``).
+    action_label: Literal["action", "policy_action"] = "action"
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError("val_fraction: a fraction in [0, 1)")
+
+
+@config
+class AugmentConfig:
+    enabled: bool = True
+    #: Random shift: pad by this many pixels (replicate) and crop back at a random offset.
+    shift_px: int = 4
+    brightness: float = 0.2
+    contrast: float = 0.2
+    saturation: float = 0.2
+
+
+@config
+class OptimConfig:
+    steps: int = 2000
+    batch_size: int = 32
+    lr: float = 3e-4
+    weight_decay: float = 0.01
+    warmup_steps: int = 50
+    grad_clip: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.batch_size < 1:
+            raise ValueError("steps: steps and batch_size must be positive")
+        if not self.lr > 0:
+            raise ValueError("lr: a positive learning rate")
+
+
+@config
+class SFTEvalConfig:
+    enabled: bool = True
+    suite: str = "train"
+    episodes: int = 20
+    seed: int = 10_000
+
+
+@config
+class SFTConfig:
+    name: str = "sft"
+    run_root: str = "runs"
+    seed: int = 0
+    threads: int = 2
+    model: SFTModelConfig = field(default_factory=SFTModelConfig)
+    data: SFTDataConfig = field(default_factory=SFTDataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    eval: SFTEvalConfig = field(default_factory=SFTEvalConfig)
+    l1_weight: float = 1.0
+    #: Std (in bins) of Gaussian soft targets for the token cross-entropy; 0 = one-hot targets.
+    bin_sigma: float = 0.0
+    log_every: int = 10
+    val_every: int = 200
+    checkpoint_every: int = 500
+    #: "" = fresh run; "auto" = continue the newest run of this name; or a run directory.
+    resume: str = ""
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.bin_sigma < 0:
+            raise ValueError("bin_sigma: 0 (one-hot targets) or a positive width in bins, e.g. 1.5")

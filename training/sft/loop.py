@@ -1,0 +1,184 @@
+"""The SFT training loop: build (or resume) the policy, train with AdamW, validate, checkpoint.
+
+The run directory (``<run_root>/<name>/<stamp>/``) gets config.yaml, metrics.jsonl + TensorBoard and
+checkpoints (``iter_NNNNNN`` with the optimizer and RNG states, so ``resume`` continues exactly);
+at the end :mod:`.report` adds the loss plot and the evaluation in simulation.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from simbridge.data.config import ConfigError, to_dict
+from simbridge.data.runs import RunDir
+from simbridge.data.spec import ActionSpec, ObservationSpec, PolicyContract
+from simbridge.training.checkpoint import latest_checkpoint, load_training_state, save_checkpoint
+from simbridge.training.models import PRESETS, ActionStats, InstructionTokenizer, VLAPolicy, build_policy
+from simbridge.training.sft.config import OptimConfig, SFTConfig
+from simbridge.training.sft.data import Demos, augment_images, load_demos, split_episodes
+from simbridge.training.sft.loss import make_batch, sft_loss
+from simbridge.training.sft.report import evaluate_on_training_distribution, plot_losses
+
+
+def _contract_for(demos: Demos, chunk_size: int) -> PolicyContract:
+    return PolicyContract(
+        observation=ObservationSpec(cameras=demos.cameras), action=ActionSpec(), chunk_size=chunk_size
+    )
+
+
+def _lr_at(step: int, cfg: OptimConfig) -> float:
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress))))
+
+
+def _find_resume_dir(cfg: SFTConfig) -> Path | None:
+    if not cfg.resume:
+        return None
+    if cfg.resume != "auto":
+        p = Path(cfg.resume)
+        if latest_checkpoint(p) is None:
+            raise ConfigError(f"resume: {p} is not a run directory with checkpoints; pass one or resume=auto")
+        return p
+    runs = sorted((Path(cfg.run_root) / cfg.name).glob("*"), reverse=True)
+    return next((r for r in runs if latest_checkpoint(r) is not None), None)
+
+
+def build_for_demos(cfg: SFTConfig, demos: Demos) -> VLAPolicy:
+    """A fresh (or ``init_from``) policy whose stats/tokenizer come from the training demos."""
+    stats = ActionStats.from_actions(demos.actions, demos.proprio)
+    if cfg.model.init_from:
+        from simbridge.training.models.loaders import load_pretrained_policy
+
+        policy = load_pretrained_policy(cfg.model.init_from)
+        if cfg.model.use_proprio and policy.proprio_proj is None:
+            raise ConfigError(
+                f"model.use_proprio=true, but model.init_from={cfg.model.init_from} has no proprio projector; "
+                "set model.use_proprio=false (the policy then sees the arm only in the images)"
+            )
+        policy.action_stats = stats
+        return policy
+    tokenizer = InstructionTokenizer.train(sorted(set(demos.instructions)),
+                                           vocab_size=PRESETS[cfg.model.preset].get("text_vocab_size", 512))  # fmt: skip
+    return build_policy(
+        cfg.model.family,
+        cfg.model.preset,
+        contract=_contract_for(demos, cfg.model.chunk_size),
+        action_stats=stats,
+        tokenizer=tokenizer,
+        seed=cfg.seed,
+        use_regression_head=cfg.model.use_regression_head,
+        lora_rank=cfg.model.lora_rank,
+        **({} if cfg.model.use_proprio is None else {"use_proprio": cfg.model.use_proprio}),
+    )
+
+
+def evaluate_loss(policy: VLAPolicy, demos: Demos, cfg: SFTConfig, max_rows: int = 256) -> dict[str, float]:
+    rows = np.arange(len(demos))
+    if len(rows) > max_rows:
+        rows = np.random.default_rng(0).choice(rows, max_rows, replace=False)
+    policy.eval()
+    totals: dict[str, float] = {}
+    with torch.no_grad():
+        for start in range(0, len(rows), cfg.optim.batch_size):
+            part = rows[start : start + cfg.optim.batch_size]
+            batch, target = make_batch(policy, demos, part)
+            _, m = sft_loss(policy, batch, target, cfg.l1_weight, cfg.bin_sigma)
+            for k, v in m.items():
+                totals[k] = totals.get(k, 0.0) + v * len(part)
+    return {f"val/{k}": v / len(rows) for k, v in totals.items()}
+
+
+def train_sft(cfg: SFTConfig, demos: Demos | None = None) -> Path:
+    """Train; returns the run directory. ``demos`` overrides ``cfg.data.store`` (tests, notebooks)."""
+    torch.set_num_threads(max(1, cfg.threads))
+    torch.manual_seed(cfg.seed)
+    resume_dir = _find_resume_dir(cfg)
+    if demos is None:
+        image_size = int(PRESETS[cfg.model.preset].get("image_size", 64))
+        demos = load_demos(cfg.data.store, image_size, cfg.data.cameras or None, cfg.data.only_successful,
+                           cfg.data.max_episodes, cfg.data.splits or None, cfg.data.action_label)  # fmt: skip
+    train_eps, val_eps = split_episodes(len(demos.instructions), cfg.data.val_fraction, cfg.seed)
+    train, val = demos.subset(train_eps), (demos.subset(val_eps) if len(val_eps) else None)
+
+    state = None
+    if resume_dir is not None:
+        ckpt = latest_checkpoint(resume_dir)
+        from simbridge.training.checkpoint import load_checkpoint
+
+        policy = load_checkpoint(ckpt)
+        state = load_training_state(ckpt)
+        run = RunDir(resume_dir, config=cfg)
+    else:
+        policy = build_for_demos(cfg, train)
+        run = RunDir.create(cfg.run_root, cfg.name, config=cfg)
+    params = [p for p in policy.parameters() if p.requires_grad]
+    optim = torch.optim.AdamW(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+    step = 0
+    gen = torch.Generator().manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    if state is not None:
+        optim.load_state_dict(state["optimizer"])
+        step = int(state["step"])
+        gen.set_state(state["torch_generator"])
+        rng.bit_generator.state = state["numpy_rng"]
+        torch.set_rng_state(state["torch_rng"])
+
+    def checkpoint(metrics: dict[str, Any]) -> Path:
+        training_state = {"optimizer": optim.state_dict(), "step": step, "torch_generator": gen.get_state(),
+                          "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state()}  # fmt: skip
+        return save_checkpoint(policy, run, step, metrics, config=to_dict(cfg), training_state=training_state,
+                               extra={"num_train_episodes": len(train_eps), "num_val_episodes": len(val_eps),
+                                      "num_train_steps": len(train)})  # fmt: skip
+
+    from tqdm.auto import tqdm
+
+    started = time.time()
+    bar = tqdm(total=cfg.optim.steps, initial=step, desc=f"sft {cfg.model.family}/{cfg.model.preset}",
+               disable=not cfg.progress, dynamic_ncols=True)  # fmt: skip
+    last: dict[str, Any] = {}
+    try:
+        while step < cfg.optim.steps:
+            policy.train()
+            rows = rng.integers(0, len(train), cfg.optim.batch_size)
+            batch, target = make_batch(policy, train, rows)
+            batch["pixel_values"] = augment_images(batch["pixel_values"], cfg.augment, gen)
+            lr = _lr_at(step, cfg.optim)
+            for group in optim.param_groups:
+                group["lr"] = lr
+            loss, metrics = sft_loss(policy, batch, target, cfg.l1_weight, cfg.bin_sigma)
+            optim.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
+            optim.step()
+            step += 1
+            bar.update(1)
+            last = {**metrics, "lr": lr, "grad_norm": float(grad_norm)}
+            if step % cfg.log_every == 0 or step == 1:
+                run.log(step, **{f"train/{k}": v for k, v in last.items()}, elapsed_s=time.time() - started)
+                bar.set_postfix(loss=f"{metrics['loss']:.3f}", acc=f"{metrics['token_accuracy']:.2f}")
+            if val is not None and (step % cfg.val_every == 0 or step == cfg.optim.steps):
+                last.update(evaluate_loss(policy, val, cfg))
+                run.log(step, **{k: v for k, v in last.items() if k.startswith("val/")})
+            if step % cfg.checkpoint_every == 0 or step == cfg.optim.steps:
+                checkpoint(last)
+        bar.close()
+        final = latest_checkpoint(run.path)
+        summary = {"steps": step, "train_minutes": (time.time() - started) / 60.0, "final": last,
+                   "checkpoint": str(final), "num_train_episodes": len(train_eps),
+                   "num_val_episodes": len(val_eps), "num_train_samples": len(train)}  # fmt: skip
+        plot_losses(run.path)
+        if cfg.eval.enabled:
+            summary["evaluation"] = evaluate_on_training_distribution(final, cfg, run.path)
+        run.write_json("sft_summary.json", summary)
+    finally:
+        bar.close()
+        run.close()
+    return run.path
