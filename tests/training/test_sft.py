@@ -222,7 +222,7 @@ def test_augmentation_changes_images_but_keeps_range():
 
 
 def test_train_sft_end_to_end_and_resume(store, tmp_path):
-    overrides = [f"data.store={store}", f"run_root={tmp_path}", "optim.steps=12", "optim.batch_size=8",
+    overrides = [f"data.store={store}", f"root={tmp_path}", "optim.steps=12", "optim.batch_size=8",
                  "optim.warmup_steps=2", "log_every=2", "val_every=6", "checkpoint_every=6", "eval.enabled=false",
                  "progress=false", "data.val_fraction=0.2", "threads=1"]  # fmt: skip
     run = train_sft(load_config(SFTConfig, overrides=overrides))

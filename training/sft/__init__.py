@@ -9,7 +9,7 @@ normalized with 1st/99th percentile statistics of the *training* episodes and di
 into 256 bins; the loss is the cross-entropy of the action tokens (+ L1 on the normalized
 actions when the OFT regression head is on). Episodes are split into train / validation.
 
-The run directory (``runs/<name>/<stamp>/``) gets config.yaml, metrics.jsonl + TensorBoard,
+The run directory (``<root>/<name>/<stamp>/``) gets config.yaml, metrics.jsonl + TensorBoard,
 checkpoints (``iter_NNNNNN`` with the optimizer state for resuming), a loss plot, and at the
 end an evaluation on the training distribution when the simulation harness is installed.
 

@@ -2,7 +2,7 @@
 
 Sections: ``model`` (family, preset, chunk size, heads), ``data`` (which episodes of which
 store, which action label), ``augment`` (image augmentation), ``optim`` (schedule) and ``eval``
-(the evaluation in simulation after training).
+(the evaluation in simulation after training, with its environment as ``eval.env``).
 """
 
 from __future__ import annotations
@@ -11,7 +11,9 @@ from dataclasses import field
 from typing import Literal
 
 from simbridge.data.config import config
+from simbridge.training.envs.spec import SimEnvSpec
 from simbridge.training.models import PRESETS
+from simbridge.training.renamed_keys import renamed_keys
 
 
 @config
@@ -89,12 +91,15 @@ class SFTEvalConfig:
     suite: str = "train"
     episodes: int = 20
     seed: int = 10_000
+    #: The evaluation's environment; the checkpoint's contract decides the cameras.
+    env: SimEnvSpec = field(default_factory=SimEnvSpec)
 
 
 @config
 class SFTConfig:
     name: str = "sft"
-    run_root: str = "runs"
+    #: Runs are written to ``<root>/<name>/<timestamp>/`` (the same key as RL's ``runner.root``).
+    root: str = "runs"
     seed: int = 0
     threads: int = 2
     model: SFTModelConfig = field(default_factory=SFTModelConfig)
@@ -111,6 +116,8 @@ class SFTConfig:
     #: "" = fresh run; "auto" = continue the newest run of this name; or a run directory.
     resume: str = ""
     progress: bool = True
+
+    _renamed = renamed_keys({"run_root": "root"})
 
     def __post_init__(self) -> None:
         if self.bin_sigma < 0:

@@ -1,6 +1,6 @@
 """The SFT training loop: build (or resume) the policy, train with AdamW, validate, checkpoint.
 
-The run directory (``<run_root>/<name>/<stamp>/``) gets config.yaml, metrics.jsonl + TensorBoard and
+The run directory (``<root>/<name>/<stamp>/``) gets config.yaml, metrics.jsonl + TensorBoard and
 checkpoints (``iter_NNNNNN`` with the optimizer and RNG states, so ``resume`` continues exactly);
 at the end :mod:`.report` adds the loss plot and the evaluation in simulation.
 """
@@ -47,7 +47,7 @@ def _find_resume_dir(cfg: SFTConfig) -> Path | None:
         if latest_checkpoint(p) is None:
             raise ConfigError(f"resume: {p} is not a run directory with checkpoints; pass one or resume=auto")
         return p
-    runs = sorted((Path(cfg.run_root) / cfg.name).glob("*"), reverse=True)
+    runs = sorted((Path(cfg.root) / cfg.name).glob("*"), reverse=True)
     return next((r for r in runs if latest_checkpoint(r) is not None), None)
 
 
@@ -118,7 +118,7 @@ def train_sft(cfg: SFTConfig, demos: Demos | None = None) -> Path:
         run = RunDir(resume_dir, config=cfg)
     else:
         policy = build_for_demos(cfg, train)
-        run = RunDir.create(cfg.run_root, cfg.name, config=cfg)
+        run = RunDir.create(cfg.root, cfg.name, config=cfg)
     params = [p for p in policy.parameters() if p.requires_grad]
     optim = torch.optim.AdamW(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
     step = 0

@@ -17,7 +17,7 @@ def evaluate_on_training_distribution(checkpoint: Path, cfg: SFTConfig, run_path
     source = load_policy_source(str(checkpoint), kind="checkpoint")
     try:
         return evaluate(source, suite=cfg.eval.suite, episodes=cfg.eval.episodes, seed=cfg.eval.seed,
-                        run_dir=run_path / "eval", progress=cfg.progress)  # fmt: skip
+                        run_dir=run_path / "eval", progress=cfg.progress, spec=cfg.eval.env)  # fmt: skip
     except EnvUnavailable as exc:
         return {"skipped": f"simulator unavailable: {exc}"}
 
