@@ -22,7 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--episodes", type=int, default=40, help="successful episodes to write (default 40)")
     parser.add_argument("--split", default="train", help="split to record in (default train)")
     parser.add_argument("--seed", type=int, default=0, help="first episode seed (default 0)")
-    parser.add_argument("--camera-size", type=int, default=128, help="square camera size in pixels (default 128)")
+    parser.add_argument("--camera-size", dest="camera_px", type=int, default=128,
+                        help="square camera size in pixels (default 128): env.camera_size [N, N]")
     parser.add_argument("--obs-mode", choices=["rgb", "state"], default="rgb",
                         help="state: no rendering, black images (smoke tests only; default rgb)")
     parser.add_argument("--wrist-camera", action="store_true", help="also render the wrist camera")
@@ -37,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from simbridge.data.config import ConfigError
-    from simbridge.training.envs import SPLITS, EnvUnavailable
+    from simbridge.training.envs import SPLITS, EnvUnavailable, SimEnvSpec
     from simbridge.training.envs.demos import write_expert_demos
 
     if args.episodes < 1:
@@ -46,13 +47,15 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--split: unknown split {args.split!r}; choose from {', '.join(SPLITS)}")
     if args.noise < 0 or args.dart < 0:
         raise ConfigError("--noise / --dart: a standard deviation >= 0 (m / rad)")
-    if args.camera_size < 16:
+    if args.camera_px < 16:
         raise ConfigError("--camera-size: at least 16 pixels")
+    if args.max_steps < 1:
+        raise ConfigError("--max-steps: at least 1")
+    spec = SimEnvSpec(split=args.split, obs_mode=args.obs_mode, camera_size=(args.camera_px, args.camera_px),
+                      wrist_camera=args.wrist_camera, max_episode_steps=args.max_steps)  # fmt: skip
     try:
         result = write_expert_demos(
-            args.out, args.episodes, split=args.split, seed=args.seed, obs_mode=args.obs_mode,
-            camera_size=(args.camera_size, args.camera_size), wrist_camera=args.wrist_camera,
-            max_episode_steps=args.max_steps, keep_failures=args.keep_failures,
+            args.out, args.episodes, spec=spec, seed=args.seed, keep_failures=args.keep_failures,
             expert_noise_std=args.noise, execution_noise_std=args.dart, progress=args.progress,
         )  # fmt: skip
     except EnvUnavailable as exc:

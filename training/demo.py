@@ -33,6 +33,8 @@ import yaml
 
 from simbridge.data.config import config, load_config, to_dict
 from simbridge.data.runs import RunDir
+from simbridge.training.envs.spec import SimEnvSpec
+from simbridge.training.renamed_keys import renamed_keys, square
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES = ("demos", "sft", "ppo", "export", "twin", "report")
@@ -41,11 +43,14 @@ STAGES = ("demos", "sft", "ppo", "export", "twin", "report")
 @config
 class DemoConfig:
     name: str = "demo"
-    run_root: str = "runs"
+    #: The run goes to ``<root>/<name>/<timestamp>/`` (the same key as SFT's ``root`` and RL's ``runner.root``).
+    root: str = "runs"
     seed: int = 0
     #: Expert demonstrations for SFT (successful episodes written to the store).
     demos: int = 40
-    camera_size: int = 128
+    #: The environment the demonstrations are recorded in (SFT's evaluation and PPO render the
+    #: cameras of the checkpoint they start from).
+    env: SimEnvSpec = field(default_factory=SimEnvSpec)
     sft_config: str = "launch/configs/sft_tiny.yaml"
     sft_overrides: list[str] = field(default_factory=list)
     ppo_config: str = "launch/configs/ppo_maniskill.yaml"
@@ -55,6 +60,8 @@ class DemoConfig:
     episodes_per_condition: int = 2
     #: Seconds the twin evaluation may take at most before it is stopped (0 = no limit).
     twin_timeout_s: float = 900.0
+
+    _renamed = renamed_keys({"run_root": "root", "camera_size": ("env.camera_size", square)})
 
     def __post_init__(self) -> None:
         if self.demos < 2:
@@ -75,10 +82,7 @@ def _path(p: str) -> Path:
 def stage_demos(cfg: DemoConfig, out: Path) -> dict:
     from simbridge.training.envs.demos import write_expert_demos
 
-    return write_expert_demos(
-        out / "demos.zarr", cfg.demos, split="train", seed=cfg.seed,
-        camera_size=(cfg.camera_size, cfg.camera_size),
-    )
+    return write_expert_demos(out / "demos.zarr", cfg.demos, spec=cfg.env, seed=cfg.seed)
 
 
 def stage_sft(cfg: DemoConfig, out: Path) -> Path:
@@ -87,7 +91,7 @@ def stage_sft(cfg: DemoConfig, out: Path) -> Path:
 
     sft_cfg = load_config(
         SFTConfig, _path(cfg.sft_config),
-        overrides=[f"data.store={out / 'demos.zarr'}", f"run_root={out}", "name=sft", f"seed={cfg.seed}",
+        overrides=[f"data.store={out / 'demos.zarr'}", f"root={out}", "name=sft", f"seed={cfg.seed}",
                    *cfg.sft_overrides],
     )
     run_path = train_sft(sft_cfg)
@@ -169,7 +173,7 @@ def run_demo(cfg: DemoConfig, run_dir: Path | None = None, from_stage: str = "de
     if from_stage not in STAGES:
         raise ValueError(f"from_stage: one of {STAGES}, got {from_stage!r}")
     if run_dir is None:
-        run = RunDir.create(_path(cfg.run_root), cfg.name, config=cfg, tensorboard=False)
+        run = RunDir.create(_path(cfg.root), cfg.name, config=cfg, tensorboard=False)
     else:
         run = RunDir(run_dir, tensorboard=False)
     out = run.path
