@@ -10,9 +10,11 @@
 Chunks that run past an episode's end are padded by repeating its last action (so a policy
 learns to hold still at the end, as in OpenVLA-OFT and diffusion_policy) and masked.
 
-Filters: ``successful_only`` (episodes labelled successful), ``splits`` (``EpisodeMeta.split``),
-``interventions_only`` (only windows whose step the human operator controlled: HIL-SERL's
-correction data), or any ``episode_filter(meta) -> bool``.
+Filters: ``successful_only`` (episodes labelled successful), ``splits`` (the task split an
+episode was recorded in, ``EpisodeMeta.split``; the train / validation partition of ``simbridge
+data split`` is a store of its own, and ``EpisodeMeta.partition``), ``interventions_only`` (only
+windows whose step the human operator controlled: HIL-SERL's correction data), or any
+``episode_filter(meta) -> bool``.
 
 Low-dimensional arrays of the selected episodes are loaded at construction; images are read
 per item (one frame per camera, cheap with the store's per-frame chunks) unless

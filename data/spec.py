@@ -291,12 +291,16 @@ class EpisodeMeta:
     calibration_id: str = ""
     robot: str = ""  # "maniskill:PutOnTarget-v1", "franka:fr3@172.16.0.2", "franky-sim"
     software_version: str = ""
-    split: str = ""  # training split / evaluation condition
+    split: str = ""  # the task split / evaluation condition it was recorded in ("train", "vision_noise")
     seed: int | None = None
     extra: dict = field(default_factory=dict)
     # True: the writer stopped before end_episode (killed, or closed mid-episode); the steps are
     # what it had committed. Kept, but training datasets and exports leave it out by default.
     incomplete: bool = False
+    # The train / validation partition ``simbridge data split`` put it in ("" if never partitioned).
+    # Separate from ``split``, which stays the task split. Stores written before this field have
+    # only ``split``: it reads as "" there (and a store partitioned then has the partition in split).
+    partition: str = ""
 
 
 def quat_wxyz_to_xyzw(q: Sequence[float]) -> np.ndarray:

@@ -74,7 +74,11 @@ def split_store(
     fractions: Mapping[str, float],
     seed: int = 0,
 ) -> dict[str, Path]:
-    """Randomly partition episodes into ``<out_dir>/<name>.zarr`` stores; sets each episode's ``split``."""
+    """Randomly partition episodes into ``<out_dir>/<name>.zarr`` stores.
+
+    Each episode's ``partition`` is set to its store's name; its ``split`` (the task split it was
+    recorded in) is kept.
+    """
     store = EpisodeStore(src, include_incomplete=True)
     if not fractions or any(f < 0 for f in fractions.values()) or sum(fractions.values()) <= 0:
         raise StoreError(f"split: fractions must be non-negative with a positive sum, got {dict(fractions)}")
@@ -89,6 +93,6 @@ def split_store(
         if paths[name].exists():
             raise StoreError(f"split: {paths[name]} already exists; choose another --out directory")
         with EpisodeWriter(paths[name], store.cameras, robot=str(store.info.get("robot", ""))) as w:
-            copy_episodes(store, w, sorted(order[start : start + n].tolist()), split=name)
+            copy_episodes(store, w, sorted(order[start : start + n].tolist()), partition=name)
         start += n
     return paths

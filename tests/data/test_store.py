@@ -339,3 +339,16 @@ def test_interrupted_creation_is_redone_but_a_lost_commit_with_data_is_refused(t
     with pytest.raises(StoreError, match=r"commit record is missing.*restore"):
         EpisodeWriter(fresh, CAMS, software_version="t")
     assert zarr.open_array(str(fresh / "data/action"), mode="r").shape[0] == 3
+
+
+def test_split_store_writes_the_partition_and_keeps_the_task_split(tmp_path):
+    from simbridge.data.store import meta_from_json, split_store
+
+    write_episodes(tmp_path / "all.zarr", [3, 4, 5, 6])  # recorded in the task split "train"
+    parts = split_store(tmp_path / "all.zarr", tmp_path / "parts", {"fit": 0.5, "val": 0.5}, seed=0)
+    for name, path in parts.items():
+        metas = EpisodeStore(path).metas()
+        assert len(metas) == 2 and {(m.split, m.partition) for m in metas} == {("train", name)}
+    # A store written before ``partition`` existed has only ``split``: it reads as not partitioned.
+    old = meta_from_json(json.dumps({"instruction": "put the cube on the plate", "split": "val"}))
+    assert (old.split, old.partition) == ("val", "")
