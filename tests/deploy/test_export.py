@@ -173,6 +173,44 @@ def test_autoregressive_family_unrolled_greedy_parity(tmp_path: Path) -> None:
     np.testing.assert_allclose(out["actions"], ref["actions"], atol=1e-4)
 
 
+@pytest.mark.parametrize("family", ["openvla", "openvla-oft"])
+def test_converted_openvla_checkpoints_export_with_parity(tmp_path: Path, family: str) -> None:
+    """Checkpoints converted from the upstream layout: PIL-bicubic resize from the camera size in
+    the graph, <s>-patches-prompt layout, full-vocabulary greedy; OFT: 2 images, proprio (clipped),
+    bidirectional attention, the L1 MLP-ResNet head."""
+    import warnings
+
+    from simbridge.training.models.loaders import load_pretrained_policy
+    from simbridge.training.models.upstream_fixture import write_openvla_checkpoint
+
+    oft = family == "openvla-oft"
+    write_openvla_checkpoint(tmp_path / "upstream", oft=oft, num_images=2 if oft else 1, proprio=oft)
+    cams = (CameraSpec("scene", 180, 240), CameraSpec("wrist", 180, 240))[: 2 if oft else 1]
+    contract = PolicyContract(
+        observation=ObservationSpec(cameras=cams, use_proprio=oft), chunk_size=2 if oft else 1
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # OFT's proprio-convention warning
+        policy = load_pretrained_policy(tmp_path / "upstream", contract=contract,
+                                        **({"num_images": 2, "chunk_size": 2} if oft else {}))  # fmt: skip
+    policy.save_pretrained(tmp_path / "converted")
+    result = export_checkpoint(tmp_path / "converted", tmp_path / "bundle", options=FAST, progress=quiet)
+    m = result.manifest
+    assert m["parity"]["token_mismatches"] == 0 and m["model"]["exporter"].startswith(
+        "torch.onnx (torchscript)"
+    )
+    assert m["observation"]["cameras"][0]["interpolation"] == "bicubic-pil"
+    assert m["model"]["sequence_layout"] == "prismatic" and m["action"]["greedy"].startswith(
+        "full vocabulary"
+    )
+    assert (m["instruction"]["strip_whitespace"], m["instruction"]["strip_chars"]) == (False, "")
+    assert m["observation"]["proprio"]["clip"] == ([-1.0, 1.0] if oft else None)
+    obs = synthetic_observations(contract, 2, seed=4)
+    out, ref = BundlePolicy(result.bundle).infer(obs), torch_reference(policy, obs)
+    np.testing.assert_array_equal(out["tokens"], ref["tokens"])
+    np.testing.assert_allclose(out["actions"], ref["actions"], atol=1e-4)
+
+
 def test_failed_parity_writes_nothing(tmp_path: Path) -> None:
     contract = PolicyContract(
         observation=ObservationSpec(cameras=(CameraSpec("scene", 32, 32),)), chunk_size=1

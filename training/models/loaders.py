@@ -2,54 +2,58 @@
 
     policy = load_pretrained_policy("runs/sft_tiny/<stamp>/checkpoints/iter_001500")  # SimBridge
     policy = load_pretrained_policy("/models/openvla-7b", unnorm_key="bridge_orig")     # OpenVLA
-    policy = load_pretrained_policy("/models/openvla-7b", family="openvla-oft")         # as OFT
+    policy = load_pretrained_policy("/models/oft-libero-spatial", unnorm_key="libero_spatial_no_noops",
+                                    num_images=2, chunk_size=8)                         # OpenVLA-OFT
     policy.save_pretrained("runs/converted/openvla-7b")   # now a SimBridge checkpoint
 
 Nothing is downloaded: download the checkpoint yourself (``huggingface-cli download
-openvla/openvla-7b --local-dir /models/openvla-7b``) and pass the directory.
+openvla/openvla-7b --local-dir /models/openvla-7b``) and pass the directory. ``simbridge
+check-checkpoint <dir>`` then shows what the conversion gives next to what the checkpoint's own
+files define.
 
-**OpenVLA format** (``config.json`` with ``"model_type": "openvla"``, Prismatic's HF export): the
-weights are ``vision_backbone.featurizer.*`` / ``vision_backbone.fused_featurizer.*`` (timm
-ViTs: DINOv2-with-registers and SigLIP), ``projector.fc1..fc3`` and ``language_model.*``
-(Llama-2). They are converted to the transformers modules this package uses
-(``Dinov2WithRegistersModel``, ``SiglipVisionModel``, ``LlamaForCausalLM``): fused ``qkv``
-projections are split, DINOv2's patch-only position embeddings get a zero row for the CLS
-token, SigLIP's attention-pool head is dropped. Features come from the second-to-last block
-(as Prismatic's ``get_intermediate_layers``) in the order DINOv2, SigLIP. Actions keep
-OpenVLA's token layout: bin ``b`` is vocabulary id ``32000 - 256 + b`` and decodes to
-OpenVLA's bin centre ``centers[clip(255 - b, 0, 254)]``. The Llama ``tokenizer.json`` is
-used with OpenVLA's prompt ``In: What action should the robot take to {instruction}?\\nOut:``
-and normalization statistics come from ``config.json``'s ``norm_stats[unnorm_key]``.
+**OpenVLA format** (``config.json`` with ``"model_type": "openvla"``, Prismatic's HF export; what
+its files define is written down in :mod:`.prismatic`): the timm ViTs are converted to
+``Dinov2WithRegistersModel`` / ``SiglipVisionModel`` (fused ``qkv`` split, LayerScale
+``scale_factor`` -> ``lambda1``, exact GELU), the projector and Llama-2 kept. The converted policy
+is Prismatic's sequence (``<s>``, patches, prompt), PIL-bicubic image resize, OpenVLA's prompt
+with lowercasing only and ``▁`` (29871) appended, no truncation, greedy decoding over the whole
+vocabulary with OpenVLA's bin mapping, and the statistics of ``unnorm_key`` (from
+``dataset_statistics.json`` when the directory has one, as fine-tunes do, else ``config.json``).
 
-``family="openvla-oft"`` puts the same backbone under the parallel decoder: action queries
-start at zero (OFT feeds empty action embeddings), the bins are read by the LM head, and the
-value head (and OFT's L1 head, when requested) start untrained. OpenVLA-OFT's own
-``action_head--*.pt`` / ``proprio_projector--*.pt`` files are not converted.
+**OpenVLA-OFT** (the same export plus ``action_head--*checkpoint.pt`` and/or
+``proprio_projector--*checkpoint.pt``; ``family="openvla-oft"`` for one without them): OFT's
+parallel decoding (zero action embeddings + ``</s>``, bidirectional attention, states read one
+position early), its L1 MLP-ResNet head, its proprio projector after the patches of
+``num_images`` images, q01/q99 proprio normalization. ``num_images`` and ``chunk_size`` are not
+stored in the checkpoint (LIBERO: 2 and 8) and must be given. Diffusion heads, FiLM and
+non-7-D actions (ALOHA) are refused by name, as are letterbox / crop preprocessing and vision
+backbones other than DINOv2 / SigLIP.
 
-On this machine the converter is tested on small OpenVLA-format checkpoints that the tests
-build themselves (``tests/training/test_models_loaders.py``), not on the 7B weights.
+Tested on small checkpoints written in the exact upstream layout by the tests
+(``tests/training/test_models_conformance.py``), not on the 7B weights.
 """
 
 from __future__ import annotations
 
 import json
-import re
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from simbridge.data.spec import CameraSpec, ObservationSpec, PolicyContract
+from simbridge.data.spec import ACTION_DIM, PROPRIO_DIM, CameraSpec, ObservationSpec, PolicyContract
+from simbridge.training.models import prismatic as pz
 from simbridge.training.models.action_tokenizer import ActionStats
 from simbridge.training.models.configuration import VLAConfig
+from simbridge.training.models.images import ENCODER_NORMALIZATION
 from simbridge.training.models.modeling import VLAPolicy
+from simbridge.training.models.prismatic import OPENVLA_PROMPT, openvla_bin_values
 from simbridge.training.models.text_tokenizer import TOKENIZER_FILE, InstructionTokenizer
 
-OPENVLA_PROMPT = "In: What action should the robot take to {instruction}?\nOut:"
-#: timm ViT names -> attention heads (not recoverable from the weights' shapes).
-_TIMM_HEADS = {"vit_tiny": 3, "vit_small": 6, "vit_base": 12, "vit_large": 16, "vit_so400m": 16, "vit_huge": 16,
-               "vit_giant": 24}  # fmt: skip
+#: Extra files of OpenVLA-OFT checkpoints (name patterns of ``find_checkpoint_file``).
+OFT_FILES = ("action_head", "proprio_projector", "noisy_action_projector", "vision_backbone")
 
 
 class CheckpointFormatError(ValueError):
@@ -77,8 +81,10 @@ def load_pretrained_policy(
     family: str | None = None,
     unnorm_key: str | None = None,
     contract: PolicyContract | None = None,
+    **oft: Any,
 ) -> VLAPolicy:
-    """A policy from a local SimBridge checkpoint / run directory or an OpenVLA checkpoint."""
+    """A policy from a local SimBridge checkpoint / run directory or an OpenVLA(-OFT) checkpoint
+    (``oft``: ``num_images``, ``chunk_size`` of :func:`convert_openvla`)."""
     p = Path(path)
     if p.is_dir() and not (p / "config.json").exists():
         from simbridge.training.checkpoint import resolve_checkpoint
@@ -86,16 +92,21 @@ def load_pretrained_policy(
         p = resolve_checkpoint(p)
     if detect_format(p) == "simbridge":
         return VLAPolicy.from_pretrained(p)
-    return convert_openvla(p, family=family or "openvla", unnorm_key=unnorm_key, contract=contract)
+    return convert_openvla(p, family=family, unnorm_key=unnorm_key, contract=contract, **oft)
 
 
-def _load_weights(path: Path) -> dict[str, torch.Tensor]:
+def load_weights(path: Path) -> dict[str, torch.Tensor]:
+    """The safetensors weights (the shards ``model.safetensors.index.json`` names, when present)."""
     from safetensors.torch import load_file
 
-    files = sorted(path.glob("*.safetensors"))
-    if not files:
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        files = sorted({path / f for f in json.loads(index.read_text())["weight_map"].values()})
+    else:
+        files = sorted(path.glob("*.safetensors"))
+    if not files or not all(f.is_file() for f in files):
         raise CheckpointFormatError(
-            f"{path} holds no *.safetensors weights (only safetensors exports are supported)"
+            f"{path}: safetensors weights missing (only safetensors exports are supported)"
         )
     weights: dict[str, torch.Tensor] = {}
     for f in files:
@@ -103,132 +114,68 @@ def _load_weights(path: Path) -> dict[str, torch.Tensor]:
     return weights
 
 
-def _heads(timm_id: str, dim: int) -> int:
-    for prefix, heads in _TIMM_HEADS.items():
-        if timm_id.startswith(prefix) and dim % heads == 0:
-            return heads
-    return max(1, dim // 64)
-
-
-def _split_qkv(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    return tuple(w.chunk(3, dim=0))  # type: ignore[return-value]
-
-
-def _vit_blocks(weights: dict[str, torch.Tensor], prefix: str) -> int:
-    found = {int(m.group(1)) for k in weights if (m := re.match(re.escape(prefix) + r"blocks\.(\d+)\.", k))}
-    return max(found) + 1 if found else 0
-
-
-def _convert_dinov2(w: dict[str, torch.Tensor], p: str, depth: int) -> dict[str, torch.Tensor]:
-    out = {
-        "embeddings.cls_token": w[p + "cls_token"],
-        "embeddings.register_tokens": w[p + "reg_token"],
-        # timm's reg4 DINOv2 embeds positions of patches only: the CLS row is zero.
-        "embeddings.position_embeddings": torch.cat(
-            [torch.zeros_like(w[p + "pos_embed"][:, :1]), w[p + "pos_embed"]], 1
-        ),
-        "embeddings.patch_embeddings.projection.weight": w[p + "patch_embed.proj.weight"],
-        "embeddings.patch_embeddings.projection.bias": w[p + "patch_embed.proj.bias"],
-        "layernorm.weight": w[p + "norm.weight"],
-        "layernorm.bias": w[p + "norm.bias"],
-    }
-    for i in range(depth):
-        b, o = f"{p}blocks.{i}.", f"encoder.layer.{i}."
-        for kind in ("weight", "bias"):
-            q, k, v = _split_qkv(w[b + f"attn.qkv.{kind}"])
-            out |= {o + f"attention.q_proj.{kind}": q, o + f"attention.k_proj.{kind}": k,
-                    o + f"attention.v_proj.{kind}": v, o + f"attention.o_proj.{kind}": w[b + f"attn.proj.{kind}"],
-                    o + f"norm1.{kind}": w[b + f"norm1.{kind}"], o + f"norm2.{kind}": w[b + f"norm2.{kind}"],
-                    o + f"mlp.fc1.{kind}": w[b + f"mlp.fc1.{kind}"], o + f"mlp.fc2.{kind}": w[b + f"mlp.fc2.{kind}"]}  # fmt: skip
-        out[o + "layer_scale1.lambda1"] = w[b + "ls1.gamma"]
-        out[o + "layer_scale2.lambda1"] = w[b + "ls2.gamma"]
-    return out
-
-
-def _convert_siglip(w: dict[str, torch.Tensor], p: str, depth: int) -> dict[str, torch.Tensor]:
-    out = {
-        "embeddings.position_embedding.weight": w[p + "pos_embed"][0],
-        "embeddings.patch_embedding.weight": w[p + "patch_embed.proj.weight"],
-        "embeddings.patch_embedding.bias": w[p + "patch_embed.proj.bias"],
-        "post_layernorm.weight": w[p + "norm.weight"],
-        "post_layernorm.bias": w[p + "norm.bias"],
-    }
-    for i in range(depth):
-        b, o = f"{p}blocks.{i}.", f"encoder.layers.{i}."
-        for kind in ("weight", "bias"):
-            q, k, v = _split_qkv(w[b + f"attn.qkv.{kind}"])
-            out |= {o + f"self_attn.q_proj.{kind}": q, o + f"self_attn.k_proj.{kind}": k,
-                    o + f"self_attn.v_proj.{kind}": v, o + f"self_attn.out_proj.{kind}": w[b + f"attn.proj.{kind}"],
-                    o + f"layer_norm1.{kind}": w[b + f"norm1.{kind}"], o + f"layer_norm2.{kind}": w[b + f"norm2.{kind}"],
-                    o + f"mlp.fc1.{kind}": w[b + f"mlp.fc1.{kind}"], o + f"mlp.fc2.{kind}": w[b + f"mlp.fc2.{kind}"]}  # fmt: skip
-    return out
-
-
-def _encoder_config(
-    kind: str, w: dict[str, torch.Tensor], p: str, timm_id: str, image_size: int
-) -> dict[str, Any]:
-    dim = w[p + "pos_embed"].shape[-1]
-    patch = w[p + "patch_embed.proj.weight"].shape[-1]
-    depth = _vit_blocks(w, p)
-    mlp = w[p + "blocks.0.mlp.fc1.weight"].shape[0]
-    common = {"hidden_size": dim, "num_hidden_layers": depth, "num_attention_heads": _heads(timm_id, dim),
-              "image_size": image_size, "patch_size": patch}  # fmt: skip
-    if kind == "dinov2":
-        return {"model_type": "dinov2_with_registers", **common, "mlp_ratio": mlp // dim,
-                "num_register_tokens": w[p + "reg_token"].shape[1], "layer_norm_eps": 1e-6}  # fmt: skip
-    return {"model_type": "siglip_vision_model", **common, "intermediate_size": mlp, "vision_use_head": False,
-            "layer_norm_eps": 1e-6}  # fmt: skip
-
-
-def openvla_bin_values(num_bins: int = 256) -> list[float]:
-    """Normalized action of bin ``b`` under OpenVLA's tokenization (ids count down from the vocab end)."""
-    edges = np.linspace(-1, 1, num_bins)
-    centers = (edges[:-1] + edges[1:]) / 2.0
-    return [float(centers[min(max(num_bins - 1 - b, 0), num_bins - 2)]) for b in range(num_bins)]
-
-
-def convert_openvla(
-    path: str | Path,
-    family: str = "openvla",
-    unnorm_key: str | None = None,
-    contract: PolicyContract | None = None,
-) -> VLAPolicy:
-    """Convert a local OpenVLA (Prismatic HF export) checkpoint into a :class:`VLAPolicy`."""
-    from simbridge.training.models.registry import POLICIES
-
-    path = Path(path)
-    raw = json.loads((path / "config.json").read_text())
-    w = _load_weights(path)
-    timm_ids = list(raw.get("timm_model_ids") or ["dinov2", "siglip"])
-    image_size = int((raw.get("image_sizes") or [224])[0])
-    prefixes = ["vision_backbone.featurizer."]
-    if any(k.startswith("vision_backbone.fused_featurizer.") for k in w):
-        prefixes.append("vision_backbone.fused_featurizer.")
-    encoders: dict[str, tuple[str, str]] = {}
-    order = []
-    for i, p in enumerate(prefixes):
-        kind = "dinov2" if (p + "cls_token") in w else "siglip"
-        encoders[kind] = (p, timm_ids[i] if i < len(timm_ids) else kind)
-        order.append(kind)
-
-    tokenizer_file = path / "tokenizer.json"
-    if not tokenizer_file.is_file():
+def oft_files(path: Path) -> dict[str, Path]:
+    """OpenVLA-OFT component files by kind; refuses the variants this package does not convert."""
+    found: dict[str, Path] = {}
+    for kind in OFT_FILES:
+        hits = sorted(f for f in path.iterdir() if f.name.startswith(f"{kind}--") and "checkpoint" in f.name)
+        if len(hits) > 1:
+            raise CheckpointFormatError(f"{path}: several {kind} files {[h.name for h in hits]}; keep one")
+        if hits:
+            found[kind] = hits[0]
+    if "noisy_action_projector" in found:
         raise CheckpointFormatError(
-            f"{tokenizer_file} is missing: the OpenVLA checkpoint needs its Llama tokenizer"
+            f"{path}: an OpenVLA-OFT diffusion head ({found['noisy_action_projector'].name}) "
+            "is not supported; use an L1-regression or discrete OFT checkpoint"
         )
-    from tokenizers import Tokenizer
-
-    tok = Tokenizer.from_file(str(tokenizer_file))
-    base_vocab = tok.get_vocab_size(with_added_tokens=False)
-    if base_vocab <= int(raw.get("n_action_bins", 256)):
+    if "vision_backbone" in found:
         raise CheckpointFormatError(
-            f"{tokenizer_file}: {base_vocab} tokens leave no room for the action bins"
+            f"{path}: a FiLM vision backbone ({found['vision_backbone'].name}) "
+            "is not supported (OpenVLA-OFT+ / ALOHA variant)"
         )
-    pad = "<PAD>" if tok.token_to_id("<PAD>") is not None else "<pad>"
-    specials = [pad, "<s>", "</s>", "<unk>"]
-    suffix = [29871] if base_vocab == 32000 else []  # OpenVLA appends Llama's empty "▁" token
+    return found
 
-    stats_all = raw.get("norm_stats") or {}
+
+def _component(file: Path) -> dict[str, torch.Tensor]:
+    state = torch.load(file, map_location="cpu", weights_only=True)
+    return {k.removeprefix("module."): v for k, v in state.items()}  # DDP training adds "module."
+
+
+def _check_processor(path: Path, raw: dict[str, Any], kinds: list[str], image_size: int) -> None:
+    """Refuse preprocessing this package does not reproduce (letterbox, crops, other resizes)."""
+    proc_file = path / "preprocessor_config.json"
+    proc = json.loads(proc_file.read_text()) if proc_file.is_file() else {}
+    strategy = proc.get("image_resize_strategy", raw.get("image_resize_strategy", "letterbox"))
+    if strategy != "resize-naive":
+        raise CheckpointFormatError(
+            f"{path}: image_resize_strategy {strategy!r} is not supported (only "
+            "'resize-naive', OpenVLA's: straight resize to the model's size)"
+        )
+    for i, kind in enumerate(kinds):
+        interp = (proc.get("interpolations") or ["bicubic"] * len(kinds))[i]
+        size = (proc.get("input_sizes") or [[3, image_size, image_size]] * len(kinds))[i]
+        mean, std = ENCODER_NORMALIZATION[kind]
+        got_mean, got_std = (
+            (proc.get("means") or [mean] * len(kinds))[i],
+            (proc.get("stds") or [std] * len(kinds))[i],
+        )
+        if interp != "bicubic" or list(size)[-2:] != [image_size, image_size]:
+            raise CheckpointFormatError(
+                f"{proc_file}: backbone {i} ({kind}) resizes {interp!r} to {size}; "
+                f"supported: 'bicubic' to {image_size}"
+            )
+        if not (np.allclose(got_mean, mean, atol=1e-6) and np.allclose(got_std, std, atol=1e-6)):
+            raise CheckpointFormatError(
+                f"{proc_file}: backbone {i} ({kind}) normalizes with mean {got_mean} "
+                f"std {got_std}; this package's {kind} uses {mean} / {std}"
+            )
+
+
+def _stats(
+    path: Path, raw: dict[str, Any], unnorm_key: str | None, proprio: bool
+) -> tuple[str | None, ActionStats]:
+    stats_file = path / "dataset_statistics.json"  # fine-tunes write theirs here (it wins, as upstream)
+    stats_all = json.loads(stats_file.read_text()) if stats_file.is_file() else raw.get("norm_stats") or {}
     if unnorm_key is None:
         if len(stats_all) > 1:
             raise CheckpointFormatError(
@@ -240,77 +187,230 @@ def convert_openvla(
             f"unnorm_key {unnorm_key!r} not in the checkpoint's norm_stats {sorted(stats_all)}"
         )
     if unnorm_key is None:
-        stats = ActionStats.from_action_spec()
-    else:
-        a = stats_all[unnorm_key]["action"]
-        stats = ActionStats(q01=a["q01"], q99=a["q99"], normalize_mask=a.get("mask", [True] * 6 + [False]))
+        return None, ActionStats.from_action_spec()
+    a = stats_all[unnorm_key]["action"]
+    if len(a["q01"]) != ACTION_DIM:
+        raise CheckpointFormatError(
+            f"{unnorm_key!r}: {len(a['q01'])}-D actions (e.g. ALOHA's 14) are not supported; "
+            f"SimBridge policies act in {ACTION_DIM}-D"
+        )
+    kw: dict[str, Any] = {}
+    if proprio:  # OFT: 2 (p - q01) / (q99 - q01) - 1, clipped, as the affine mean / std + clip
+        s = stats_all[unnorm_key]["proprio"]
+        q01, q99 = np.asarray(s["q01"], np.float64), np.asarray(s["q99"], np.float64)
+        if len(q01) != PROPRIO_DIM:
+            raise CheckpointFormatError(
+                f"{unnorm_key!r}: {len(q01)}-D proprio; SimBridge feeds {PROPRIO_DIM}"
+            )
+        m = np.asarray(s.get("mask", [True] * len(q01)), bool)
+        kw = {
+            "proprio_mean": np.where(m, (q01 + q99) / 2, 0.0),
+            "proprio_std": np.where(m, (q99 - q01) / 2, 1.0),
+            "proprio_clip": True,
+        }
+    # predict_action: mask defaults to all True (every dimension unnormalized).
+    return unnorm_key, ActionStats(
+        q01=a["q01"], q99=a["q99"], normalize_mask=a.get("mask", [True] * ACTION_DIM), **kw
+    )
 
-    fused = len(prefixes) > 1
-    proj = [w[f"projector.fc{i}.weight"].shape[0] for i in (1, 2, 3) if f"projector.fc{i}.weight" in w]
-    text_config = dict(raw["text_config"])
-    text_config.setdefault("model_type", "llama")
-    text_config["tie_word_embeddings"] = False
+
+def _tokenizer(path: Path) -> tuple[Any, list[str]]:
+    from tokenizers import Tokenizer
+
+    tokenizer_file = path / "tokenizer.json"
+    if not tokenizer_file.is_file():
+        raise CheckpointFormatError(
+            f"{tokenizer_file} is missing: the OpenVLA checkpoint needs its Llama tokenizer"
+        )
+    tok = Tokenizer.from_file(str(tokenizer_file))
+    if tok.id_to_token(pz.LLAMA2_EMPTY_TOKEN_ID) != "▁" or tok.token_to_id("<s>") != 1:
+        raise CheckpointFormatError(
+            f"{tokenizer_file} is not Llama-2's (id 29871 must be '▁', <s> id 1), "
+            "which OpenVLA's prompt handling assumes"
+        )
+    pad = "<PAD>" if tok.token_to_id("<PAD>") is not None else "<pad>"
+    return tok, [pad, "<s>", "</s>", "<unk>"]
+
+
+def convert_openvla(
+    path: str | Path,
+    family: str | None = None,
+    unnorm_key: str | None = None,
+    contract: PolicyContract | None = None,
+    num_images: int | None = None,
+    chunk_size: int | None = None,
+) -> VLAPolicy:
+    """Convert a local OpenVLA / OpenVLA-OFT checkpoint into a :class:`VLAPolicy` (see the module doc)."""
+    from simbridge.training.models.registry import POLICIES
+
+    path = Path(path)
+    raw = json.loads((path / "config.json").read_text())
+    extra = oft_files(path)
+    family = family or ("openvla-oft" if extra else "openvla")
+    if family == "openvla" and extra:
+        raise CheckpointFormatError(
+            f"{path} is an OpenVLA-OFT checkpoint ({sorted(f.name for f in extra.values())}); "
+            "load it with family='openvla-oft'"
+        )
+    oft = family == "openvla-oft"
+    if oft and (num_images is None or chunk_size is None):
+        raise CheckpointFormatError(
+            "OpenVLA-OFT checkpoints do not record their number of images or chunk size: "
+            "pass num_images=... and chunk_size=... (LIBERO: 2 and 8)"
+        )
+    timm_ids = list(raw.get("timm_model_ids") or [])
+    fused = bool(raw.get("use_fused_vision_backbone", len(timm_ids) > 1))
+    kinds = [pz.encoder_kind(t) for t in timm_ids[: 2 if fused else 1]]
+    if not kinds or None in kinds or any(raw.get("timm_override_act_layers") or []):
+        raise CheckpointFormatError(
+            f"{path}: vision backbone {timm_ids} (activation overrides "
+            f"{raw.get('timm_override_act_layers')}) is not supported; DINOv2 / SigLIP only"
+        )
+    image_size = int((raw.get("image_sizes") or [224])[0])
+    _check_processor(path, raw, kinds, image_size)  # type: ignore[arg-type]
+    text_config = pz.LLAMA_4_40_DEFAULTS | dict(raw.get("text_config") or {})
+    if text_config.get("model_type", "llama") != "llama":
+        raise CheckpointFormatError(
+            f"{path}: language model {text_config['model_type']!r}: only Llama-2 is supported"
+        )
+    text_config |= {"model_type": "llama", "tie_word_embeddings": False}
+    tok, specials = _tokenizer(path)
     num_bins = int(raw.get("n_action_bins", 256))
-    contract = contract or PolicyContract(observation=ObservationSpec(cameras=(CameraSpec("scene", image_size, image_size),),
-                                                                      use_proprio=False))  # fmt: skip
-    values: dict[str, Any] = {
-        "family": family,
-        "preset": "openvla-7b" if text_config.get("hidden_size", 0) >= 4096 else "openvla-converted",
-        "image_size": image_size,
-        "vision_feature_layer": -2,
-        "vision_order": order,
-        "projector_dims": proj,
-        "text_config": text_config,
-        "camera_names": list(contract.observation.camera_names),
-        "use_proprio": False,
-        "chunk_size": contract.chunk_size,
-        "num_action_bins": num_bins,
-        "text_vocab_size": base_vocab,
-        "action_token_offset": base_vocab - num_bins,
-        "action_bin_values": openvla_bin_values(num_bins),
-        "prompt_template": OPENVLA_PROMPT,
-        "prompt_suffix_ids": suffix,
-        "special_tokens": specials,
-        "max_text_tokens": 64,
-        "contract": contract.to_dict(),
-    }
-    for kind, (p, timm_id) in encoders.items():
-        values[f"{kind}_config"] = _encoder_config(kind, w, p, timm_id, image_size)
-    if (not fused and len(proj) != 2) or (fused and len(proj) != 3):
+    # predict_action's vocab_size: the bins are the last ids before the padding rows of the LM.
+    vocab = int(text_config["vocab_size"]) - int(raw.get("pad_to_multiple_of", 0))
+
+    w = load_weights(path)
+    prefixes = ["vision_backbone.featurizer.", "vision_backbone.fused_featurizer."][: len(kinds)]
+    if missing := [
+        p + "blocks.0.ls1.scale_factor"
+        for p, k in zip(prefixes, kinds, strict=True)
+        if k == "dinov2" and p + "blocks.0.ls1.scale_factor" not in w
+    ]:
+        raise CheckpointFormatError(
+            f"{path}: no {missing[0]} (Prismatic's HF export names timm's LayerScale "
+            "'scale_factor'); this is not an OpenVLA HF export"
+        )
+    proj = [w[f"projector.fc{i}.weight"].shape[0] for i in (1, 2, 3) if f"projector.fc{i}.weight" in w]
+    if len(proj) != (3 if fused else 2):
         raise CheckpointFormatError(
             f"projector has {len(proj)} layers; expected {3 if fused else 2} for this backbone"
         )
-    config = VLAConfig(**values)
-    policy = POLICIES[family](config)
+
+    head = _component(extra["action_head"]) if "action_head" in extra else None
+    proprio = _component(extra["proprio_projector"]) if "proprio_projector" in extra else None
+    if head is not None and not all(k.startswith("model.") for k in head):
+        raise CheckpointFormatError(
+            f"{extra['action_head'].name}: not an L1-regression head (keys {sorted(head)[:3]})"
+        )
+    if proprio is not None and proprio["fc1.weight"].shape[1] != PROPRIO_DIM:
+        raise CheckpointFormatError(
+            f"{extra['proprio_projector'].name}: {proprio['fc1.weight'].shape[1]}-D proprio; "
+            f"SimBridge feeds {PROPRIO_DIM}"
+        )
+    unnorm_key, stats = _stats(path, raw, unnorm_key, proprio is not None)
+    names = (
+        ["scene", "wrist"]
+        if num_images == 2
+        else ["scene", *(f"wrist{i}" for i in range(1, (num_images or 1)))]
+    )
+    contract = contract or PolicyContract(
+        observation=ObservationSpec(
+            cameras=tuple(CameraSpec(n, image_size, image_size) for n in names),
+            use_proprio=proprio is not None,
+        ),
+        chunk_size=chunk_size or 1,
+    )
+    want = (num_images, chunk_size) if oft else (1, contract.chunk_size)  # OpenVLA: one image
+    if (len(contract.observation.cameras), contract.chunk_size) != want:
+        raise CheckpointFormatError(
+            f"the contract has {len(contract.observation.cameras)} cameras and chunk {contract.chunk_size}; "
+            f"this {family} checkpoint takes {want[0]} image(s)" + (f" and chunk {chunk_size}" if oft else "")
+        )
+    values: dict[str, Any] = {
+        "family": family,
+        "preset": "openvla-7b" if text_config["hidden_size"] >= 4096 else "openvla-converted",
+        "image_size": image_size,
+        "vision_feature_layer": -2,
+        "vision_order": kinds,
+        "projector_dims": proj,
+        "text_config": text_config,
+        "camera_names": list(contract.observation.camera_names),
+        "use_proprio": proprio is not None,
+        "proprio_dim": PROPRIO_DIM,
+        "chunk_size": contract.chunk_size,
+        "num_action_bins": num_bins,
+        "text_vocab_size": vocab,
+        "action_token_offset": vocab - num_bins,
+        "action_bin_values": openvla_bin_values(num_bins),
+        "prompt_template": OPENVLA_PROMPT,
+        "prompt_suffix_ids": [pz.LLAMA2_EMPTY_TOKEN_ID],
+        "special_tokens": specials,
+        "prompt_normalization": dict(pz.OPENVLA_NORMALIZATION),
+        "max_text_tokens": int(raw.get("llm_max_length", 2048)),
+        "sequence_layout": "prismatic",
+        "image_interpolation": "bicubic-pil",
+        "greedy_full_vocab": True,
+        "contract": contract.to_dict(),
+    }
+    if oft:
+        values |= {
+            "parallel_decoder": "openvla-oft",
+            "action_stop_token_id": pz.LLAMA2_EOS_ID,
+            "use_regression_head": head is not None,
+            "regression_head_kind": "mlp-resnet",
+        }
+    for kind, p, timm_id in zip(kinds, prefixes, timm_ids, strict=False):
+        values[f"{kind}_config"] = pz.encoder_config(kind, w, p, timm_id, image_size)  # type: ignore[arg-type]
+    policy = POLICIES[family](VLAConfig(**values))
 
     state: dict[str, torch.Tensor] = {}
-    for kind, (p, _) in encoders.items():
-        conv = _convert_dinov2 if kind == "dinov2" else _convert_siglip
-        state |= {f"{kind}.{k}": v for k, v in conv(w, p, _vit_blocks(w, p)).items()}
+    for kind, p in zip(kinds, prefixes, strict=True):
+        conv = pz.convert_dinov2 if kind == "dinov2" else pz.convert_siglip
+        state |= {f"{kind}.{k}": v for k, v in conv(w, p).items()}
     for i, _ in enumerate(proj):
-        state[f"projector.{2 * i}.weight"] = w[f"projector.fc{i + 1}.weight"]
-        state[f"projector.{2 * i}.bias"] = w[f"projector.fc{i + 1}.bias"]
+        state |= {f"projector.{2 * i}.{t}": w[f"projector.fc{i + 1}.{t}"] for t in ("weight", "bias")}
     state |= {k: v for k, v in w.items() if k.startswith("language_model.")}
+    state |= {f"regression_head.{k.removeprefix('model.')}": v for k, v in (head or {}).items()}
+    state |= {
+        f"proprio_proj.{0 if k.startswith('fc1') else 2}.{k.split('.')[-1]}": v
+        for k, v in (proprio or {}).items()
+    }
+    _load_state(policy, state, path)
+    with torch.no_grad():
+        policy.camera_embed.weight.zero_()  # Prismatic has no camera embedding: add nothing
+        if oft:
+            policy.action_queries.weight.zero_()  # OFT zeroes the action tokens' embeddings
+    policy.tokenizer = InstructionTokenizer(
+        tok,
+        max_length=values["max_text_tokens"],
+        prompt_template=OPENVLA_PROMPT,
+        special_tokens=specials,
+        suffix_ids=[pz.LLAMA2_EMPTY_TOKEN_ID],
+        normalization=pz.OPENVLA_NORMALIZATION,
+    )
+    policy.action_stats = stats
+    if proprio is not None:
+        warnings.warn(
+            "this OpenVLA-OFT checkpoint reads the robot state in its training data's convention (LIBERO: "
+            "end-effector position, axis-angle, 2 gripper joints); Observation.proprio() is "
+            "[x y z qw qx qy qz gripper_width]: pass proprio in the checkpoint's convention",
+            stacklevel=2,
+        )
+    return policy.eval()
+
+
+def _load_state(policy: VLAPolicy, state: dict[str, torch.Tensor], path: Path) -> None:
     result = policy.load_state_dict(state, strict=False)
     if result.unexpected_keys:
         raise CheckpointFormatError(
             f"{path}: weights that do not fit the converted model: {result.unexpected_keys[:5]}"
         )
-    allowed_missing = ("value_head.", "camera_embed.", "action_queries.", "regression_head.", "proprio_proj.",
-                       "dinov2.embeddings.mask_token")  # fmt: skip
-    missing = [k for k in result.missing_keys if not k.startswith(allowed_missing)]
+    allowed = ("value_head.", "camera_embed.", "action_queries.", "dinov2.embeddings.mask_token")
+    missing = [k for k in result.missing_keys if not k.startswith(allowed)]
     if missing:
         raise CheckpointFormatError(
             f"{path}: the checkpoint lacks weights for {missing[:5]} ({len(missing)} in all)"
         )
-    with torch.no_grad():
-        policy.camera_embed.weight.zero_()  # OpenVLA has no camera embedding: add nothing
-        if family == "openvla-oft":
-            policy.action_queries.weight.zero_()
-    policy.tokenizer = InstructionTokenizer(tok, max_length=64, prompt_template=OPENVLA_PROMPT, special_tokens=specials,
-                                            suffix_ids=suffix)  # fmt: skip
-    policy.action_stats = stats
-    return policy.eval()
 
 
 __all__ = [
@@ -319,4 +419,7 @@ __all__ = [
     "convert_openvla",
     "detect_format",
     "load_pretrained_policy",
+    "load_weights",
+    "oft_files",
+    "openvla_bin_values",
 ]
