@@ -312,6 +312,8 @@ def test_bicubic_resize_is_pils_within_a_level():
         ours = resize_images(x, SIZE, "bicubic-pil")[0].permute(1, 2, 0).numpy()
         diff = np.abs(ours - pil) * 255
         assert diff.max() < 1.2 and diff.mean() < 0.4, (h, w, diff.max(), diff.mean())
+        unscaled = resize_images(x * 255, SIZE, "bicubic-pil", value_range=255.0)[0].permute(1, 2, 0).numpy()
+        np.testing.assert_allclose(unscaled / 255, ours, atol=1e-5)  # SFT resizes 0..255 frames
         bilinear = resize_images(x, SIZE)[0].permute(1, 2, 0).numpy()
         assert (np.abs(bilinear - pil) * 255).mean() > 2 * diff.mean()  # what the old resize was off by
 

@@ -37,8 +37,11 @@ RESIZE_INTERPOLATION = "bilinear-antialias"
 INTERPOLATIONS = ("bilinear-antialias", "bicubic-pil")
 
 
-def resize_images(x: torch.Tensor, size: int, interpolation: str = RESIZE_INTERPOLATION) -> torch.Tensor:
-    """(N, 3, H, W) float in [0, 1] -> (N, 3, size, size): the one resize of the policy's input images.
+def resize_images(
+    x: torch.Tensor, size: int, interpolation: str = RESIZE_INTERPOLATION, value_range: float = 1.0
+) -> torch.Tensor:
+    """(N, 3, H, W) float in [0, value_range] -> (N, 3, size, size): the one resize of the policy's
+    input images (``value_range``: 255.0 for unscaled pixels; bicubic clips to it).
 
     SFT resizes its demonstrations with it too, so training sees the pixels the policy sees at run
     time (the exported graph reproduces it, see the module docstring).
@@ -52,10 +55,11 @@ def resize_images(x: torch.Tensor, size: int, interpolation: str = RESIZE_INTERP
         return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
     # PIL order: the width pass first, each pass clipped (PIL clips to uint8).
     if w != size:
-        x = F.interpolate(x, size=(h, size), mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
+        x = F.interpolate(x, size=(h, size), mode="bicubic", antialias=True, align_corners=False)
+        x = x.clamp(0, value_range)
     if h != size:
         x = F.interpolate(x, size=(size, size), mode="bicubic", antialias=True, align_corners=False)
-        x = x.clamp(0, 1)
+        x = x.clamp(0, value_range)
     return x
 
 
