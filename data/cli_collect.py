@@ -3,7 +3,7 @@
     simbridge collect --device spacemouse --env PutOnTarget-v1 --out runs/demos/teleop.zarr
     simbridge collect --device keyboard --env PutOnTarget-v1 --out runs/demos/hil.zarr \\
         --mode intervene --policy runs/export/latest --takeover button
-    simbridge collect --config launch/configs/collect.yaml --set episodes=20 --set mapping.deadzone=0.15
+    simbridge collect --config collect.yaml episodes=20 mapping.deadzone=0.15 --no-realtime
 
 ``--policy`` is ``expert`` (the task's scripted expert), an ONNX bundle directory or a
 training checkpoint. Episodes append to ``--out`` (created if missing); each step records who
@@ -19,87 +19,74 @@ from dataclasses import field
 from pathlib import Path
 from typing import Literal
 
-from simbridge.data.config import ConfigError, config, load_config, to_dict
+from simbridge.data.cli_config import add_config_arguments, config_from_args
+from simbridge.data.config import ConfigError, config, to_dict
 from simbridge.data.teleop.mapping import TeleopMapping
 
 
 @config
 class CollectConfig:
+    """``simbridge collect``'s options (``--config FILE``, ``--<field>`` flags, ``key=value``)."""
+
+    #: Input device: keyboard | spacemouse | gamepad | scripted.
     device: str = "keyboard"
+    #: Simulation task.
     env: str = "PutOnTarget-v1"
+    #: Episode store to append to (created if missing).
     out: str = ""
+    #: teleop: pure demonstrations; intervene: the operator takes over from a policy (HIL-SERL).
     mode: Literal["teleop", "intervene"] = "teleop"
     #: 'expert', a bundle directory or a checkpoint directory (mode 'intervene').
     policy: str = ""
+    #: How the operator takes over: moving the device, or holding its button.
     takeover: Literal["motion", "button"] = "motion"
+    #: Idle device steps after which control returns to the policy.
     handback_idle_steps: int = 5
+    #: Episodes to record.
     episodes: int = 10
+    #: Environment split.
     split: str = "train"
+    #: First episode seed.
     seed: int = 0
+    #: Episode step limit.
     max_steps: int = 200
+    #: Name recorded with the labels.
     operator: str = "operator"
+    #: Camera height and width in pixels.
     camera_size: tuple[int, int] = (128, 128)
     #: "rgb" renders the cameras; "state" skips rendering (black images: smoke tests, CI).
     obs_mode: Literal["rgb", "state"] = "rgb"
+    #: Also render the wrist camera.
     wrist_camera: bool = False
-    #: Pace the simulation at the control rate so a human can follow (0: as fast as possible).
+    #: Pace the simulation at the control rate so a human can follow (--no-realtime: as fast as possible).
     realtime: bool = True
+    #: Steps per committed chunk of the episode store.
     chunk_steps: int = 64
+    #: How device deflection becomes an end-effector motion.
     mapping: TeleopMapping = field(default_factory=TeleopMapping)
     #: Extra keyword arguments for the device class (e.g. {"backend": "pynput"}).
     device_options: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.episodes < 1 or self.max_steps < 1:
-            raise ValueError("episodes/max_steps: at least 1")
+            raise ValueError("episodes: episodes and max_steps must be at least 1")
         if not self.out:
-            raise ValueError("out: the episode store to write (e.g. runs/demos/teleop.zarr)")
+            raise ValueError("out: the episode store to write (e.g. --out runs/demos/teleop.zarr)")
         if self.mode == "intervene" and not self.policy:
             raise ValueError("policy: mode 'intervene' needs --policy (expert, a bundle or a checkpoint)")
 
 
+CONFIG = CollectConfig
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--device", help="keyboard | spacemouse | gamepad | scripted (default: keyboard)")
-    parser.add_argument("--env", help="simulation task (default: PutOnTarget-v1)")
-    parser.add_argument("--out", help="episode store to append to (created if missing)")
-    parser.add_argument(
-        "--mode", choices=["teleop", "intervene"], help="pure demos or interventions on a policy"
-    )
-    parser.add_argument("--policy", help="intervene mode: expert | <bundle dir> | <checkpoint dir>")
-    parser.add_argument("--takeover", choices=["motion", "button"], help="how the operator takes over")
-    parser.add_argument("--episodes", type=int)
-    parser.add_argument("--split", help="environment split (default: train)")
-    parser.add_argument("--seed", type=int)
-    parser.add_argument("--max-steps", type=int, dest="max_steps")
-    parser.add_argument("--operator", help="name recorded with the labels")
-    parser.add_argument(
-        "--no-realtime", action="store_true", help="do not pace the simulation at the control rate"
-    )
-    parser.add_argument("--config", action="append", default=[], help="YAML config file(s)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
+    add_config_arguments(parser, CollectConfig)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="the same as a KEY=VALUE argument (an older spelling)")
 
 
 def build_config(args: argparse.Namespace) -> CollectConfig:
-    overrides = list(args.set)
-    for key in (
-        "device",
-        "env",
-        "out",
-        "mode",
-        "policy",
-        "takeover",
-        "episodes",
-        "split",
-        "seed",
-        "max_steps",
-        "operator",
-    ):
-        value = getattr(args, key, None)
-        if value is not None:
-            overrides.append(f"{key}={value}")
-    if args.no_realtime:
-        overrides.append("realtime=false")
-    return load_config(CollectConfig, args.config or None, overrides=overrides)
+    return config_from_args(args, CollectConfig, extra_overrides=args.set)
 
 
 def load_policy(spec: str, env):

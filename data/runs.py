@@ -54,6 +54,16 @@ def git_commit() -> str:
         return ""
 
 
+def new_run_path(root: str | Path, name: str) -> Path:
+    """``<root>/<name>/<YYYYmmdd-HHMMSS>``, suffixed ``-1``, ``-2``, ... when it exists: the one name of
+    every run's directory (training runs, evaluations, reports), so that ``runs/`` lists by name and time."""
+    base = Path(root) / name / datetime.now().strftime("%Y%m%d-%H%M%S")
+    path, i = base, 1
+    while path.exists():
+        path, i = Path(f"{base}-{i}"), i + 1
+    return path
+
+
 class RunDir:
     """A run's output directory with JSONL + TensorBoard metric logging."""
 
@@ -84,12 +94,7 @@ class RunDir:
     @classmethod
     def create(cls, root: str | Path, name: str, config: Any | None = None, **kw: Any) -> RunDir:
         """A fresh ``<root>/<name>/<YYYYmmdd-HHMMSS>`` directory (suffixed if it exists)."""
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        base = Path(root) / name / stamp
-        path, i = base, 1
-        while path.exists():
-            path, i = Path(f"{base}-{i}"), i + 1
-        return cls(path, config=config, **kw)
+        return cls(new_run_path(root, name), config=config, **kw)
 
     def log(self, step: int, **metrics: float | int | str) -> None:
         """Append one metrics record; numbers also go to TensorBoard."""
