@@ -11,7 +11,8 @@ simbridge data label STORE --episode I (--success | --failure) --by NAME
 simbridge data to-lerobot STORE -o DIR [--fps 10] [--codec av1|h264] [--episodes 0 3 5]
 
 Episode indices are those of ``info --episodes``: complete episodes first (the same numbers
-training uses), then incomplete ones.
+training uses), then incomplete ones. Each command's options are a config dataclass
+(:data:`COMMANDS`): ``--config FILE``, one flag per field, ``key=value``.
 """
 
 from __future__ import annotations
@@ -19,11 +20,15 @@ from __future__ import annotations
 import argparse
 import sys
 from collections import Counter
+from collections.abc import Callable
+from dataclasses import fields
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 
-from simbridge.data.config import ConfigError
+from simbridge.data.cli_config import add_config_arguments, config_from_args, field_dest
+from simbridge.data.config import ConfigError, config
 from simbridge.data.store import (
     EpisodeStore,
     StoreError,
@@ -34,87 +39,133 @@ from simbridge.data.store import (
     store_size_bytes,
     validate_store,
 )
+from simbridge.data.store_media import plot_store_summary, write_episode_video
+
+# --- options: one config per command ----------------------------------------------------------
+
+
+@config(kw_only=True)
+class StoreCommand:
+    """A command on one store, its first plain argument."""
+
+    #: The episode store (.zarr).
+    store: str
+
+
+@config(kw_only=True)
+class InfoCommand(StoreCommand):
+    #: Also list every episode.
+    episodes: bool = False
+    #: Also plot lengths, success per split and interventions into this PNG.
+    plot: Path | None = None
+
+
+@config(kw_only=True)
+class ValidateCommand(StoreCommand):
+    #: Skip reading every chunk (no checksums).
+    quick: bool = False
+    #: Say what a repair would do: remove a half-created store, keep a killed writer's open episode as
+    #: incomplete, drop uncommitted steps and temp files (changes nothing without --yes).
+    repair: bool = False
+    #: With --repair: carry the repair out.
+    yes: bool = False
+
+
+@config(kw_only=True)
+class ReplayCommand(StoreCommand):
+    #: Episode index (as listed by info --episodes).
+    episode: int
+    #: Task to replay in (default: the episode's task).
+    env: str = ""
+    #: Print the recorded steps instead of simulating.
+    steps: bool = False
+
+
+@config(kw_only=True)
+class ToVideoCommand(StoreCommand):
+    #: Episode index (as listed by info --episodes).
+    episode: int
+    #: Output .mp4 (default: <store>_ep<I>.mp4).
+    out: Path | None = None
+    #: Frame rate (default: from the timestamps).
+    fps: float | None = None
+
+
+@config(kw_only=True)
+class MergeCommand:
+    #: Store to append to (created if missing).
+    out: str
+    #: Stores whose episodes are appended (same cameras).
+    sources: list[str]
+
+
+@config(kw_only=True)
+class SplitCommand(StoreCommand):
+    #: Output directory: one <name>.zarr per part.
+    out: Path
+    #: Parts as name=fraction,... (fractions of the episodes).
+    fractions: str = "train=0.9,val=0.1"
+    #: Seed of the random partition.
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self.parts()
+
+    def parts(self) -> dict[str, float]:
+        """``fractions`` as {name: fraction}."""
+        try:
+            return {name.strip(): float(value) for name, _, value in (i.partition("=") for i in self.fractions.split(","))}
+        except ValueError:
+            raise ValueError(f"fractions: expected name=fraction,... (e.g. train=0.9,val=0.1), got {self.fractions!r}") from None
+
+
+@config(kw_only=True)
+class LabelCommand(StoreCommand):
+    #: Episode index (as listed by info --episodes).
+    episode: int
+    #: The operator's label: --success, or --failure (= --no-success).
+    success: bool
+    #: Who labels, e.g. 'operator:alice'.
+    by: str
+
+
+@config(kw_only=True)
+class ToLerobotCommand(StoreCommand):
+    #: Output dataset directory.
+    out: Path
+    #: Frame rate (default: from the timestamps).
+    fps: float | None = None
+    #: Video codec.
+    codec: Literal["av1", "h264"] = "av1"
+    #: Only these episodes (default: all).
+    episodes: list[int] | None = None
+    #: Only episodes labelled successful.
+    successful_only: bool = False
+    #: Only episodes of this split.
+    split: str | None = None
+    #: Also export incomplete episodes (left out by default).
+    include_incomplete: bool = False
+    #: Export the proposed/clean action (e.g. DART's) as complementary_info.policy_action; auto: when every
+    #: exported step has one.
+    policy_action: Literal["auto", "always", "never"] = "auto"
+    #: robot_type written into the dataset.
+    robot_type: str = "franka"
+    #: Replace a non-empty output directory.
+    overwrite: bool = False
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     # Not required at parse time: an unknown flag is then reported as such, a missing command in run().
     sub = parser.add_subparsers(dest="command", metavar="<command>")
     parser.set_defaults(_print_help=parser.print_help)
-
-    p = sub.add_parser("info", help="summary of a store (episodes, steps, success, interventions, splits)")
-    p.add_argument("store")
-    p.add_argument("--episodes", action="store_true", help="also list every episode")
-    p.add_argument(
-        "--plot", default=None, metavar="PNG", help="also plot lengths, success per split, interventions"
-    )
-
-    p = sub.add_parser("validate", help="check layout, lengths, metadata and chunk checksums (read-only)")
-    p.add_argument("store")
-    p.add_argument("--quick", action="store_true", help="skip reading every chunk")
-    p.add_argument(
-        "--repair",
-        action="store_true",
-        help="say what a repair would do: remove a half-created store, keep a killed writer's open "
-        "episode as incomplete, drop uncommitted steps and temp files (changes nothing without --yes)",
-    )
-    p.add_argument("--yes", action="store_true", help="with --repair: carry the repair out")
-
-    p = sub.add_parser("replay", help="replay an episode's executed actions in simulation (or print them)")
-    p.add_argument("store")
-    p.add_argument("--episode", type=int, required=True)
-    p.add_argument("--env", default=None, help="task to replay in (default: the episode's task)")
-    p.add_argument("--steps", action="store_true", help="print the recorded steps instead of simulating")
-
-    p = sub.add_parser(
-        "to-video", help="write an episode's cameras side by side as MP4 (red border = operator)"
-    )
-    p.add_argument("store")
-    p.add_argument("--episode", type=int, required=True)
-    p.add_argument("-o", "--out", default=None, help="output .mp4 (default: <store>_ep<I>.mp4)")
-    p.add_argument("--fps", type=float, default=None, help="frame rate (default: from the timestamps)")
-
-    p = sub.add_parser("merge", help="append the episodes of several stores to OUT (same cameras)")
-    p.add_argument("out")
-    p.add_argument("sources", nargs="+")
-
-    p = sub.add_parser("split", help="randomly partition episodes into DIR/<name>.zarr stores")
-    p.add_argument("store")
-    p.add_argument("-o", "--out", required=True, help="output directory")
-    p.add_argument(
-        "--fractions", default="train=0.9,val=0.1", help="name=fraction,... (default: %(default)s)"
-    )
-    p.add_argument("--seed", type=int, default=0)
-
-    p = sub.add_parser("label", help="set the operator's success label of an episode")
-    p.add_argument("store")
-    p.add_argument("--episode", type=int, required=True)
-    g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument("--success", dest="success", action="store_true")
-    g.add_argument("--failure", dest="success", action="store_false")
-    p.add_argument("--by", required=True, help="who labels, e.g. 'operator:alice'")
-
-    p = sub.add_parser("to-lerobot", help="export to the LeRobot v3.0 dataset format")
-    p.add_argument("store")
-    p.add_argument("-o", "--out", required=True, help="output dataset directory")
-    p.add_argument("--fps", type=float, default=None, help="frame rate (default: from the timestamps)")
-    p.add_argument("--codec", choices=["av1", "h264"], default="av1")
-    p.add_argument("--episodes", type=int, nargs="*", default=None)
-    p.add_argument("--successful-only", action="store_true", help="only episodes labelled successful")
-    p.add_argument("--split", default=None, help="only episodes of this split")
-    p.add_argument(
-        "--include-incomplete",
-        action="store_true",
-        help="also export incomplete episodes (left out by default)",
-    )
-    p.add_argument(
-        "--policy-action",
-        choices=["auto", "always", "never"],
-        default="auto",
-        help="export the proposed/clean action (e.g. DART's) as complementary_info.policy_action; "
-        "auto: when every exported step has one (default)",
-    )
-    p.add_argument("--robot-type", default="franka")
-    p.add_argument("--overwrite", action="store_true")
+    for name, (schema, summary, _) in COMMANDS.items():
+        p = sub.add_parser(name, help=summary, description=summary)
+        on_store = issubclass(schema, StoreCommand)
+        aliases = {"out": "-o"} if on_store and "out" in {f.name for f in fields(schema)} else None
+        add_config_arguments(p, schema, positional=("store",) if on_store else ("out", "sources"), aliases=aliases)
+        if name == "label":
+            p.add_argument("--failure", dest=field_dest("success"), action="store_const", const=False,
+                           default=argparse.SUPPRESS, help="the same as --no-success")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -122,8 +173,10 @@ def run(args: argparse.Namespace) -> int:
         args._print_help(sys.stderr)
         print(f"simbridge data: choose a command: {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
+    schema, _, handler = COMMANDS[args.command]
+    cfg = config_from_args(args, schema)
     try:
-        return COMMANDS[args.command](args)
+        return handler(cfg)
     except (StoreError, IndexError, FileExistsError) as exc:
         print(f"simbridge data {args.command}: {exc}", file=sys.stderr)
         return 1
@@ -132,12 +185,12 @@ def run(args: argparse.Namespace) -> int:
 # --- commands ---------------------------------------------------------------------------------
 
 
-def cmd_info(args) -> int:
+def cmd_info(cmd: InfoCommand) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    full = EpisodeStore(args.store, include_incomplete=True)
-    store = EpisodeStore(args.store)  # what training sees: complete episodes only
+    full = EpisodeStore(cmd.store, include_incomplete=True)
+    store = EpisodeStore(cmd.store)  # what training sees: complete episodes only
     all_metas = full.metas()
     metas = all_metas[: len(store)]
     lengths = store.episode_lengths()
@@ -170,7 +223,7 @@ def cmd_info(args) -> int:
             "policies", ", ".join(f"{k}: {v}" for k, v in Counter(m.policy_id or "-" for m in metas).items())
         )
     console.print(summary)
-    if args.episodes:
+    if cmd.episodes:
         table = Table(title="episodes", caption="* incomplete (left out of training), ** still open")
         for col in ("#", "steps", "success", "by", "interv.", "policy", "split", "seed", "instruction"):
             table.add_column(col)
@@ -188,50 +241,18 @@ def cmd_info(args) -> int:
                 m.instruction,
             )
         console.print(table)
-    if args.plot and len(store):
-        plot_store_summary(store, metas, lengths, Path(args.plot))
-        console.print(f"plot: {args.plot}")
+    if cmd.plot and len(store):
+        plot_store_summary(store, metas, lengths, cmd.plot)
+        console.print(f"plot: {cmd.plot}")
     return 0
 
 
-def plot_store_summary(store: EpisodeStore, metas, lengths: np.ndarray, out: Path) -> None:
-    """Episode lengths, labelled success rate per split, and operator steps per episode, as one PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    axes[0].hist(lengths, bins=min(30, max(5, len(lengths) // 2)), color="#4477aa")
-    axes[0].set(title="episode length", xlabel="steps", ylabel="episodes")
-    splits = sorted({m.split or "-" for m in metas})
-    rates, counts = [], []
-    for sp in splits:
-        labels = [m.success for m in metas if (m.split or "-") == sp and m.success is not None]
-        rates.append(np.mean(labels) if labels else 0.0)
-        counts.append(len(labels))
-    bars = axes[1].bar(splits, rates, color="#228833")
-    for bar, n in zip(bars, counts, strict=True):
-        axes[1].annotate(
-            f"n={n}", (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom"
-        )
-    axes[1].set(title="success rate (labelled)", ylim=(0, 1.1))
-    operator = [int(store.read("intervention", store.episode_slice(i)).sum()) for i in range(len(store))]
-    axes[2].bar(range(len(store)), operator, color="#ee6677")
-    axes[2].set(title="operator steps per episode", xlabel="episode", ylabel="steps")
-    fig.suptitle(f"{store.path.name}: {len(store)} episodes, {store.num_steps} steps")
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-
-
-def cmd_validate(args) -> int:
-    if args.yes and not args.repair:
+def cmd_validate(cmd: ValidateCommand) -> int:
+    if cmd.yes and not cmd.repair:
         raise StoreError("--yes only confirms --repair; add --repair")
-    if args.repair:
-        return repair(args)
-    report = validate_store(args.store, deep=not args.quick, progress=True)
+    if cmd.repair:
+        return repair(cmd)
+    report = validate_store(cmd.store, deep=not cmd.quick, progress=True)
     incomplete = f" ({report.incomplete_episodes} incomplete)" if report.incomplete_episodes else ""
     print(f"{report.path}: {report.episodes} committed episodes{incomplete}, {report.steps} steps")
     for w in report.warnings:
@@ -242,8 +263,8 @@ def cmd_validate(args) -> int:
     return 0 if report.ok else 1
 
 
-def repair(args) -> int:
-    plan = plan_repair(args.store, deep=not args.quick)
+def repair(cmd: ValidateCommand) -> int:
+    plan = plan_repair(cmd.store, deep=not cmd.quick)
     for problem in plan.unrepairable:
         print(f"  ERROR (not repairable; restore from a backup): {problem}")
     if not plan.actions:
@@ -255,27 +276,27 @@ def repair(args) -> int:
     if plan.unrepairable:
         print("not repaired: restore the store from a backup first")
         return 1
-    if not args.yes:
+    if not cmd.yes:
         print(f"nothing was changed; to repair, run: simbridge data validate {plan.path} --repair --yes")
         return 1
     apply_repair(plan)
     if plan.remove_store:
         print(f"removed {plan.path}")
         return 0
-    report = validate_store(plan.path, deep=not args.quick)
+    report = validate_store(plan.path, deep=not cmd.quick)
     print(
         f"repaired: {report.episodes} committed episodes ({report.incomplete_episodes} incomplete), {report.steps} steps"
     )
     return 0 if report.ok else 1
 
 
-def cmd_replay(args) -> int:
-    store = EpisodeStore(args.store, include_incomplete=True)
-    meta = store.meta(args.episode)
-    ep = store.episode(args.episode, keys=["ee_pose", "action", "policy_action", "intervention", "timestamp"])
-    if args.steps:
+def cmd_replay(cmd: ReplayCommand) -> int:
+    store = EpisodeStore(cmd.store, include_incomplete=True)
+    meta = store.meta(cmd.episode)
+    ep = store.episode(cmd.episode, keys=["ee_pose", "action", "policy_action", "intervention", "timestamp"])
+    if cmd.steps:
         print(
-            f"episode {args.episode}: {meta.instruction!r} task={meta.task} seed={meta.seed} success={meta.success}"
+            f"episode {cmd.episode}: {meta.instruction!r} task={meta.task} seed={meta.seed} success={meta.success}"
         )
         print("   t   time      x       y       z    | action dx dy dz ... gripper        | who")
         for t in range(len(ep["action"])):
@@ -290,7 +311,7 @@ def cmd_replay(args) -> int:
                 f"{' '.join(f'{v:+.3f}' for v in a)} | {who}"
             )
         return 0
-    task = args.env or meta.task
+    task = cmd.env or meta.task
     if not task:
         raise ConfigError("replay: the episode records no task; pass --env <task> (or --steps to print it)")
     try:
@@ -323,139 +344,81 @@ def cmd_replay(args) -> int:
     finally:
         env.close()
     print(
-        f"replayed {t + 1} steps of episode {args.episode} in {task} (seed {meta.seed}): success {success} "
+        f"replayed {t + 1} steps of episode {cmd.episode} in {task} (seed {meta.seed}): success {success} "
         f"(recorded {meta.success}); end-effector drift max {max(drift, default=0):.4f} m, "
         f"mean {np.mean(drift) if drift else 0:.4f} m"
     )
     return 0
 
 
-def cmd_to_video(args) -> int:
-    store = EpisodeStore(args.store, include_incomplete=True)
-    out = (
-        Path(args.out)
-        if args.out
-        else Path(f"{str(store.path).rstrip('/').removesuffix('.zarr')}_ep{args.episode}.mp4")
-    )
-    n = write_episode_video(store, args.episode, out, fps=args.fps)
+def cmd_to_video(cmd: ToVideoCommand) -> int:
+    store = EpisodeStore(cmd.store, include_incomplete=True)
+    out = cmd.out or Path(f"{str(store.path).rstrip('/').removesuffix('.zarr')}_ep{cmd.episode}.mp4")
+    n = write_episode_video(store, cmd.episode, out, fps=cmd.fps)
     print(f"wrote {out} ({n} frames)")
     return 0
 
 
-def cmd_merge(args) -> int:
-    n = merge_stores(args.sources, args.out, progress=True)
+def cmd_merge(cmd: MergeCommand) -> int:
+    n = merge_stores(cmd.sources, cmd.out, progress=True)
     print(
-        f"merged {n} episodes from {len(args.sources)} store(s) into {args.out} (now {len(EpisodeStore(args.out))})"
+        f"merged {n} episodes from {len(cmd.sources)} store(s) into {cmd.out} (now {len(EpisodeStore(cmd.out))})"
     )
     return 0
 
 
-def cmd_split(args) -> int:
-    fractions = {}
-    for item in args.fractions.split(","):
-        name, _, value = item.partition("=")
-        try:
-            fractions[name.strip()] = float(value)
-        except ValueError:
-            raise ConfigError(
-                f"--fractions: expected name=fraction,... (e.g. train=0.9,val=0.1), got {args.fractions!r}"
-            ) from None
-    paths = split_store(args.store, args.out, fractions, seed=args.seed)
+def cmd_split(cmd: SplitCommand) -> int:
+    paths = split_store(cmd.store, cmd.out, cmd.parts(), seed=cmd.seed)
     for name, path in paths.items():
         print(f"{name}: {len(EpisodeStore(path))} episodes -> {path}")
     return 0
 
 
-def cmd_label(args) -> int:
-    meta = EpisodeStore(args.store, include_incomplete=True).label(
-        args.episode, success=args.success, by=args.by
+def cmd_label(cmd: LabelCommand) -> int:
+    meta = EpisodeStore(cmd.store, include_incomplete=True).label(
+        cmd.episode, success=cmd.success, by=cmd.by
     )
-    print(f"episode {args.episode}: success={meta.success} (labelled by {meta.success_labeled_by})")
+    print(f"episode {cmd.episode}: success={meta.success} (labelled by {meta.success_labeled_by})")
     return 0
 
 
-def cmd_to_lerobot(args) -> int:
+def cmd_to_lerobot(cmd: ToLerobotCommand) -> int:
     from simbridge.data.lerobot import export_lerobot
 
-    store = EpisodeStore(args.store, include_incomplete=args.include_incomplete)
-    episodes = list(range(len(store))) if args.episodes is None else args.episodes
-    if args.successful_only or args.split is not None:
+    store = EpisodeStore(cmd.store, include_incomplete=cmd.include_incomplete)
+    episodes = list(range(len(store))) if cmd.episodes is None else cmd.episodes
+    if cmd.successful_only or cmd.split is not None:
         metas = store.metas()
         episodes = [
             i
             for i in episodes
-            if (not args.successful_only or metas[i].success is True)
-            and (args.split is None or metas[i].split == args.split)
+            if (not cmd.successful_only or metas[i].success is True)
+            and (cmd.split is None or metas[i].split == cmd.split)
         ]
     out = export_lerobot(
         store,
-        args.out,
+        cmd.out,
         episodes=episodes,
-        fps=args.fps,
-        robot_type=args.robot_type,
-        codec=args.codec,
-        overwrite=args.overwrite,
+        fps=cmd.fps,
+        robot_type=cmd.robot_type,
+        codec=cmd.codec,
+        overwrite=cmd.overwrite,
         progress=True,
-        policy_action={"auto": None, "always": True, "never": False}[args.policy_action],
+        policy_action={"auto": None, "always": True, "never": False}[cmd.policy_action],
     )
     print(f"wrote LeRobot v3.0 dataset to {out}")
     return 0
 
 
-COMMANDS = {
-    "info": cmd_info,
-    "validate": cmd_validate,
-    "replay": cmd_replay,
-    "to-video": cmd_to_video,
-    "merge": cmd_merge,
-    "split": cmd_split,
-    "label": cmd_label,
-    "to-lerobot": cmd_to_lerobot,
+#: Command -> (its options, help line, what runs it).
+COMMANDS: dict[str, tuple[type, str, Callable[[Any], int]]] = {
+    "info": (InfoCommand, "summary of a store (episodes, steps, success, interventions, splits)", cmd_info),
+    "validate": (ValidateCommand, "check layout, lengths, metadata and chunk checksums (read-only)", cmd_validate),
+    "replay": (ReplayCommand, "replay an episode's executed actions in simulation (or print them)", cmd_replay),
+    "to-video": (ToVideoCommand, "write an episode's cameras side by side as MP4 (red border = operator)",
+                 cmd_to_video),
+    "merge": (MergeCommand, "append the episodes of several stores to OUT (same cameras)", cmd_merge),
+    "split": (SplitCommand, "randomly partition episodes into DIR/<name>.zarr stores", cmd_split),
+    "label": (LabelCommand, "set the operator's success label of an episode", cmd_label),
+    "to-lerobot": (ToLerobotCommand, "export to the LeRobot v3.0 dataset format", cmd_to_lerobot),
 }
-
-
-# --- video ------------------------------------------------------------------------------------
-
-
-def episode_frames(store: EpisodeStore, i: int) -> np.ndarray:
-    """(T, H, W, 3) uint8: the cameras side by side; steps where the operator acted get a red border."""
-    ep = store.episode(i, keys=[f"image_{c.name}" for c in store.cameras] + ["intervention"])
-    height = max(c.height for c in store.cameras)
-    height += height % 2
-    panels = []
-    for cam in store.cameras:
-        imgs = ep[f"image_{cam.name}"]
-        panels.append(np.pad(imgs, ((0, 0), (0, height - cam.height), (0, 0), (0, 0))))
-    frames = np.concatenate(panels, axis=2)
-    if frames.shape[2] % 2:
-        frames = np.pad(frames, ((0, 0), (0, 0), (0, 1), (0, 0)))
-    border = 3
-    for t in np.flatnonzero(ep["intervention"]):
-        f = frames[t]
-        f[:border], f[-border:], f[:, :border], f[:, -border:] = (
-            (255, 0, 0),
-            (255, 0, 0),
-            (255, 0, 0),
-            (255, 0, 0),
-        )
-    return frames
-
-
-def write_episode_video(store: EpisodeStore, i: int, out: Path, fps: float | None = None) -> int:
-    import av
-
-    frames = episode_frames(store, i)
-    if fps is None:
-        ts = store.read("timestamp", store.episode_slice(i))
-        dt = float(np.median(np.diff(ts))) if len(ts) > 1 else 0.0
-        fps = 1.0 / dt if dt > 0 else 10.0
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(out), "w") as container:
-        stream = container.add_stream("h264", rate=max(1, round(fps)))
-        stream.height, stream.width, stream.pix_fmt = frames.shape[1], frames.shape[2], "yuv420p"
-        for f in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return len(frames)
