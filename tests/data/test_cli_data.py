@@ -83,7 +83,7 @@ def test_merge_split_and_label(tmp_path, capsys):
     )
     train, val = EpisodeStore(tmp_path / "parts/train.zarr"), EpisodeStore(tmp_path / "parts/val.zarr")
     assert len(train) + len(val) == 6 and len(val) == 3
-    assert {train.meta(i).split for i in range(len(train))} == {"train"}
+    assert {train.meta(i).partition for i in range(len(train))} == {"train"}  # the task split stays in .split
     originals = {tuple(m.episode(i)["action"][:, :2].ravel()) for i in range(6)}
     parts = {tuple(s.episode(i)["action"][:, :2].ravel()) for s in (train, val) for i in range(len(s))}
     assert parts == originals  # every episode lands in exactly one part, unchanged
