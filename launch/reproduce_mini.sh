@@ -52,7 +52,7 @@ else
   STUDY_COMMIT="$commit"
 fi
 wrist_demo=(); wrist_env=()
-if [[ "$WRIST" == 1 ]]; then wrist_demo=(--wrist-camera); wrist_env=(env.wrist_camera=true); fi
+if [[ "$WRIST" == 1 ]]; then wrist_demo=(--wrist-camera); wrist_env=(env.spec.wrist_camera=true); fi
 echo "mini study -> $out (DEMOS=$DEMOS SFT_STEPS=$SFT_STEPS PPO_ITERS=$PPO_ITERS GRPO_ITERS=$GRPO_ITERS" \
      "EPISODES=$EPISODES per split, suite $SUITE, WRIST=$WRIST)"
 
@@ -73,7 +73,7 @@ latest_run() { ls -d "$out/$1"/*/ 2>/dev/null | tail -n 1; }
 [[ -e "$out/.stages/demos.done" ]] || rm -rf "$out/demos.zarr"  # a partial store of an interrupted run
 stage demos sb demos --episodes "$DEMOS" --split train --seed "$SEED" --out "$out/demos.zarr" "${wrist_demo[@]}"
 stage sft sb train sft --config launch/configs/sft_tiny.yaml "data.store=$out/demos.zarr" \
-  "run_root=$out" name=sft "seed=$SEED" "optim.steps=$SFT_STEPS" eval.enabled=false
+  "root=$out" name=sft "seed=$SEED" "optim.steps=$SFT_STEPS" eval.enabled=false
 sft_run="$(latest_run sft)"
 stage ppo sb train ppo --config launch/configs/ppo_maniskill.yaml "policy.init_checkpoint=$sft_run" \
   "runner.root=$out" runner.name=ppo "runner.seed=$SEED" "runner.iterations=$PPO_ITERS" \

@@ -116,7 +116,7 @@ def main() -> None:
             result["demos"] = timed("demos", write_expert_demos, store, args.demos, split="train", seed=0,
                                     progress=False)
         sft_cfg = load_config(SFTConfig, data={
-            "name": "sft", "run_root": str(args.root), "data": {"store": str(store)},
+            "name": "sft", "root": str(args.root), "data": {"store": str(store)},
             "model": {"chunk_size": 4}, "optim": {"steps": args.sft_steps}, "eval": {"enabled": False},
             "progress": False, "checkpoint_every": args.sft_steps,
         })

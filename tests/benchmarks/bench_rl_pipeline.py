@@ -46,7 +46,7 @@ def build_config(mode: str, args: argparse.Namespace):
         f"env.pipeline_stage_num={args.stages}",
         f"runner.rollout_steps={args.steps}",
         f"policy.preset={args.preset}",
-        f"env.wrist_camera={str(args.wrist_camera).lower()}",
+        f"env.spec.wrist_camera={str(args.wrist_camera).lower()}",
     ]
     if args.toy:
         path = REPO / "launch/configs/ppo_toy.yaml"
