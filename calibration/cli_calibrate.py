@@ -1,6 +1,6 @@
 """``simbridge calibrate``: board | intrinsics | handeye | verify.
 
-    simbridge calibrate board -o calib/board [--config board.yaml] [--set squares_x=9 ...]
+    simbridge calibrate board -o calib/board [--board board.yaml] [board.squares_x=9 ...]
     simbridge calibrate intrinsics --board calib/board/board.yaml (--images DIR | --video FILE|DEVICE) -o cam.yaml
     simbridge calibrate handeye --mode eye_in_hand --board B --camera-info cam.yaml --data DIR -o handeye.yaml
     simbridge calibrate handeye --mode eye_to_hand --simulate --noise-table     # synthetic rig, error vs noise
@@ -9,6 +9,11 @@
 Hand-eye data folders hold ``views.jsonl`` (one ``{"image", "ee_pose"}`` per line, ee_pose =
 xyz + quaternion wxyz in the base frame) and the images; the live routine
 (:func:`simbridge.calibration.handeye.collect_views`) writes exactly that.
+
+Each subcommand's options are a config dataclass (:data:`COMMANDS`): ``--config FILE``, one flag per
+field (``simbridge calibrate <command> --help``), ``key=value``. The board is a section of each:
+``--board board.yaml`` reads it, ``--board.square_length_m 0.0398`` or ``board.square_length_m=0.0398``
+(or the older ``--set square_length_m=0.0398``) changes one key.
 """
 
 from __future__ import annotations
@@ -16,56 +21,125 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import field
 from pathlib import Path
+from typing import Literal
 
-from simbridge.data.config import ConfigError
+from simbridge.calibration.board import BoardConfig
+from simbridge.calibration.intrinsics import IntrinsicsConfig
+from simbridge.data.cli_config import add_config_arguments, config_from_args
+from simbridge.data.config import ConfigError, config
 
-SUBCOMMANDS = ("board", "intrinsics", "handeye", "verify")
+_BOARD_DOC = "the ChArUco board: --board board.yaml (what 'simbridge calibrate board' wrote), --board.<key> flags"
+
+
+@config(kw_only=True)
+class BoardCommand:
+    #: Output folder: board.png, board.pdf (true scale) and board.yaml.
+    out: Path
+    #: The board to print; --board FILE starts from a board YAML (board.yaml of an earlier print).
+    board: BoardConfig = field(default_factory=BoardConfig)
+
+
+@config(kw_only=True)
+class IntrinsicsCommand:
+    #: The ChArUco board (required): FILE is the board.yaml 'simbridge calibrate board' wrote.
+    board: BoardConfig | None = None
+    #: Folder of board images.
+    images: Path | None = None
+    #: Video file, device index (0) or /dev/videoN.
+    video: str = ""
+    #: Use every Nth video frame.
+    stride: int = 5
+    #: camera_info YAML to write (a PNG of the per-view errors and coverage goes next to it).
+    out: Path
+    #: Camera name written into the camera_info.
+    camera_name: str = "camera"
+    #: Calibration settings (view selection, outlier rejection, distortion model); FILE: a YAML file of them.
+    intrinsics: IntrinsicsConfig = field(default_factory=IntrinsicsConfig)
+
+    def __post_init__(self) -> None:
+        if self.board is None:
+            raise ValueError(f"board: required, {_BOARD_DOC}")
+        if (self.images is None) == (not self.video):
+            raise ValueError("images: give either --images DIR or --video FILE|DEVICE (one of them)")
+        if self.stride < 1:
+            raise ValueError("stride: at least 1")
+
+
+@config(kw_only=True)
+class HandeyeCommand:
+    #: eye_in_hand: the camera rides on the gripper; eye_to_hand: the camera is fixed, the board on the gripper.
+    mode: Literal["eye_in_hand", "eye_to_hand"]
+    #: The ChArUco board: FILE is the board.yaml 'simbridge calibrate board' wrote (--simulate: the default board).
+    board: BoardConfig | None = None
+    #: camera_info YAML of the camera.
+    camera_info: Path | None = None
+    #: Folder with views.jsonl + images.
+    data: Path | None = None
+    #: Run on the synthetic rig (known truth) instead of recorded views.
+    simulate: bool = False
+    #: With --simulate: print the error vs pixel noise table.
+    noise_table: bool = False
+    #: With --simulate: number of poses.
+    poses: int = 15
+    #: Hand-eye YAML to write.
+    out: Path | None = None
+    #: Camera name written into the result.
+    camera_name: str = "camera"
+
+    def __post_init__(self) -> None:
+        if self.simulate:
+            return
+        given = {"board": self.board, "camera_info": self.camera_info, "data": self.data, "out": self.out}
+        missing = [k for k, v in given.items() if v is None]
+        if missing:
+            flags = ", ".join("-o" if k == "out" else "--" + k.replace("_", "-") for k in missing)
+            raise ValueError(f"{missing[0]}: handeye needs {flags} (or --simulate for the synthetic rig)")
+
+
+@config(kw_only=True)
+class VerifyCommand:
+    #: The ChArUco board (required): FILE is the board.yaml 'simbridge calibrate board' wrote.
+    board: BoardConfig | None = None
+    #: Hand-eye YAML to check.
+    handeye: Path
+    #: camera_info YAML of the camera.
+    camera_info: Path
+    #: Folder with (fresh) views.jsonl + images.
+    data: Path
+    #: Largest mean translation residual that passes (mm).
+    max_mm: float = 3.0
+    #: Largest mean rotation residual that passes (degrees).
+    max_deg: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.board is None:
+            raise ValueError(f"board: required, {_BOARD_DOC}")
+
+
+#: Subcommand -> (its config, help line).
+COMMANDS: dict[str, tuple[type, str]] = {
+    "board": (BoardCommand, "write a printable ChArUco board: PNG, PDF at true scale, config YAML"),
+    "intrinsics": (IntrinsicsCommand, "camera intrinsics from board views -> ROS camera_info YAML"),
+    "handeye": (HandeyeCommand, "hand-eye calibration (five methods) -> T_ee_camera / T_base_camera YAML"),
+    "verify": (VerifyCommand, "residuals of a hand-eye calibration on (fresh) views, mm and degrees"),
+}
+SUBCOMMANDS = tuple(COMMANDS)
+_ALIASES = {
+    "intrinsics": {"intrinsics.max_view_error_px": "--max-view-error", "intrinsics.min_views": "--min-views",
+                   "intrinsics.distortion_model": "--model"},
+}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="subcommand", required=True, metavar="{" + ",".join(SUBCOMMANDS) + "}")
-
-    def board_args(p: argparse.ArgumentParser, required: bool = True) -> None:
-        p.add_argument("--board", required=required, help="board YAML (written by 'simbridge calibrate board')")
-        p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a board config key, e.g. --set square_length_m=0.0398")
-
-    p = sub.add_parser("board", help="write a printable ChArUco board: PNG, PDF at true scale, config YAML")
-    p.add_argument("-o", "--out", required=True, help="output folder")
-    p.add_argument("--config", help="board YAML to start from (defaults otherwise)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-
-    p = sub.add_parser("intrinsics", help="camera intrinsics from board views -> ROS camera_info YAML")
-    board_args(p)
-    source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--images", help="folder of board images")
-    source.add_argument("--video", help="video file, device index (0) or /dev/videoN")
-    p.add_argument("--stride", type=int, default=5, help="use every Nth video frame")
-    p.add_argument("-o", "--out", required=True, help="camera_info YAML to write")
-    p.add_argument("--camera-name", default="camera")
-    p.add_argument("--max-view-error", type=float, default=1.0, help="drop views above this RMS error (px)")
-    p.add_argument("--min-views", type=int, default=8)
-    p.add_argument("--model", choices=("plumb_bob", "rational_polynomial"), default="plumb_bob")
-
-    p = sub.add_parser("handeye", help="hand-eye calibration (five methods) -> T_ee_camera / T_base_camera YAML")
-    p.add_argument("--mode", required=True, choices=("eye_in_hand", "eye_to_hand"))
-    board_args(p, required=False)
-    p.add_argument("--camera-info", help="camera_info YAML of the camera")
-    p.add_argument("--data", help="folder with views.jsonl + images")
-    p.add_argument("--simulate", action="store_true", help="run on the synthetic rig (known truth) instead")
-    p.add_argument("--noise-table", action="store_true", help="with --simulate: print error vs pixel noise")
-    p.add_argument("--poses", type=int, default=15, help="with --simulate: number of poses")
-    p.add_argument("-o", "--out", help="hand-eye YAML to write")
-    p.add_argument("--camera-name", default="camera")
-
-    p = sub.add_parser("verify", help="residuals of a hand-eye calibration on (fresh) views, mm and degrees")
-    board_args(p)
-    p.add_argument("--handeye", required=True, help="hand-eye YAML")
-    p.add_argument("--camera-info", required=True)
-    p.add_argument("--data", required=True, help="folder with views.jsonl + images")
-    p.add_argument("--max-mm", type=float, default=3.0)
-    p.add_argument("--max-deg", type=float, default=0.5)
+    for name, (schema, summary) in COMMANDS.items():
+        p = sub.add_parser(name, help=summary, description=summary)
+        aliases = {"out": "-o", **_ALIASES.get(name, {})} if name != "verify" else {}
+        add_config_arguments(p, schema, aliases=aliases)
+        p.add_argument("--set", dest="board_set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a board key, e.g. --set square_length_m=0.0398 (= board.KEY=VALUE)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -74,8 +148,10 @@ def run(args: argparse.Namespace) -> int:
     from simbridge.calibration.intrinsics import CalibrationError
 
     handlers = {"board": _board, "intrinsics": _intrinsics, "handeye": _handeye, "verify": _verify}
+    schema = COMMANDS[args.subcommand][0]
+    cfg = config_from_args(args, schema, extra_overrides=[f"board.{o}" for o in args.board_set])
     try:
-        return handlers[args.subcommand](args)
+        return handlers[args.subcommand](cfg)
     except CalibrationFileError as exc:
         raise ConfigError(str(exc)) from exc
     except (CalibrationError, DegeneratePoseSet) as exc:
@@ -83,40 +159,27 @@ def run(args: argparse.Namespace) -> int:
         return 1
 
 
-def _load_board(path: str | None, overrides: list[str]):
-    from simbridge.calibration.board import load_board_config
-
-    if path is not None and not Path(path).is_file():
-        raise ConfigError(f"board config {path} does not exist; write one with 'simbridge calibrate board -o DIR'")
-    return load_board_config(path, overrides)
-
-
-def _board(args: argparse.Namespace) -> int:
+def _board(cmd: BoardCommand) -> int:
     from simbridge.calibration.board import caption, write_board_files
 
-    cfg = _load_board(args.config, args.overrides)
-    paths = write_board_files(cfg, args.out)
-    print(caption(cfg))
+    paths = write_board_files(cmd.board, cmd.out)
+    print(caption(cmd.board))
     for kind, path in paths.items():
         print(f"  {kind}: {path}")
     return 0
 
 
-def _intrinsics(args: argparse.Namespace) -> int:
+def _intrinsics(cmd: IntrinsicsCommand) -> int:
     from simbridge.calibration.intrinsics import (
-        IntrinsicsConfig,
         calibrate_frames,
         iter_image_folder,
         iter_video_frames,
         plot_result,
     )
-    from simbridge.data.config import validate_config
 
-    board = _load_board(args.board, args.overrides)
-    cfg = validate_config(IntrinsicsConfig, {"max_view_error_px": args.max_view_error, "min_views": args.min_views,
-                                             "distortion_model": args.model}, "command line")
-    frames = iter_image_folder(args.images) if args.images else iter_video_frames(args.video, stride=args.stride)
-    result = calibrate_frames(frames, board, cfg, progress=sys.stderr.isatty())
+    assert cmd.board is not None  # checked by IntrinsicsCommand
+    frames = iter_image_folder(cmd.images) if cmd.images else iter_video_frames(cmd.video, stride=cmd.stride)
+    result = calibrate_frames(frames, cmd.board, cmd.intrinsics, progress=sys.stderr.isatty())
     print(f"{'view':<24} {'corners':>7} {'error px':>9} {'tilt deg':>9}")
     for v in result.views:
         print(f"{v.name:<24} {v.num_corners:>7} {v.error_px:9.3f} {v.tilt_deg:9.1f}{'  REJECTED' if v.rejected else ''}")
@@ -126,27 +189,24 @@ def _intrinsics(args: argparse.Namespace) -> int:
           f"RMS {result.rms_px:.3f} px, {result.num_kept} views kept")
     for warning in result.warnings:
         print(f"warning: {warning}")
-    path = result.write(args.out, camera_name=args.camera_name)
-    plot = plot_result(result, Path(args.out).with_suffix(".png"))
+    path = result.write(cmd.out, camera_name=cmd.camera_name)
+    plot = plot_result(result, Path(cmd.out).with_suffix(".png"))
     print(f"wrote {path} and {plot}")
     return 0
 
 
-def _handeye(args: argparse.Namespace) -> int:
+def _handeye(cmd: HandeyeCommand) -> int:
     from simbridge.calibration.camera_info import load_camera_info
     from simbridge.calibration.handeye import load_views, solve_hand_eye
 
-    if args.simulate:
-        return _simulate(args)
-    missing = [f"--{k.replace('_', '-')}" for k in ("board", "camera_info", "data", "out") if getattr(args, k) is None]
-    if missing:
-        raise ConfigError(f"handeye needs {', '.join(missing)} (or --simulate for the synthetic rig)")
-    board = _load_board(args.board, args.overrides)
-    intrinsics = load_camera_info(args.camera_info)
-    views = load_views(args.data, board, intrinsics)
-    result = solve_hand_eye(views, args.mode, board=board, intrinsics=intrinsics, camera_name=args.camera_name)
+    if cmd.simulate:
+        return _simulate(cmd)
+    assert cmd.board is not None and cmd.camera_info and cmd.data and cmd.out  # checked by HandeyeCommand
+    intrinsics = load_camera_info(cmd.camera_info)
+    views = load_views(cmd.data, cmd.board, intrinsics)
+    result = solve_hand_eye(views, cmd.mode, board=cmd.board, intrinsics=intrinsics, camera_name=cmd.camera_name)
     _print_result(result)
-    print(f"wrote {result.write(args.out)}  (calibration_id {result.calibration_id})")
+    print(f"wrote {result.write(cmd.out)}  (calibration_id {result.calibration_id})")
     return 0
 
 
@@ -165,46 +225,47 @@ def _print_result(result) -> None:
           f"{result.num_views} views")
 
 
-def _simulate(args: argparse.Namespace) -> int:
+def _simulate(cmd: HandeyeCommand) -> int:
     from simbridge.calibration.camera_info import CameraIntrinsics
     from simbridge.calibration.handeye import collect_views, generate_poses, hand_eye_error, solve_hand_eye
     from simbridge.calibration.synthetic import example_rig
     from simbridge.calibration.verify import format_noise_table, noise_study
 
-    board = _load_board(args.board, args.overrides)
-    if args.noise_table:
-        rows = noise_study(args.mode, n_poses=args.poses, board=board)
-        print(format_noise_table(args.mode, rows))
+    board = cmd.board or BoardConfig()
+    if cmd.noise_table:
+        rows = noise_study(cmd.mode, n_poses=cmd.poses, board=board)
+        print(format_noise_table(cmd.mode, rows))
         print(json.dumps(rows))
         return 0
-    rig, centre = example_rig(args.mode, board, render=True)
-    pivot = (0.0, 0.0, 0.40) if args.mode == "eye_in_hand" else (0.0, 0.0, 0.02)
-    intrinsics = CameraIntrinsics(rig.K, rig.dist, rig.image_size, args.camera_name)
-    views = collect_views(generate_poses(centre, args.poses, pivot_in_ee=pivot), rig.move_to, rig.capture, board,
+    rig, centre = example_rig(cmd.mode, board, render=True)
+    pivot = (0.0, 0.0, 0.40) if cmd.mode == "eye_in_hand" else (0.0, 0.0, 0.02)
+    intrinsics = CameraIntrinsics(rig.K, rig.dist, rig.image_size, cmd.camera_name)
+    views = collect_views(generate_poses(centre, cmd.poses, pivot_in_ee=pivot), rig.move_to, rig.capture, board,
                           intrinsics, save_dir=None, progress=sys.stderr.isatty())
-    result = solve_hand_eye(views, args.mode, board=board, intrinsics=intrinsics, camera_name=args.camera_name)
+    result = solve_hand_eye(views, cmd.mode, board=board, intrinsics=intrinsics, camera_name=cmd.camera_name)
     _print_result(result)
     mm, deg = hand_eye_error(result.T, rig.T_hand_eye)
     print(f"error vs ground truth: {mm:.3f} mm, {deg:.4f} deg")
-    if args.out:
-        print(f"wrote {result.write(args.out)}")
+    if cmd.out:
+        print(f"wrote {result.write(cmd.out)}")
     return 0
 
 
-def _verify(args: argparse.Namespace) -> int:
+def _verify(cmd: VerifyCommand) -> int:
     from simbridge.calibration.camera_info import load_camera_info
     from simbridge.calibration.handeye import load_hand_eye, load_views
     from simbridge.calibration.verify import verify_hand_eye
 
-    board = _load_board(args.board, args.overrides)
-    intrinsics = load_camera_info(args.camera_info)
-    calibration = load_hand_eye(args.handeye)
-    views = load_views(args.data, board, intrinsics)
+    board = cmd.board
+    assert board is not None  # checked by VerifyCommand
+    intrinsics = load_camera_info(cmd.camera_info)
+    calibration = load_hand_eye(cmd.handeye)
+    views = load_views(cmd.data, board, intrinsics)
     if len(views) < 2:
-        print(f"simbridge calibrate verify: the board was found in only {len(views)} views of {args.data}; "
+        print(f"simbridge calibrate verify: the board was found in only {len(views)} views of {cmd.data}; "
               "need at least 2", file=sys.stderr)
         return 1
-    report = verify_hand_eye(views, calibration, board, intrinsics, args.max_mm, args.max_deg)
+    report = verify_hand_eye(views, calibration, board, intrinsics, cmd.max_mm, cmd.max_deg)
     print(f"calibration {calibration.calibration_id} ({calibration.mode}), {len(views)} views")
     print(report.table())
     return 0 if report.passed else 1
