@@ -1,13 +1,16 @@
-"""The `simbridge` command line: help, unknown verbs, bad arguments, missing verbs."""
+"""The `simbridge` command line: help, unknown verbs, bad arguments, every verb's config-derived flags."""
 
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
+import typing
 
 import pytest
 
 from simbridge.data import cli
+from simbridge.data.cli_config import config_fields
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -39,6 +42,97 @@ def test_every_registered_verb_has_help(capsys):
         with pytest.raises(SystemExit) as exc:
             cli.main([name, "--help"])
         assert exc.value.code == 0, name
+
+
+#: Converted verbs: their options are a config dataclass (CONFIG, or COMMANDS for subcommands).
+CONFIG_VERBS = {
+    "export": "simbridge.deploy.cli_export",
+    "deploy": "simbridge.deploy.cli_deploy",
+    "collect": "simbridge.data.cli_collect",
+    "report": "simbridge.data.cli_report",
+    "demo": "simbridge.training.cli_demo",
+    "data": "simbridge.data.cli_data",
+    "calibrate": "simbridge.calibration.cli_calibrate",
+}
+
+
+def _help_cases():
+    for verb, module in CONFIG_VERBS.items():
+        mod = importlib.import_module(module)
+        if hasattr(mod, "CONFIG"):
+            yield pytest.param([verb], mod.CONFIG, id=verb)
+        for command, entry in getattr(mod, "COMMANDS", {}).items():
+            yield pytest.param([verb, command], entry[0], id=f"{verb}-{command}")
+
+
+@pytest.mark.parametrize(("argv", "schema"), list(_help_cases()))
+def test_help_lists_every_config_field_as_a_flag_with_its_doc(argv, schema, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main([*argv, "--help"])
+    assert exc.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--config FILE" in text and "KEY=VALUE" in text
+    for f in config_fields(schema):
+        assert "--" + f.path.replace("_", "-") in text, f.path
+        first_words = " ".join(f.doc.replace("``", "").split()[:4]).rstrip(".")
+        assert first_words in text, (f.path, first_words)
+
+
+@pytest.mark.parametrize(
+    ("argv", "key"),
+    [
+        (["export", "ckpt", "-o", "x", "opsett=3"], "unknown key 'opsett'"),
+        (["export", "ckpt", "-o", "x", "opset=many"], "key 'opset': bad value 'many'"),
+        (["export", "ckpt", "-o", "x", "--opset", "many"], "argument --opset: invalid int value"),
+        (["deploy", "durashun=3"], "unknown key 'durashun'"),
+        (["deploy", "--duration", "soon"], "argument --duration: invalid float value"),
+        (["collect", "--out", "x.zarr", "mapping.deadzonee=1"], "unknown key 'mapping.deadzonee'"),
+        (["collect", "--out", "x.zarr", "episodes=many"], "key 'episodes': bad value 'many'"),
+        (["report", "run", "--name", "nolabel"], "key 'names'"),
+        (["data", "info", "s.zarr", "episodes=maybe"], "key 'episodes': bad value 'maybe'"),
+        (["calibrate", "board", "-o", "x", "board.squares_x=1"], "key 'board.squares_x': bad value 1"),
+        (["demo", "--from-stage", "sft"], "key 'from_stage'"),
+        (["demo", "demos=1"], "key 'demos': bad value 1"),
+    ],
+)
+def test_bad_key_or_type_exits_2_with_one_line_naming_the_key(argv, key, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    try:
+        code = cli.main(argv)
+    except SystemExit as exc:  # argparse
+        code = exc.code
+    err = capsys.readouterr().err
+    assert code == 2 and key in err, err
+    assert err.count("\n") == 1 and err.startswith(f"simbridge {argv[0]}") and "error:" in err, err
+
+
+def test_config_file_then_flag_then_override(tmp_path, monkeypatch):
+    from simbridge.deploy import cli_deploy
+
+    seen = []
+    monkeypatch.setattr(cli_deploy, "run_processes", lambda cfg, sets: seen.append((cfg, sets)) or 0)
+    (tmp_path / "deploy.yaml").write_text("sim: true\nbundle: from-file\nduration: 5\ninstruction: file\n")
+    argv = ["deploy", "--config", str(tmp_path / "deploy.yaml"), "--processes", "--bundle", "from-flag",
+            "--duration", "6", "duration=7", "--set", "policy.chunk_mode=ensemble"]
+    assert cli.main(argv) == 0
+    cfg, sets = seen[0]
+    assert (cfg.sim, cfg.bundle, cfg.duration, cfg.instruction) == (True, "from-flag", 7.0, "file")
+    assert sets == ["policy.chunk_mode=ensemble"]  # ROS node parameters stay --set node.key=value
+
+
+def test_demo_usage_error_exits_2_naming_the_option(capsys):
+    assert cli.main(["demo", "--from-stage", "export"]) == 2
+    assert "--from-stage export needs --run-dir" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["demo", "--from-stage", "nope"])
+    assert exc.value.code == 2 and "invalid choice: 'nope'" in capsys.readouterr().err
+
+
+def test_demo_stages_are_the_demo_modules():
+    from simbridge.training.cli_demo import DemoCommand
+    from simbridge.training.demo import STAGES
+
+    assert typing.get_args(typing.get_type_hints(DemoCommand)["from_stage"]) == STAGES
 
 
 @pytest.mark.parametrize(
