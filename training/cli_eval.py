@@ -11,8 +11,12 @@
 
 ``--policy`` is ``expert``, a checkpoint directory or a bundle directory. ``--suite`` is a suite
 (all, ood, train, vision, semantics, execution), a split name, or a comma-separated list of
-splits. Results go to ``--out`` (default ``runs/eval/<policy>/<stamp>``): ``episodes.jsonl``,
-``summary.json``, ``summary.png`` and, with ``--video``, ``videos/*.mp4``.
+splits. Results go to ``--out`` (default ``<root>/eval/<policy>/<stamp>``, root ``runs``):
+``episodes.jsonl``, ``summary.json``, ``summary.png`` and, with ``--video``, ``videos/*.mp4``.
+
+Options are :class:`EvalConfig`: ``--config FILE`` (``launch/configs/eval_*.yaml``), one flag per
+field (``simbridge eval --help``; ``--task``, ``--obs-mode``, ``--max-steps``, ``--chunking`` and
+``--execute-steps`` set the ``env`` keys) and ``key=value`` overrides.
 
 A bundle that is refused (corrupted, incompatible, or with ``--trusted-key``: unsigned or
 signed by another key) ends the command with one line on stderr and exit code 1, before any
@@ -23,11 +27,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from dataclasses import field
 from pathlib import Path
 
-from simbridge.data.config import ConfigError, config, load_config
+from simbridge.data.cli_config import add_config_arguments, config_from_args
+from simbridge.data.config import ConfigError, config
+from simbridge.data.runs import new_run_path
 from simbridge.training.envs.spec import SimEnvSpec
 from simbridge.training.renamed_keys import renamed_keys
 
@@ -37,16 +42,32 @@ _ENV_KEYS = ("task", "obs_mode", "camera_size", "wrist_camera", "max_episode_ste
 
 @config
 class EvalConfig:
+    """``simbridge eval``'s options (``--config FILE``, ``--<field>`` flags, ``key=value``)."""
+
+    #: The policy: 'expert', a checkpoint directory or a policy bundle directory.
     policy: str = "expert"
+    #: Splits to run: a suite (all, ood, train, vision, semantics, execution), a split, or a comma-separated
+    #: list of splits.
     suite: str = "all"
+    #: Episodes per split (seeds seed .. seed+N-1).
     episodes: int = 10
+    #: First episode seed.
     seed: int = 0
+    #: Save mp4s of the first episodes of each split.
     video: bool = False
+    #: Videos per split (with --video).
     video_episodes: int = 2
     #: The environment: task, observation mode, cameras, episode length and how action chunks
     #: are executed (as on the robot). A policy with a contract renders its own cameras.
     env: SimEnvSpec = field(default_factory=SimEnvSpec)
+    #: Output directory (default: a new run directory <root>/eval/<policy kind>/<stamp>).
     out: str = ""
+    #: Where new run directories go.
+    root: str = "runs"
+    #: Bundles: run only bundles signed by one of these ed25519 public keys (PEM files).
+    trusted_keys: list[str] = field(default_factory=list)
+    #: Show a progress bar.
+    progress: bool = True
 
     _renamed = renamed_keys({k: f"env.{k}" for k in _ENV_KEYS})
 
@@ -58,67 +79,20 @@ class EvalConfig:
                              "set suite=<split> instead")  # fmt: skip
 
 
-#: command-line flag (dest) -> config key
-_FLAGS = {
-    "policy": "policy",
-    "suite": "suite",
-    "episodes": "episodes",
-    "seed": "seed",
-    "video": "video",
-    "video_episodes": "video_episodes",
-    "task": "env.task",
-    "obs_mode": "env.obs_mode",
-    "max_episode_steps": "env.max_episode_steps",
-    "chunking": "env.chunking.mode",
-    "execute_steps": "env.chunking.execute_steps",
-    "out": "out",
-}
+CONFIG = EvalConfig
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--policy", help="'expert', a checkpoint dir or a bundle dir (default: expert)")
-    parser.add_argument(
-        "--suite", help="all | ood | train | vision | semantics | execution | <split>[,<split>...]"
-    )
-    parser.add_argument("--episodes", type=int, help="episodes per split (seeds seed..seed+N-1; default 10)")
-    parser.add_argument("--seed", type=int, help="first episode seed (default 0)")
-    parser.add_argument(
-        "--video", action="store_true", default=None, help="save mp4s of the first episodes per split"
-    )
-    parser.add_argument(
-        "--video-episodes", dest="video_episodes", type=int, help="videos per split (default 2)"
-    )
-    parser.add_argument("--task", help="task name (default PutOnTarget-v1; LIBERO: libero_spatial, ...)")
-    parser.add_argument(
-        "--obs-mode",
-        dest="obs_mode",
-        choices=["rgb", "state"],
-        help="state: no rendering (only for the expert)",
-    )
-    parser.add_argument(
-        "--max-steps", dest="max_episode_steps", type=int, help="episode step limit (default 80)"
-    )
-    parser.add_argument(
-        "--chunking", choices=("receding", "ensemble"),
-        help="how chunks are executed: receding (default) or ensemble (ACT temporal ensembling)",
-    )
-    parser.add_argument(
-        "--execute-steps", type=int,
-        help="receding: actions executed per prediction (default 0 = the whole chunk)",
-    )
-    parser.add_argument("--out", help="output directory (default runs/eval/<policy>/<stamp>)")
-    parser.add_argument(
-        "--trusted-key",
-        dest="trusted_keys",
-        action="append",
-        default=[],
-        metavar="PUB",
-        help="bundles: run only bundles signed by this ed25519 public key (PEM; repeatable)",
-    )
-    parser.add_argument("--config", help="an eval YAML (launch/configs/eval_*.yaml); flags override it")
-    parser.add_argument("--list", action="store_true", help="list splits and suites and exit")
-    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
-    parser.add_argument("overrides", nargs="*", help="config overrides key=value (e.g. episodes=5)")
+    # The old short spellings stay the flags of the env keys they set.
+    add_config_arguments(parser, EvalConfig, aliases={
+        "env.task": "--task",
+        "env.obs_mode": "--obs-mode",
+        "env.max_episode_steps": "--max-steps",
+        "env.chunking.mode": "--chunking",
+        "env.chunking.execute_steps": "--execute-steps",
+        "trusted_keys": "--trusted-key",
+    })  # fmt: skip
+    parser.add_argument("--list", action="store_true", help="list tasks, splits and suites and exit")
 
 
 def _list() -> int:
@@ -135,14 +109,7 @@ def _list() -> int:
 def run(args: argparse.Namespace) -> int:
     if args.list:
         return _list()
-    overrides = list(args.overrides) + [
-        f"{key}={getattr(args, flag)}" for flag, key in _FLAGS.items() if getattr(args, flag, None) is not None
-    ]
-    cfg = (
-        load_config(EvalConfig, args.config, overrides=overrides)
-        if args.config
-        else load_config(EvalConfig, overrides=overrides)
-    )
+    cfg = config_from_args(args, EvalConfig)
     from simbridge.deploy.bundle import BundleError, check_bundle
     from simbridge.training.envs import EnvUnavailable, resolve_suite
     from simbridge.training.evaluation import detect_policy_kind, evaluate, format_table, load_policy_source
@@ -153,12 +120,11 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"suite: {exc.args[0]}") from None
     try:
         spec = cfg.policy
-        trusted_keys = getattr(args, "trusted_keys", None) or []
-        if trusted_keys:
+        if cfg.trusted_keys:
             if detect_policy_kind(spec) != "bundle":
-                raise ConfigError(f"--trusted-key: {spec!r} is not a bundle; signatures only exist on bundles")
+                raise ConfigError(f"trusted_keys: {spec!r} is not a bundle; signatures only exist on bundles")
             # The signature is checked here; the loader then opens the very directory checked.
-            spec = str(check_bundle(spec, trusted_keys=trusted_keys).path)
+            spec = str(check_bundle(spec, trusted_keys=cfg.trusted_keys).path)
         source = load_policy_source(spec)
     except (FileNotFoundError, KeyError) as exc:
         print(f"simbridge eval: {exc.args[0] if exc.args else exc}", file=sys.stderr)
@@ -167,10 +133,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"simbridge eval: refused bundle: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1
     kind = source.kind or "policy"
-    out = Path(cfg.out) if cfg.out else Path("runs") / "eval" / kind / time.strftime("%Y%m%d-%H%M%S")
+    out = Path(cfg.out) if cfg.out else new_run_path(cfg.root, f"eval/{kind}")
     try:
         summary = evaluate(source, suite=cfg.suite, episodes=cfg.episodes, seed=cfg.seed, run_dir=out, video=cfg.video,
-                           spec=cfg.env, video_episodes=cfg.video_episodes, progress=args.progress)  # fmt: skip
+                           spec=cfg.env, video_episodes=cfg.video_episodes, progress=cfg.progress)  # fmt: skip
     except EnvUnavailable as exc:
         print(f"simbridge eval: simulator unavailable: {exc}", file=sys.stderr)
         return 1

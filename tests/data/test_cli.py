@@ -53,6 +53,8 @@ CONFIG_VERBS = {
     "demo": "simbridge.training.cli_demo",
     "data": "simbridge.data.cli_data",
     "calibrate": "simbridge.calibration.cli_calibrate",
+    "eval": "simbridge.training.cli_eval",
+    "check-checkpoint": "simbridge.training.cli_check_checkpoint",
 }
 
 
@@ -93,6 +95,10 @@ def test_help_lists_every_config_field_as_a_flag_with_its_doc(argv, schema, caps
         (["calibrate", "board", "-o", "x", "board.squares_x=1"], "key 'board.squares_x': bad value 1"),
         (["demo", "--from-stage", "sft"], "key 'from_stage'"),
         (["demo", "demos=1"], "key 'demos': bad value 1"),
+        (["eval", "episodez=3"], "unknown key 'episodez'"),
+        (["eval", "--max-steps", "soon"], "argument --max-steps"),
+        (["eval", "env.chunking.mode=all"], "key 'env.chunking.mode'"),
+        (["check-checkpoint", "ckpt", "proprio=[1]"], "key 'proprio'"),
     ],
 )
 def test_bad_key_or_type_exits_2_with_one_line_naming_the_key(argv, key, tmp_path, monkeypatch, capsys):
