@@ -8,55 +8,90 @@
 Episode ``i`` uses seed ``seed + i`` (failed seeds are skipped and counted unless
 ``--keep-failures``), so demos never overlap an evaluation that starts at a later seed
 (``simbridge eval --seed 10000``). The store is what ``simbridge train sft data.store=...`` reads.
+
+Options are :class:`DemosConfig`: ``--config FILE``, one flag per field (``simbridge demos --help``;
+``--split``, ``--obs-mode``, ``--wrist-camera``, ``--max-steps`` and ``--camera-size PX`` set the
+``env`` keys) and ``key=value`` overrides.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import field
 from pathlib import Path
+
+from simbridge.data.cli_config import add_config_arguments, config_from_args, field_dest
+from simbridge.data.config import config
+from simbridge.training.envs import SPLITS, SimEnvSpec
+from simbridge.training.renamed_keys import renamed_keys, square
+
+
+@config(kw_only=True)
+class DemosConfig:
+    """``simbridge demos``'s options (``--config FILE``, ``--<field>`` flags, ``key=value``)."""
+
+    #: Episode store (.zarr) to create or append to.
+    out: Path
+    #: Successful episodes to write (seeds seed, seed+1, ...; failed seeds are skipped).
+    episodes: int = 40
+    #: First episode seed.
+    seed: int = 0
+    #: The environment the expert runs in: task, split, observation mode ("state": no rendering, black
+    #: images, for smoke tests), cameras and episode length.
+    env: SimEnvSpec = field(default_factory=SimEnvSpec)
+    #: Also write failed episodes (labelled as failures).
+    keep_failures: bool = False
+    #: Std of Gaussian noise on the expert's actions (m / rad).
+    noise: float = 0.0
+    #: DART: execute the expert's action plus Gaussian noise of this std (m / rad) and record the clean one
+    #: as policy_action (SFT: data.action_label=policy_action).
+    dart: float = 0.0
+    #: Show a progress bar.
+    progress: bool = True
+
+    #: The keys of the flags before ``env`` (split=..., camera_size=128) still load.
+    _renamed = renamed_keys({"split": "env.split", "obs_mode": "env.obs_mode", "wrist_camera": "env.wrist_camera",
+                             "max_steps": "env.max_episode_steps", "camera_size": ("env.camera_size", square)})  # fmt: skip
+
+    def __post_init__(self) -> None:
+        if self.episodes < 1:
+            raise ValueError("episodes: at least 1")
+        if self.env.split not in SPLITS:
+            raise ValueError(f"env: unknown split {self.env.split!r} (env.split); choose from {', '.join(SPLITS)}")
+        if self.noise < 0 or self.dart < 0:
+            raise ValueError("noise: --noise and --dart are standard deviations >= 0 (m / rad)")
+        if min(self.env.camera_size) < 16:
+            raise ValueError(f"env: env.camera_size at least 16 pixels, got {list(self.env.camera_size)}")
+
+
+CONFIG = DemosConfig
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", required=True, type=Path, help="episode store (.zarr) to create or append to")
-    parser.add_argument("--episodes", type=int, default=40, help="successful episodes to write (default 40)")
-    parser.add_argument("--split", default="train", help="split to record in (default train)")
-    parser.add_argument("--seed", type=int, default=0, help="first episode seed (default 0)")
-    parser.add_argument("--camera-size", dest="camera_px", type=int, default=128,
-                        help="square camera size in pixels (default 128): env.camera_size [N, N]")
-    parser.add_argument("--obs-mode", choices=["rgb", "state"], default="rgb",
-                        help="state: no rendering, black images (smoke tests only; default rgb)")
-    parser.add_argument("--wrist-camera", action="store_true", help="also render the wrist camera")
-    parser.add_argument("--max-steps", type=int, default=80, help="episode step limit (default 80)")
-    parser.add_argument("--keep-failures", action="store_true", help="also write failed episodes (labelled)")
-    parser.add_argument("--noise", type=float, default=0.0, help="std of Gaussian noise on the expert's actions")
-    parser.add_argument("--dart", type=float, default=0.0, metavar="STD",
-                        help="DART: execute the expert's action plus Gaussian noise of this std (m / rad), "
-                        "record the clean one as policy_action (SFT: data.action_label=policy_action)")
-    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    # The flags of before the env section stay the flags of its keys.
+    add_config_arguments(parser, DemosConfig, aliases={
+        "env.split": "--split",
+        "env.obs_mode": "--obs-mode",
+        "env.wrist_camera": "--wrist-camera",
+        "env.max_episode_steps": "--max-steps",
+    })  # fmt: skip
+    # The old single-number form of a square camera (--env.camera-size H W takes both).
+    parser.add_argument("--camera-size", type=int, metavar="PX",
+                        help="square camera size in pixels: env.camera_size=[PX,PX] (default: 128)")  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
-    from simbridge.data.config import ConfigError
-    from simbridge.training.envs import SPLITS, EnvUnavailable, SimEnvSpec
+    from simbridge.training.envs import EnvUnavailable
     from simbridge.training.envs.demos import write_expert_demos
 
-    if args.episodes < 1:
-        raise ConfigError("--episodes: at least 1")
-    if args.split not in SPLITS:
-        raise ConfigError(f"--split: unknown split {args.split!r}; choose from {', '.join(SPLITS)}")
-    if args.noise < 0 or args.dart < 0:
-        raise ConfigError("--noise / --dart: a standard deviation >= 0 (m / rad)")
-    if args.camera_px < 16:
-        raise ConfigError("--camera-size: at least 16 pixels")
-    if args.max_steps < 1:
-        raise ConfigError("--max-steps: at least 1")
-    spec = SimEnvSpec(split=args.split, obs_mode=args.obs_mode, camera_size=(args.camera_px, args.camera_px),
-                      wrist_camera=args.wrist_camera, max_episode_steps=args.max_steps)  # fmt: skip
+    if args.camera_size is not None:  # at the precedence of any flag: key=value still wins over it
+        setattr(args, field_dest("env.camera_size"), [args.camera_size] * 2)
+    cfg = config_from_args(args, DemosConfig)
     try:
         result = write_expert_demos(
-            args.out, args.episodes, spec=spec, seed=args.seed, keep_failures=args.keep_failures,
-            expert_noise_std=args.noise, execution_noise_std=args.dart, progress=args.progress,
+            cfg.out, cfg.episodes, spec=cfg.env, seed=cfg.seed, keep_failures=cfg.keep_failures,
+            expert_noise_std=cfg.noise, execution_noise_std=cfg.dart, progress=cfg.progress,
         )  # fmt: skip
     except EnvUnavailable as exc:
         print(f"simbridge demos: simulator unavailable: {exc}", file=sys.stderr)
@@ -65,4 +100,4 @@ def run(args: argparse.Namespace) -> int:
         f"wrote {result['written']} episode(s) to {result['store']} "
         f"({result['successes']}/{result['attempted']} expert rollouts succeeded)"
     )
-    return 0 if result["written"] == args.episodes else 1
+    return 0 if result["written"] == cfg.episodes else 1

@@ -54,6 +54,7 @@ CONFIG_VERBS = {
     "data": "simbridge.data.cli_data",
     "calibrate": "simbridge.calibration.cli_calibrate",
     "eval": "simbridge.training.cli_eval",
+    "demos": "simbridge.training.cli_demos",
     "check-checkpoint": "simbridge.training.cli_check_checkpoint",
 }
 
@@ -99,6 +100,9 @@ def test_help_lists_every_config_field_as_a_flag_with_its_doc(argv, schema, caps
         (["eval", "--max-steps", "soon"], "argument --max-steps"),
         (["eval", "env.chunking.mode=all"], "key 'env.chunking.mode'"),
         (["check-checkpoint", "ckpt", "proprio=[1]"], "key 'proprio'"),
+        (["demos", "--episodes", "2"], "missing required key 'out'"),
+        (["demos", "--out", "x.zarr", "--camera-size", "8"], "env.camera_size at least 16"),
+        (["demos", "--out", "x.zarr", "--split", "nope"], "unknown split 'nope'"),
     ],
 )
 def test_bad_key_or_type_exits_2_with_one_line_naming_the_key(argv, key, tmp_path, monkeypatch, capsys):
@@ -161,3 +165,23 @@ def test_bad_verb_arguments_exit_2(args):
 def test_train_without_trainer_names_the_choices():
     out = run_cli("train")
     assert out.returncode == 2 and "sft" in out.stderr and "ppo" in out.stderr
+
+
+def test_demos_old_flags_set_the_env_keys(tmp_path, monkeypatch):
+    from simbridge.training.cli_demos import DemosConfig
+
+    seen: list[DemosConfig] = []
+
+    def fake_write(out, episodes, *, spec, **kwargs):
+        seen.append(DemosConfig(out=out, episodes=episodes, env=spec))
+        return {"written": episodes, "store": out, "successes": episodes, "attempted": episodes}
+
+    monkeypatch.setattr("simbridge.training.envs.demos.write_expert_demos", fake_write)
+    argv = ["demos", "--out", str(tmp_path / "d.zarr"), "--episodes", "1", "--split", "vision_noise", "--obs-mode",
+            "state", "--camera-size", "32", "--wrist-camera", "--max-steps", "9", "--no-progress"]
+    assert cli.main(argv) == 0
+    env = seen[0].env
+    assert (env.split, env.obs_mode, env.camera_size, env.wrist_camera, env.max_episode_steps) == (
+        "vision_noise", "state", (32, 32), True, 9)
+    assert cli.main([*argv, "env.camera_size=[48,64]"]) == 0  # key=value wins over the flag
+    assert seen[1].env.camera_size == (48, 64)
