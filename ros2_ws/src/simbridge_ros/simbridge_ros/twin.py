@@ -90,7 +90,8 @@ class TwinNode(Node):
     def _render_loop(self) -> None:
         period = 1.0 / float(self.get_parameter("camera_rate_hz").value)
         next_t = time.monotonic()
-        while not self._stop.is_set():
+        # SIGINT shuts the context down before close() stops this thread: stop publishing then.
+        while not self._stop.is_set() and self.context.ok():
             for cam in self.cameras:
                 try:
                     frame = self.twin.render(cam, size=self.size)
@@ -100,13 +101,25 @@ class TwinNode(Node):
                     continue
                 stamp = time.time()
                 img_pub, info_pub = self.pubs[cam]
-                img_pub.publish(image_to_msg(frame, stamp, f"{cam}_camera_optical_frame"))
+                if not self._publish(img_pub, image_to_msg(frame, stamp, f"{cam}_camera_optical_frame")):
+                    return
                 info_pub.publish(camera_info_msg(frame.shape[1], frame.shape[0], stamp, f"{cam}_camera_optical_frame"))
             self.frames += 1
-            self.pub_success.publish(Bool(data=bool(self.twin.success())))
+            if not self._publish(self.pub_success, Bool(data=bool(self.twin.success()))):
+                return
             next_t += period
             self._stop.wait(max(0.0, next_t - time.monotonic()))
             next_t = max(next_t, time.monotonic() - period)
+
+    def _publish(self, publisher, msg) -> bool:
+        """Publish; False once the context is gone (shutdown raced the loop's check)."""
+        try:
+            publisher.publish(msg)
+            return True
+        except Exception:
+            if self.context.ok():
+                raise
+            return False
 
     def success(self) -> bool:
         return bool(self.twin.success())
