@@ -66,6 +66,12 @@ def _help_cases():
             yield pytest.param([verb], mod.CONFIG, id=verb)
         for command, entry in getattr(mod, "COMMANDS", {}).items():
             yield pytest.param([verb, command], entry[0], id=f"{verb}-{command}")
+    # `train <trainer>` imports its trainer only when named (the RL runner pulls in Ray).
+    from simbridge.training.rl.config import RLConfig
+    from simbridge.training.sft.config import SFTConfig
+
+    yield pytest.param(["train", "sft"], SFTConfig, id="train-sft")
+    yield pytest.param(["train", "ppo"], RLConfig, id="train-ppo")
 
 
 @pytest.mark.parametrize(("argv", "schema"), list(_help_cases()))
@@ -101,6 +107,9 @@ def test_help_lists_every_config_field_as_a_flag_with_its_doc(argv, schema, caps
         (["eval", "env.chunking.mode=all"], "key 'env.chunking.mode'"),
         (["check-checkpoint", "ckpt", "proprio=[1]"], "key 'proprio'"),
         (["demos", "--episodes", "2"], "missing required key 'out'"),
+        (["train", "sft", "optim.stepz=3"], "unknown key 'optim.stepz'"),
+        (["train", "sft", "--optim.steps", "many"], "argument --optim.steps: invalid int value"),
+        (["train", "ppo", "runner.iterations=x"], "key 'runner.iterations'"),
         (["demos", "--out", "x.zarr", "--camera-size", "8"], "env.camera_size at least 16"),
         (["demos", "--out", "x.zarr", "--split", "nope"], "unknown split 'nope'"),
     ],
@@ -185,3 +194,15 @@ def test_demos_old_flags_set_the_env_keys(tmp_path, monkeypatch):
         "vision_noise", "state", (32, 32), True, 9)
     assert cli.main([*argv, "env.camera_size=[48,64]"]) == 0  # key=value wins over the flag
     assert seen[1].env.camera_size == (48, 64)
+
+
+def test_train_names_the_algorithm_over_the_config_file_and_keeps_resume(tmp_path, capsys):
+    import yaml
+
+    (tmp_path / "rl.yaml").write_text("algorithm: {name: ppo, group_size: 4}\nrunner: {iterations: 4}\n")
+    argv = ["train", "grpo", "--config", str(tmp_path / "rl.yaml"), "--runner.iterations", "5", "--resume",
+            str(tmp_path), "--print-config"]
+    assert cli.main([*argv, "runner.seed=3"]) == 0
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    assert cfg["algorithm"]["name"] == "grpo" and cfg["runner"]["resume"] == str(tmp_path)
+    assert (cfg["runner"]["iterations"], cfg["runner"]["seed"]) == (5, 3)

@@ -32,7 +32,6 @@ starting any worker; use ``cluster.strategy=SPREAD`` to spread env workers over 
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import logging
@@ -43,7 +42,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from simbridge.data.config import ConfigError, load_config
+from simbridge.data.config import ConfigError
 from simbridge.data.runs import RunDir
 from simbridge.training.rl.algorithms import ALGORITHMS
 from simbridge.training.rl.config import RLConfig
@@ -211,27 +210,13 @@ def _scalars(metrics: dict) -> dict:
 # --- CLI: `simbridge train ppo|grpo` ----------------------------------------------------------------
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", "-c", action="append", default=[], metavar="YAML",
-                        help="config file(s) (launch/configs/ppo_*.yaml); later files override earlier ones")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. runner.iterations=10")
-    parser.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its latest checkpoint")
-    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+CONFIG = RLConfig
+#: ``--resume RUN_DIR``: the flag of runner.resume before options were the config's keys.
+ALIASES = {"runner.resume": "--resume"}
 
 
-def run(args: argparse.Namespace) -> int:
-    from simbridge.data.config import to_yaml
-
-    algorithm = getattr(args, "algorithm", None)
-    overrides = list(args.overrides)
-    if algorithm:
-        overrides.insert(0, f"algorithm.name={algorithm}")
-    if args.resume:
-        overrides.append(f"runner.resume={args.resume}")
-    cfg = load_config(RLConfig, args.config, overrides=overrides)
-    if args.print_config:
-        print(to_yaml(cfg))
-        return 0
+def run_config(cfg: RLConfig) -> int:
+    """Train as configured (``simbridge train`` parsed the command line); prints the final metrics."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         path = train(cfg)

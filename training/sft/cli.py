@@ -1,29 +1,37 @@
-"""``simbridge train sft``: the command line of the SFT trainer (see :mod:`simbridge.training.cli_train`)."""
+"""``simbridge train sft``: supervised fine-tuning (behaviour cloning) of a policy on demonstrations.
+
+The trainer's options are :class:`~simbridge.training.sft.config.SFTConfig` (:data:`CONFIG`):
+``--config FILE``, one flag per key and ``key=value`` overrides, parsed by
+:mod:`simbridge.training.cli_train`, which then calls :func:`run_config`.
+"""
 
 from __future__ import annotations
 
 import argparse
 
-from simbridge.data.config import load_config
 from simbridge.training.sft.config import SFTConfig
-from simbridge.training.sft.loop import train_sft
+
+CONFIG = SFTConfig
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", action="append", default=[], help="YAML config (repeatable; later wins)")
-    parser.add_argument(
-        "overrides", nargs="*", help="key=value overrides, e.g. optim.steps=500 data.store=x.zarr"
-    )
-    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+def run_config(cfg: SFTConfig) -> int:
+    """Train as configured; prints the run directory."""
+    from simbridge.training.sft.loop import train_sft
 
-
-def run(args: argparse.Namespace) -> int:
-    cfg = load_config(SFTConfig, args.config or None, overrides=args.overrides)
-    if args.print_config:
-        from simbridge.data.config import to_yaml
-
-        print(to_yaml(cfg), end="")
-        return 0
     run_path = train_sft(cfg)
     print(f"sft run: {run_path}")
     return 0
+
+
+# The package's public names for this command line (simbridge.training.sft.add_arguments / run):
+# the same options and behaviour as `simbridge train sft`, which owns them.
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from simbridge.training.cli_train import add_trainer_arguments
+
+    add_trainer_arguments(parser, "sft")
+
+
+def run(args: argparse.Namespace) -> int:
+    from simbridge.training.cli_train import run_trainer
+
+    return run_trainer("sft", args)
