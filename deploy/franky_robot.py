@@ -438,6 +438,9 @@ class FrankyRobot(Robot):
             try:
                 self._robot.move(franky.JointMotion(target), asynchronous=True)
                 self._motion_active = True
+                # Fed now, under the same lock: otherwise the watchdog thread could see an active
+                # motion with the last policy command's (stale) time and halt the homing at once.
+                self._last_command_time = self._clock()
             except Exception as exc:
                 self._on_fault(exc)
                 raise RobotFault(f"homing failed: {describe_franky_error(exc)}") from exc

@@ -233,7 +233,8 @@ def test_estop_interrupts_homing_and_wins_within_100_ms_of_service_time(graph, t
                                                                        timeout=60)))
     t_home = time.monotonic()
     homing.start()
-    wait_until(lambda: np.linalg.norm(pose(probe)[:3] - away[:3]) > MOVED, 15, "homing to start moving the arm")
+    wait_until(lambda: np.linalg.norm(pose(probe)[:3] - away[:3]) > MOVED, 15, "homing to start moving the arm",
+               detail=lambda: f"homing answered {homed.get('r')}")
     t0 = time.monotonic()
     response = probe.call(SetBool, "/franka/estop", SetBool.Request(data=True))
     answered = time.monotonic() - t0
