@@ -201,11 +201,20 @@ def build_nodes(planned: Plan, extra: dict[str, dict[str, Any]] | None = None, c
                     f"(quote strings: {name}.key='\"0\"', write floats with a dot: 10.0)"
                 ) from None
     except BaseException:
-        from simbridge_ros.common import close_nodes
-
         close_nodes(nodes)
         raise
     return nodes
+
+
+def close_nodes(nodes: list) -> None:
+    """Close in reverse start order: stop the arm before the twin/robot goes away."""
+    for node in reversed(nodes):
+        close = getattr(node, "close", None)
+        try:
+            if close is not None:
+                close()
+        finally:
+            node.destroy_node()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -215,7 +224,7 @@ def run(args: argparse.Namespace) -> int:
     ensure_ros_package()
     import rclpy
     from rclpy.context import Context
-    from simbridge_ros.common import close_nodes, spin_nodes
+    from simbridge_ros.common import spin_nodes
 
     planned, extra = plan_deploy(cfg, args.node_sets)
     if not preflight(planned, extra):

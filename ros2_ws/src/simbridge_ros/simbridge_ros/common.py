@@ -19,7 +19,6 @@ import json
 import os
 import sys
 import time
-import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -208,9 +207,8 @@ def spin_nodes(nodes: Sequence[Node], context=None, threads: int | None = None,
                should_stop: Callable[[], bool] | None = None) -> None:
     """Spin ``nodes`` on one MultiThreadedExecutor until shutdown (Ctrl-C) or ``should_stop()``.
 
-    On the way out every node is closed (:func:`close_node`: stop the arm, join capture threads,
-    commit the open episode) right after it leaves the executor, in reverse start order, while the
-    executor still exists; then the executor shuts down. Destroying them is the caller's job."""
+    On the way out every node's ``close()`` runs (stop the arm, join capture threads, commit the
+    open episode) while the executor still exists, then the executor shuts down."""
     executor = MultiThreadedExecutor(num_threads=threads or max(4, len(nodes) + 2), context=context)
     for node in nodes:
         executor.add_node(node)
@@ -220,36 +218,14 @@ def spin_nodes(nodes: Sequence[Node], context=None, threads: int | None = None,
     finally:
         for node in reversed(list(nodes)):
             executor.remove_node(node)
-            close_node(node)
+            close = getattr(node, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception as err:  # keep closing the others (the arm must still be stopped)
+                    node.get_logger().error(f"close failed: {err}")
+            node.close = lambda: None  # closed once
         executor.shutdown(timeout_sec=5.0)
-
-
-_CLOSED: weakref.WeakSet = weakref.WeakSet()
-
-
-def close_node(node: Node) -> None:
-    """``node.close()`` once (nodes may be closed on the way out of spinning and again on cleanup);
-    a failing close is logged, never raised: the others must still be closed (the arm stopped)."""
-    if node in _CLOSED:
-        return
-    _CLOSED.add(node)
-    close = getattr(node, "close", None)
-    if close is None:
-        return
-    try:
-        close()
-    except Exception as err:
-        node.get_logger().error(f"close failed: {err}")
-
-
-def close_nodes(nodes: Sequence[Node]) -> None:
-    """Close (once) and destroy, in reverse start order: the arm stops before the twin or camera it
-    depends on goes away."""
-    for node in reversed(list(nodes)):
-        try:
-            close_node(node)
-        finally:
-            node.destroy_node()
 
 
 def run_node(factory: Callable[..., Node], args: Sequence[str] | None = None,
@@ -277,7 +253,7 @@ def run_node(factory: Callable[..., Node], args: Sequence[str] | None = None,
     except KeyboardInterrupt:
         pass
     finally:
-        close_nodes([node])
+        node.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()
     raise SystemExit(exit_code(node) if exit_code else 0)
