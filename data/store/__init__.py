@@ -28,7 +28,8 @@ so corruption is detected, not read as data.
 Images are sharded: one shard file per ``chunk_steps`` frames, one inner chunk per frame, so
 training can read a single frame without decoding its neighbours.
 
-Modules: ``layout`` (names, commit record, store states, locking, fsync), ``writer``,
+Modules: ``layout`` (names, commit record, store states, locking, fsync), ``writer`` (with
+``opening``: create, or open and truncate to the commit; ``rows``: steps checked into rows),
 ``reader``, ``check`` (validate and repair), ``ops`` (copy, merge, split).
 """
 

@@ -13,44 +13,31 @@ import contextlib
 import dataclasses
 import logging
 import os
-import shutil
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-import zarr
 
-from simbridge.data.spec import (
-    SCHEMA_VERSION,
-    CameraSpec,
-    EpisodeMeta,
-    Observation,
-    ObservationSpec,
-    image_key,
-)
+from simbridge.data.spec import CameraSpec, EpisodeMeta, Observation, ObservationSpec
 from simbridge.data.store.layout import (
-    FORMAT,
-    LOCK_FILE,
     WRITE_CFG,
     Commit,
     StoreError,
     as_cameras,
-    cameras_from_json,
-    cameras_to_json,
     chunk_files,
-    create_arrays,
     fsync_files,
     lock_store,
     meta_from_dict,
     meta_to_dict,
     meta_to_json,
     open_array,
-    read_root,
     step_array_specs,
     store_state,
     unlock_store,
 )
+from simbridge.data.store.opening import clear_except_lock, create_group, open_group, truncate_to_commit
+from simbridge.data.store.rows import check_episode_arrays, fill_step_row
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +101,7 @@ class EpisodeWriter:
             self._lock_fd = lock_store(self.path)
             state = store_state(self.path)  # again, under the lock
             if state in ("missing", "empty", "half-created"):
-                self._clear_except_lock()  # a writer died while creating it: nothing was recorded
+                clear_except_lock(self.path)  # a writer died while creating it: nothing was recorded
                 self._create(compression_level)
             else:
                 self._open_existing()
@@ -129,23 +116,10 @@ class EpisodeWriter:
             self._recover_open_episode()
 
     # --- lifecycle ---------------------------------------------------------------------------------
-    def _clear_except_lock(self) -> None:
-        for child in self.path.iterdir():
-            if child.name != LOCK_FILE:
-                shutil.rmtree(child) if child.is_dir() else child.unlink()
-
     def _create(self, level: int) -> None:
-        info = {
-            "format": FORMAT,
-            "schema_version": SCHEMA_VERSION,
-            "cameras": cameras_to_json(self.cameras),
-            "robot": self.robot,
-            "software_version": self.software_version,
-            "created": time.time(),
-        }
-        # "a", not "w": "w" would clear the directory, our lock file included.
-        self.group = zarr.open_group(str(self.path), mode="a", attributes={"simbridge": info})
-        create_arrays(self.group, self._specs, self.chunk_steps, level)
+        self.group = create_group(
+            self.path, self.cameras, self._specs, self.chunk_steps, level, self.robot, self.software_version
+        )
         self._bind_arrays()
         self._dirty.update(self.path / name / "zarr.json" for name in self._array_names())
         self._write_commit(bump=False)  # last: the store exists once this is on disk (counter 0)
@@ -163,32 +137,10 @@ class EpisodeWriter:
         self._flushed = self._commit.rows  # rows in data/ that belong to us (sealed + open episode)
 
     def _open_existing(self) -> None:
-        _, info, commit = read_root(self.path)
-        stored = cameras_from_json(info["cameras"])
-        if stored != self.cameras:
-            raise StoreError(
-                f"{self.path} was recorded with cameras {cameras_to_json(stored)}, this writer has "
-                f"{cameras_to_json(self.cameras)}; write to a new store or match the cameras"
-            )
-        self.group = zarr.open_group(str(self.path), mode="r+")
-        self._commit = commit
+        self.group, self._commit = open_group(self.path, self.cameras)
         self._bind_arrays()
         # Crash recovery: drop everything after the last commit (and leftover temp files).
-        for key, arr in self._arrays.items():
-            if arr.shape[0] < commit.rows:
-                raise StoreError(
-                    f"{self.path}: data/{key} has {arr.shape[0]} rows but {commit.rows} are committed "
-                    "(mismatched lengths); run `simbridge data validate` and restore from a backup"
-                )
-            if arr.shape[0] > commit.rows:
-                arr.resize((commit.rows, *arr.shape[1:]))
-                self._dirty.add(self.path / "data" / key / "zarr.json")
-        for name, arr in (("meta/episode_ends", self._ends), ("meta/episodes", self._metas)):
-            if arr.shape[0] > commit.episodes:
-                arr.resize((commit.episodes,))
-                self._dirty.add(self.path / name / "zarr.json")
-        for tmp in self.path.rglob("*.partial"):
-            tmp.unlink(missing_ok=True)
+        self._dirty |= truncate_to_commit(self.path, self._arrays, self._ends, self._metas, self._commit)
 
     def _recover_open_episode(self) -> None:
         """A writer died mid-episode after committing part of it: keep that part as an incomplete episode."""
@@ -278,28 +230,7 @@ class EpisodeWriter:
     ) -> None:
         """Buffer one step: the observation and the action executed from it."""
         self._check_open()
-        row = self._buffered
-        buf = self._buffer
-        for cam in self.cameras:
-            img = obs.images.get(cam.name)
-            if img is None:
-                raise StoreError(
-                    f"observation lacks camera {cam.name!r}; this store records {[c.name for c in self.cameras]}"
-                )
-            if img.shape != cam.shape or img.dtype != np.uint8:
-                raise StoreError(
-                    f"camera {cam.name!r}: expected uint8 {cam.shape}, got {img.dtype} {img.shape}"
-                )
-            buf[image_key(cam.name)][row] = img
-        buf["ee_pose"][row] = _vector(obs.ee_pose, 7, "ee_pose")
-        buf["gripper_width"][row] = float(obs.gripper_width)
-        buf["joint_positions"][row] = _vector(obs.joint_positions, 7, "joint_positions")
-        buf["action"][row] = _vector(action, 7, "action")
-        buf["policy_action"][row] = (
-            np.nan if policy_action is None else _vector(policy_action, 7, "policy_action")
-        )
-        buf["intervention"][row] = bool(intervention)
-        buf["timestamp"][row] = float(obs.timestamp)
+        fill_step_row(self._buffer, self._buffered, self.cameras, obs, action, policy_action, intervention)
         if self.open_episode_steps == 0 and self._open_meta is None:
             self._open_meta = EpisodeMeta(instruction=str(obs.instruction or ""))
         self._buffered += 1
@@ -314,16 +245,7 @@ class EpisodeWriter:
         self._check_open()
         if self.open_episode_steps:
             raise StoreError("add_episode: an episode is open; end_episode() or discard_episode() first")
-        missing = [k for k in self._specs if k not in steps]
-        if missing:
-            raise StoreError(f"add_episode: missing keys {missing}")
-        n = len(steps["action"])
-        for k, (shape, _dtype) in self._specs.items():
-            arr = np.asarray(steps[k])
-            if arr.shape != (n, *shape):
-                raise StoreError(
-                    f"add_episode: '{k}' has shape {arr.shape}, expected {(n, *shape)} (mismatched lengths?)"
-                )
+        n = check_episode_arrays(steps, self._specs)
         for start in range(0, n, self.chunk_steps):  # one commit at the end: the source still has it all
             stop = min(start + self.chunk_steps, n)
             for k in self._specs:
@@ -432,10 +354,3 @@ class EpisodeWriter:
     def _check_open(self) -> None:
         if self._closed:
             raise StoreError(f"the EpisodeWriter for {self.path} is closed")
-
-
-def _vector(v, n: int, name: str) -> np.ndarray:
-    arr = np.asarray(v, dtype=np.float32).reshape(-1)
-    if arr.shape != (n,):
-        raise StoreError(f"{name} must have {n} values, got shape {np.shape(v)}")
-    return arr
