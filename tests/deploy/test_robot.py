@@ -16,8 +16,8 @@ import pytest
 from simbridge.data.config import ConfigError, load_config
 from simbridge.deploy.franky_config import FrankyRobotConfig
 from simbridge.deploy.franky_robot import FrankyRobot
+from simbridge.deploy.kinematics import forward_kinematics
 from simbridge.deploy.robot import RobotError, RobotFault
-from simbridge.deploy.safety import forward_kinematics
 from simbridge.deploy.testing import FaultInjector
 from simbridge.deploy.twin import TwinScene, TwinSim
 
