@@ -25,19 +25,15 @@ The command line then has
 Precedence: dataclass defaults < ``--config`` files < section files < flags and positional fields
 < ``key=value``. Everything is validated once: an unknown key, a wrong type or a bad value raises
 :class:`~simbridge.data.config.ConfigError` naming the key, which ``simbridge`` reports on one line
-with exit code 2 (see :mod:`simbridge.data.cli`).
+with exit code 2 (see :mod:`simbridge.data.cli`). The fields, their types, defaults and ``#:``
+documentation come from :mod:`simbridge.data.config_fields`.
 """
 
 from __future__ import annotations
 
 import argparse
-import ast
 import dataclasses
-import functools
-import inspect
 import re
-import textwrap
-import types
 import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -46,6 +42,7 @@ from typing import Any, Literal, TypeVar
 import yaml
 
 from simbridge.data.config import ConfigError, load_config, read_yaml_composed
+from simbridge.data.config_fields import ConfigField, config_fields, unwrap_optional
 
 T = TypeVar("T")
 
@@ -53,71 +50,6 @@ T = TypeVar("T")
 _FLAG, _SECTION = "cfg.flag:", "cfg.section:"
 _FILES, _ARGS, _DEFAULT_FILES, _POSITIONAL = "cfg.files", "cfg.args", "cfg.default_files", "cfg.positional"
 _OVERRIDE = re.compile(r"^([A-Za-z_][\w-]*)(\.[A-Za-z_][\w-]*)*=")
-
-
-@dataclasses.dataclass(frozen=True)
-class ConfigField:
-    """One field of a config dataclass, nested ones with their dotted path."""
-
-    path: str
-    #: The type with ``None`` taken out of an optional (``int | None`` -> int).
-    type: Any
-    optional: bool
-    #: The default (from the enclosing default instance for nested fields); MISSING if required.
-    default: Any
-    doc: str
-    #: A nested config dataclass (its own fields follow it in :func:`config_fields`).
-    section: bool
-
-
-def config_fields(schema: type, prefix: str = "", default_obj: Any = None) -> list[ConfigField]:
-    """The fields of ``schema``, depth first: a nested section, then its fields."""
-    hints = typing.get_type_hints(schema)
-    docs = field_docs(schema)
-    out: list[ConfigField] = []
-    for f in dataclasses.fields(schema):
-        tp, optional = _unwrap(hints[f.name])
-        default = _default(f, default_obj)
-        path = prefix + f.name
-        section = dataclasses.is_dataclass(tp)
-        out.append(ConfigField(path, tp, optional, default, docs.get(f.name, ""), section))
-        if section:
-            inner = default if dataclasses.is_dataclass(default) else None
-            out += config_fields(tp, path + ".", inner)
-    return out
-
-
-@functools.cache
-def field_docs(schema: type) -> dict[str, str]:
-    """Field name -> its documentation: the ``#:`` comment lines above it (or ``#:`` after it on
-    the same line) or the string literal right below it; base classes' docs are inherited."""
-    docs: dict[str, str] = {}
-    for cls in reversed(schema.__mro__[:-1]):
-        try:
-            source = textwrap.dedent(inspect.getsource(cls))
-        except (OSError, TypeError):
-            continue
-        lines = source.splitlines()
-        body = ast.parse(source).body[0]
-        if not isinstance(body, ast.ClassDef):
-            continue
-        for i, node in enumerate(body.body):
-            if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)):
-                continue
-            comment: list[str] = []
-            row = node.lineno - 2
-            while row >= 0 and lines[row].strip().startswith("#:"):
-                comment.insert(0, lines[row].strip()[2:].strip())
-                row -= 1
-            _, hashcolon, trailing = lines[node.lineno - 1].partition("#:")
-            after = body.body[i + 1] if i + 1 < len(body.body) else None
-            if isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant) and isinstance(after.value.value, str):
-                comment.append(inspect.cleandoc(after.value.value))
-            elif hashcolon:
-                comment.append(trailing.strip())
-            if comment:
-                docs[node.target.id] = " ".join(" ".join(comment).split())
-    return docs
 
 
 def add_config_arguments(
@@ -240,14 +172,14 @@ def _flag_kwargs(f: ConfigField) -> dict[str, Any]:
 
 
 def _scalar(tp: Any) -> Any:
-    tp, _ = _unwrap(tp)
+    tp, _ = unwrap_optional(tp)
     if tp in (int, float, str):
         return tp
     return str if tp is Path else _yaml_value
 
 
 def _metavar(tp: Any) -> str:
-    tp, _ = _unwrap(tp)
+    tp, _ = unwrap_optional(tp)
     return {int: "INT", float: "FLOAT", str: "STR", Path: "PATH"}.get(tp, "YAML")
 
 
@@ -290,25 +222,6 @@ def _escape(text: str) -> str:
 
 
 # --- merging ------------------------------------------------------------------------------------------
-
-
-def _unwrap(tp: Any) -> tuple[Any, bool]:
-    """``X | None`` -> (X, True); anything else -> (tp, False)."""
-    if typing.get_origin(tp) in (typing.Union, types.UnionType):
-        rest = [a for a in typing.get_args(tp) if a is not type(None)]
-        if len(rest) < len(typing.get_args(tp)):
-            return (rest[0] if len(rest) == 1 else typing.Union[tuple(rest)]), True  # noqa: UP007
-    return tp, False
-
-
-def _default(f: dataclasses.Field, default_obj: Any) -> Any:
-    if default_obj is not None:
-        return getattr(default_obj, f.name)
-    if f.default is not dataclasses.MISSING:
-        return f.default
-    if f.default_factory is not dataclasses.MISSING:
-        return f.default_factory()
-    return dataclasses.MISSING
 
 
 def _put(data: dict[str, Any], path: str, value: Any) -> None:
@@ -364,7 +277,7 @@ def _fill_positional(data: dict[str, Any], schema: type, positional: Sequence[st
     for name in positional:
         if not rest:
             return
-        tp, _ = _unwrap(hints[name])
+        tp, _ = unwrap_optional(hints[name])
         if typing.get_origin(tp) in (list, tuple, Sequence):
             _put(data, name, rest)
             return
@@ -390,7 +303,7 @@ def _coerce(schema: type, key: str, text: str) -> Any:
         if part not in hints:
             tp, optional = Any, False  # a dict's key, a list's item or an unknown key: as YAML says
             break
-        tp, optional = _unwrap(hints[part])
+        tp, optional = unwrap_optional(hints[part])
         cls = tp
     if optional and text in ("null", "~"):
         return None
@@ -404,11 +317,8 @@ def _coerce(schema: type, key: str, text: str) -> Any:
 
 
 __all__ = [
-    "ConfigField",
     "add_config_arguments",
-    "config_fields",
     "config_from_args",
     "field_dest",
-    "field_docs",
     "parse_verb_args",
 ]

@@ -10,7 +10,7 @@ import typing
 import pytest
 
 from simbridge.data import cli
-from simbridge.data.cli_config import config_fields
+from simbridge.data.config_fields import config_fields
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:

@@ -10,14 +10,9 @@ from typing import Literal
 import pytest
 
 from simbridge.data.cli import VerbParser
-from simbridge.data.cli_config import (
-    add_config_arguments,
-    config_fields,
-    config_from_args,
-    field_docs,
-    parse_verb_args,
-)
+from simbridge.data.cli_config import add_config_arguments, config_from_args, parse_verb_args
 from simbridge.data.config import ConfigError, config
+from simbridge.data.config_fields import config_fields, field_docs
 
 
 @config
