@@ -17,14 +17,9 @@ files: ``simbridge check-checkpoint``), ``upstream_fixture`` (small checkpoints 
 
 from simbridge.training.models.action_tokenizer import NUM_BINS, ActionStats, bin_centers, discretize
 from simbridge.training.models.configuration import FAMILIES, PRESETS, VLAConfig
+from simbridge.training.models.decoding import ActOutput, EvalOutput, ForwardOutput
 from simbridge.training.models.families import OpenVLAOFTPolicy, OpenVLAPolicy
-from simbridge.training.models.modeling import (
-    ActOutput,
-    EvalOutput,
-    ForwardOutput,
-    VLAPolicy,
-    check_policy_dir,
-)
+from simbridge.training.models.modeling import VLAPolicy, check_policy_dir
 from simbridge.training.models.registry import POLICIES, build_policy
 from simbridge.training.models.text_tokenizer import InstructionTokenizer
 

@@ -51,6 +51,11 @@ class VLAConfig(PreTrainedConfig):
     projector_dims: list[int] | None = None
     #: Order in which the encoders' features are concatenated (Prismatic: dinov2 then siglip).
     vision_order: list[str] | None = None
+    #: Keypoints of the convolutional spatial-softmax stem run next to the ViT on every camera
+    #: (:mod:`.keypoints`; robomimic's localization); 0 = no stem.
+    keypoint_stem: int = 0
+    #: LM tokens the stem's keypoints become per camera (after that camera's patch tokens).
+    keypoint_tokens: int = 2
     num_cameras: int = 1
     camera_names: list[str] | None = None
     use_proprio: bool = False
@@ -126,6 +131,8 @@ class VLAConfig(PreTrainedConfig):
         for name, allowed in _CHOICES.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name}: one of {allowed}, got {getattr(self, name)!r}")
+        if self.keypoint_stem < 0 or self.keypoint_tokens < 1:
+            raise ValueError("keypoint_stem: >= 0 keypoints (0 = off); keypoint_tokens: >= 1 token per camera")
         if self.parallel_decoder == "openvla-oft" and self.action_stop_token_id is None:
             raise ValueError("parallel_decoder 'openvla-oft' needs action_stop_token_id (Llama-2: 2, </s>)")
         if self.action_bin_values is not None and len(self.action_bin_values) != self.num_action_bins:

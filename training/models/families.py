@@ -11,7 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from simbridge.training.models.modeling import ActOutput, ForwardOutput, VLAPolicy, _mlp
+from simbridge.training.models.decoding import ActOutput, ForwardOutput
+from simbridge.training.models.modeling import VLAPolicy, _mlp
 from simbridge.training.models.prismatic import MLPResNetHead
 
 
