@@ -27,6 +27,9 @@ class SFTModelConfig:
     #: more token, so the policy need not read its own arm's position from the pixels.
     #: null = the family's default: on for openvla-oft (as OpenVLA-OFT), off for openvla.
     use_proprio: bool | None = None
+    #: Keypoints of the convolutional spatial-softmax stem next to the ViT (0 = none): vision
+    #: tokens that localize objects from the first steps (``VLAConfig.keypoint_stem``).
+    keypoint_stem: int = 0
     #: Fine-tune from this checkpoint / policy directory instead of a fresh model ("" = fresh).
     init_from: str = ""
 

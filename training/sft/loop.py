@@ -76,6 +76,7 @@ def build_for_demos(cfg: SFTConfig, demos: Demos) -> VLAPolicy:
         seed=cfg.seed,
         use_regression_head=cfg.model.use_regression_head,
         lora_rank=cfg.model.lora_rank,
+        keypoint_stem=cfg.model.keypoint_stem,
         **({} if cfg.model.use_proprio is None else {"use_proprio": cfg.model.use_proprio}),
     )
 
