@@ -11,7 +11,10 @@ Reads evaluation results from two kinds of sources and treats them alike:
 For every condition it gives each policy's success rate with a Wilson 95% interval and the
 difference of each policy to the baseline (the SFT policy) with a two-sided Fisher exact
 p-value, grouped by category (vision / semantics / execution), then writes ``report.md``,
-``report.json`` and a bar chart ``report.png``.
+``report.json`` and a bar chart ``report.png``. When the episodes of an evaluation run carry a
+``failure`` class (``simbridge eval`` on PutOnTarget, see ``simbridge.training.failure_analysis``)
+the report also counts each policy's failed episodes per class and condition (episode stores do
+not record failure classes: their failures are left out of that table).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ class EpisodeResult:
     category: str
     success: bool
     source: str = ""
+    failure: str | None = None  # why a failed episode failed (eval runs that record it)
 
 
 @dataclass
@@ -46,6 +50,7 @@ class ConditionRow:
     condition: str
     rates: dict[str, Rate]
     diffs: dict[str, tuple[float, float]] = field(default_factory=dict)  # policy -> (diff, p-value)
+    failures: dict[str, dict[str, int]] = field(default_factory=dict)  # policy -> failure class -> count
 
 
 @dataclass
@@ -66,6 +71,7 @@ class Report:
                     "condition": r.condition,
                     "rates": {p: {**asdict(x), "rate": x.rate} for p, x in r.rates.items()},
                     "diffs": {p: {"diff": d, "p_value": pv} for p, (d, pv) in r.diffs.items()},
+                    **({"failures": r.failures} if r.failures else {}),
                 }
                 for r in self.rows
             ],
@@ -111,6 +117,7 @@ def _read_eval_run(path: Path, label: str | None) -> list[EpisodeResult]:
                         category=str(rec.get("category") or "other"),
                         success=bool(rec["success"]),
                         source=str(path),
+                        failure=rec.get("failure") if not rec["success"] else None,
                     )
                 )
             except (json.JSONDecodeError, KeyError) as exc:
@@ -156,11 +163,15 @@ def build_report(results: Iterable[EpisodeResult], baseline: str | None = None, 
     policies = [baseline] + [p for p in policies if p != baseline]
 
     counts: dict[tuple[str, str], dict[str, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
+    failures: dict[tuple[str, str], dict[str, dict[str, int]]] = defaultdict(lambda: defaultdict(dict))
     for r in results:
         for key in ((r.category, r.condition), (r.category, "all"), ("overall", "all")):
             c = counts[key][r.policy]
             c[0] += int(r.success)
             c[1] += 1
+            if r.failure is not None:
+                per_class = failures[key][r.policy]
+                per_class[r.failure] = per_class.get(r.failure, 0) + 1
 
     def order(key: tuple[str, str]) -> tuple:
         cat, cond = key
@@ -171,7 +182,8 @@ def build_report(results: Iterable[EpisodeResult], baseline: str | None = None, 
     for key in sorted(counts, key=order):
         per_policy = counts[key]
         rates = {p: rate(*per_policy[p]) for p in policies if p in per_policy}
-        row = ConditionRow(category=key[0], condition=key[1], rates=rates)
+        row = ConditionRow(category=key[0], condition=key[1], rates=rates,
+                           failures={p: dict(failures[key][p]) for p in policies if failures[key].get(p)})  # fmt: skip
         if baseline in rates:
             b = rates[baseline]
             for p, x in rates.items():
@@ -205,7 +217,24 @@ def to_markdown(report: Report) -> str:
     ]
     if report.unlabelled:
         notes.append(f"{report.unlabelled} episode(s) without a success label were left out.")
-    return "\n".join(["# SFT vs RL generalization report", "", *lines, *notes, ""])
+    return "\n".join(["# SFT vs RL generalization report", "", *lines, *notes, *_failure_table(report), ""])
+
+
+def _failure_table(report: Report) -> list[str]:
+    """Markdown lines counting failed episodes per failure class (none when no episode has a class)."""
+    classes = list(dict.fromkeys(c for row in report.rows for f in row.failures.values() for c in f))
+    if not classes:
+        return []
+    head = ["category", "condition", "policy", *classes]
+    lines = ["", "## Failed episodes by class", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in report.rows:
+        for p in report.policies:
+            if p in row.failures:
+                cond = f"**{row.condition}**" if row.condition == "all" else row.condition
+                counts = [str(row.failures[p].get(c, 0)) for c in classes]
+                lines.append("| " + " | ".join([row.category, cond, p, *counts]) + " |")
+    lines += ["", "Classes from privileged simulator state (`simbridge eval`); episode stores carry none."]
+    return lines
 
 
 def plot(report: Report, path: Path) -> Path:

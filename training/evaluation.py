@@ -12,9 +12,13 @@ default all K open-loop before the policy is asked again; or the first ``execute
 chunk; or ACT's temporal ensembling). Outputs in ``run_dir``:
 
 * ``episodes.jsonl`` — one line per episode: policy, split, category, seed, episode, success,
-  steps, instruction (and task, wall time);
-* ``summary.json``  — per split, per category and overall success with Wilson 95% intervals;
-* ``summary.png``   — bar chart of the per-split success rates with their intervals;
+  steps, instruction (and task, wall time), ``failure`` (null on success; why the episode failed,
+  :mod:`simbridge.training.failure_analysis`, ``unclassified`` outside PutOnTarget) and
+  ``failure_detail`` (the distances it was decided from);
+* ``summary.json``  — per split, per category and overall success with Wilson 95% intervals,
+  grasp rate and failed episodes per failure class (:mod:`simbridge.training.eval_report`);
+* ``summary.png``   — per-split success rates with their intervals, and every episode's outcome
+  stacked by failure class;
 * ``videos/``       — with ``video=True``, mp4s of the first ``video_episodes`` episodes per split.
 
 Policies come from a registry (:data:`POLICY_LOADERS`): ``expert`` (the scripted expert),
@@ -26,7 +30,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -39,21 +42,13 @@ from tqdm import tqdm
 from simbridge.data.spec import Observation, Policy, PolicyContract
 from simbridge.deploy.chunking import ChunkExecutor, RecedingHorizon, from_config
 from simbridge.training.envs.spec import SimEnvSpec
-
-
-def wilson_interval(successes: int, trials: int, z: float = 1.959963984540054) -> tuple[float, float]:
-    """Wilson score 95% interval of a success rate (``(nan, nan)`` for no trials)."""
-    if trials == 0:
-        return (float("nan"), float("nan"))
-    p = successes / trials
-    denom = 1 + z * z / trials
-    centre = (p + z * z / (2 * trials)) / denom
-    half = z / denom * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials))
-    return (
-        max(0.0, centre - half) if successes else 0.0,
-        min(1.0, centre + half) if successes < trials else 1.0,
-    )
-
+from simbridge.training.eval_report import (  # format_table, plot_summary, wilson_interval lived here
+    format_table,  # noqa: F401
+    plot_summary,
+    summarize,
+    wilson_interval,  # noqa: F401
+)
+from simbridge.training.failure_analysis import UNCLASSIFIED, FailureTracker, read_step, supports
 
 # --- policy sources ------------------------------------------------------------------------
 
@@ -142,7 +137,9 @@ def run_episode(
 
     Besides success it records ``grasped``: whether the target object was ever held (None when
     the task does not report grasps), the partial progress that tells a policy that never
-    reaches the object from one that grasps but misplaces it.
+    reaches the object from one that grasps but misplaces it, and ``failure``: why a failed
+    episode failed, from the simulator's privileged state (``None`` on success, ``unclassified``
+    for tasks other than PutOnTarget; see :mod:`simbridge.training.failure_analysis`).
     """
     chunker = chunker or RecedingHorizon(_chunk_size(policy, env))
     obs, info = env.reset(seed=seed)
@@ -150,6 +147,7 @@ def run_episode(
     chunker.reset()
     done, steps, success = False, 0, False
     grasped = False if "is_grasped" in info else None
+    tracker = FailureTracker() if supports(env) else None
     t0 = time.perf_counter()
     if frames is not None:
         frames.append(_frame(obs))
@@ -159,15 +157,21 @@ def run_episode(
         observe = frames is not None or chunker.needs_prediction()
         obs, _, terminated, truncated, info = env.step(action, observe=observe)
         steps += 1
+        if tracker is not None:
+            tracker.add(read_step(env, action, info))
         if frames is not None:
             frames.append(_frame(obs))
         success = bool(info["success"])
         if grasped is not None:
             grasped = grasped or bool(info.get("is_grasped", False))
         done = terminated or truncated
+    report = tracker.classify(success) if tracker is not None else None
+    failure = report.failure if report is not None else (None if success else UNCLASSIFIED)
     return {
         "success": success,
         "grasped": grasped,
+        "failure": failure,
+        "failure_detail": report.detail if report is not None else None,
         "steps": steps,
         "predictions": chunker.num_predictions,
         "instruction": info["instruction"],
@@ -206,88 +210,6 @@ def write_video(path: Path, frames: Sequence[np.ndarray], fps: float = 10.0) -> 
     finally:
         writer.release()
     return path
-
-
-def _summarize(records: list[dict], policy_name: str, meta: dict) -> dict:
-    def block(rows: list[dict]) -> dict:
-        n, k = len(rows), sum(r["success"] for r in rows)
-        lo, hi = wilson_interval(k, n)
-        grasps = [r["grasped"] for r in rows if r.get("grasped") is not None]
-        return {
-            "episodes": n,
-            "successes": k,
-            "success_rate": k / n if n else float("nan"),
-            "ci95_low": lo,
-            "ci95_high": hi,
-            "grasp_rate": sum(grasps) / len(grasps) if grasps else None,
-            "mean_steps": float(np.mean([r["steps"] for r in rows])) if rows else float("nan"),
-        }
-
-    splits: dict[str, dict] = {}
-    for name in dict.fromkeys(r["split"] for r in records):
-        rows = [r for r in records if r["split"] == name]
-        splits[name] = {"category": rows[0]["category"], **block(rows)}
-    categories = {
-        cat: block([r for r in records if r["category"] == cat])
-        for cat in dict.fromkeys(r["category"] for r in records)
-    }
-    return {
-        "policy": policy_name,
-        **meta,
-        "splits": splits,
-        "categories": categories,
-        "overall": block(records),
-    }
-
-
-def plot_summary(summary: dict, path: Path) -> Path:
-    """Bar chart of per-split success with Wilson 95% intervals, coloured by category."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = list(summary["splits"])
-    s = summary["splits"]
-    rates = np.array([s[n]["success_rate"] for n in names])
-    err = np.array(
-        [
-            [s[n]["success_rate"] - s[n]["ci95_low"] for n in names],
-            [s[n]["ci95_high"] - s[n]["success_rate"] for n in names],
-        ]
-    )
-    colours = {"train": "#4c72b0", "vision": "#55a868", "semantics": "#c44e52", "execution": "#8172b2"}
-    fig, ax = plt.subplots(figsize=(max(5, 0.6 * len(names) + 2), 4))
-    ax.bar(
-        range(len(names)),
-        rates,
-        yerr=err,
-        capsize=3,
-        color=[colours.get(s[n]["category"], "gray") for n in names],
-    )
-    ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=8)
-    ax.set_ylim(0, 1.05)
-    ax.set_ylabel("success rate (Wilson 95% CI)")
-    ax.set_title(f"{summary['policy']} on {summary['task']} ({summary['episodes_per_split']} episodes/split)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
-
-
-def format_table(summary: dict) -> str:
-    """The summary as a plain-text table (also printed by ``simbridge eval``)."""
-    def row(name: str, category: str, r: dict) -> str:
-        grasp = "" if r.get("grasp_rate") is None else f"{100 * r['grasp_rate']:6.1f}%"
-        return (
-            f"{name:32s} {category:10s} {100 * r['success_rate']:7.1f}%  "
-            f"[{100 * r['ci95_low']:5.1f}, {100 * r['ci95_high']:5.1f}]  {r['episodes']:4d}  {grasp:>7s}"
-        )
-
-    lines = [f"{'split':32s} {'category':10s} {'success':>8s}  {'95% CI':>15s}  {'n':>4s}  {'grasped':>7s}"]
-    lines += [row(name, r["category"], r) for name, r in summary["splits"].items()]
-    lines += [row(f"(all {name})", "", r) for name, r in summary["categories"].items()]
-    return "\n".join(lines)
 
 
 def evaluate(
@@ -386,7 +308,7 @@ def evaluate(
             episodes_file.close()
         if own_env:
             env.close()
-    summary = _summarize(
+    summary = summarize(
         records,
         name,
         {
