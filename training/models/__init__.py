@@ -10,9 +10,10 @@
 Modules: ``configuration`` (VLAConfig, PRESETS), ``modeling`` (the shared backbone),
 ``families`` (the two decoders), ``images`` (resize, normalization), ``registry`` (POLICIES,
 build_policy), ``action_tokenizer`` (ActionStats, 256 bins), ``text_tokenizer`` (byte-level BPE
-instruction tokenizer), ``loaders`` (real OpenVLA / OpenVLA-OFT checkpoints), ``prismatic`` (what
-those checkpoints are, by their published files), ``conformance`` (a converted checkpoint vs its
-files: ``simbridge check-checkpoint``), ``upstream_fixture`` (small checkpoints in their layout).
+instruction tokenizer), ``loaders`` (real OpenVLA / OpenVLA-OFT checkpoints), ``openvla_files``
+(their files, read and checked), ``prismatic`` (what those checkpoints are, by their published
+files), ``conformance`` (a converted checkpoint vs its files: ``simbridge check-checkpoint``),
+``upstream_fixture`` (small checkpoints in their layout).
 """
 
 from simbridge.training.models.action_tokenizer import NUM_BINS, ActionStats, bin_centers, discretize

@@ -40,24 +40,23 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from simbridge.data.spec import ACTION_DIM, PROPRIO_DIM, CameraSpec, ObservationSpec, PolicyContract
+from simbridge.data.spec import PROPRIO_DIM, CameraSpec, ObservationSpec, PolicyContract
 from simbridge.training.models import prismatic as pz
-from simbridge.training.models.action_tokenizer import ActionStats
 from simbridge.training.models.configuration import VLAConfig
-from simbridge.training.models.images import ENCODER_NORMALIZATION
 from simbridge.training.models.modeling import VLAPolicy
+from simbridge.training.models.openvla_files import (
+    CheckpointFormatError,
+    check_processor,
+    load_component,
+    load_weights,
+    oft_files,
+    read_stats,
+    read_tokenizer,
+)
 from simbridge.training.models.prismatic import OPENVLA_PROMPT, openvla_bin_values
 from simbridge.training.models.text_tokenizer import TOKENIZER_FILE, InstructionTokenizer
-
-#: Extra files of OpenVLA-OFT checkpoints (name patterns of ``find_checkpoint_file``).
-OFT_FILES = ("action_head", "proprio_projector", "noisy_action_projector", "vision_backbone")
-
-
-class CheckpointFormatError(ValueError):
-    """A directory is not a policy checkpoint this loader understands; the message says why."""
 
 
 def detect_format(path: str | Path) -> str:
@@ -95,143 +94,6 @@ def load_pretrained_policy(
     return convert_openvla(p, family=family, unnorm_key=unnorm_key, contract=contract, **oft)
 
 
-def load_weights(path: Path) -> dict[str, torch.Tensor]:
-    """The safetensors weights (the shards ``model.safetensors.index.json`` names, when present)."""
-    from safetensors.torch import load_file
-
-    index = path / "model.safetensors.index.json"
-    if index.is_file():
-        files = sorted({path / f for f in json.loads(index.read_text())["weight_map"].values()})
-    else:
-        files = sorted(path.glob("*.safetensors"))
-    if not files or not all(f.is_file() for f in files):
-        raise CheckpointFormatError(
-            f"{path}: safetensors weights missing (only safetensors exports are supported)"
-        )
-    weights: dict[str, torch.Tensor] = {}
-    for f in files:
-        weights.update(load_file(str(f)))
-    return weights
-
-
-def oft_files(path: Path) -> dict[str, Path]:
-    """OpenVLA-OFT component files by kind; refuses the variants this package does not convert."""
-    found: dict[str, Path] = {}
-    for kind in OFT_FILES:
-        hits = sorted(f for f in path.iterdir() if f.name.startswith(f"{kind}--") and "checkpoint" in f.name)
-        if len(hits) > 1:
-            raise CheckpointFormatError(f"{path}: several {kind} files {[h.name for h in hits]}; keep one")
-        if hits:
-            found[kind] = hits[0]
-    if "noisy_action_projector" in found:
-        raise CheckpointFormatError(
-            f"{path}: an OpenVLA-OFT diffusion head ({found['noisy_action_projector'].name}) "
-            "is not supported; use an L1-regression or discrete OFT checkpoint"
-        )
-    if "vision_backbone" in found:
-        raise CheckpointFormatError(
-            f"{path}: a FiLM vision backbone ({found['vision_backbone'].name}) "
-            "is not supported (OpenVLA-OFT+ / ALOHA variant)"
-        )
-    return found
-
-
-def _component(file: Path) -> dict[str, torch.Tensor]:
-    state = torch.load(file, map_location="cpu", weights_only=True)
-    return {k.removeprefix("module."): v for k, v in state.items()}  # DDP training adds "module."
-
-
-def _check_processor(path: Path, raw: dict[str, Any], kinds: list[str], image_size: int) -> None:
-    """Refuse preprocessing this package does not reproduce (letterbox, crops, other resizes)."""
-    proc_file = path / "preprocessor_config.json"
-    proc = json.loads(proc_file.read_text()) if proc_file.is_file() else {}
-    strategy = proc.get("image_resize_strategy", raw.get("image_resize_strategy", "letterbox"))
-    if strategy != "resize-naive":
-        raise CheckpointFormatError(
-            f"{path}: image_resize_strategy {strategy!r} is not supported (only "
-            "'resize-naive', OpenVLA's: straight resize to the model's size)"
-        )
-    for i, kind in enumerate(kinds):
-        interp = (proc.get("interpolations") or ["bicubic"] * len(kinds))[i]
-        size = (proc.get("input_sizes") or [[3, image_size, image_size]] * len(kinds))[i]
-        mean, std = ENCODER_NORMALIZATION[kind]
-        got_mean, got_std = (
-            (proc.get("means") or [mean] * len(kinds))[i],
-            (proc.get("stds") or [std] * len(kinds))[i],
-        )
-        if interp != "bicubic" or list(size)[-2:] != [image_size, image_size]:
-            raise CheckpointFormatError(
-                f"{proc_file}: backbone {i} ({kind}) resizes {interp!r} to {size}; "
-                f"supported: 'bicubic' to {image_size}"
-            )
-        if not (np.allclose(got_mean, mean, atol=1e-6) and np.allclose(got_std, std, atol=1e-6)):
-            raise CheckpointFormatError(
-                f"{proc_file}: backbone {i} ({kind}) normalizes with mean {got_mean} "
-                f"std {got_std}; this package's {kind} uses {mean} / {std}"
-            )
-
-
-def _stats(
-    path: Path, raw: dict[str, Any], unnorm_key: str | None, proprio: bool
-) -> tuple[str | None, ActionStats]:
-    stats_file = path / "dataset_statistics.json"  # fine-tunes write theirs here (it wins, as upstream)
-    stats_all = json.loads(stats_file.read_text()) if stats_file.is_file() else raw.get("norm_stats") or {}
-    if unnorm_key is None:
-        if len(stats_all) > 1:
-            raise CheckpointFormatError(
-                f"pass unnorm_key=...: this checkpoint has statistics for {sorted(stats_all)}"
-            )
-        unnorm_key = next(iter(stats_all), None)
-    if unnorm_key is not None and unnorm_key not in stats_all:
-        raise CheckpointFormatError(
-            f"unnorm_key {unnorm_key!r} not in the checkpoint's norm_stats {sorted(stats_all)}"
-        )
-    if unnorm_key is None:
-        return None, ActionStats.from_action_spec()
-    a = stats_all[unnorm_key]["action"]
-    if len(a["q01"]) != ACTION_DIM:
-        raise CheckpointFormatError(
-            f"{unnorm_key!r}: {len(a['q01'])}-D actions (e.g. ALOHA's 14) are not supported; "
-            f"SimBridge policies act in {ACTION_DIM}-D"
-        )
-    kw: dict[str, Any] = {}
-    if proprio:  # OFT: 2 (p - q01) / (q99 - q01) - 1, clipped, as the affine mean / std + clip
-        s = stats_all[unnorm_key]["proprio"]
-        q01, q99 = np.asarray(s["q01"], np.float64), np.asarray(s["q99"], np.float64)
-        if len(q01) != PROPRIO_DIM:
-            raise CheckpointFormatError(
-                f"{unnorm_key!r}: {len(q01)}-D proprio; SimBridge feeds {PROPRIO_DIM}"
-            )
-        m = np.asarray(s.get("mask", [True] * len(q01)), bool)
-        kw = {
-            "proprio_mean": np.where(m, (q01 + q99) / 2, 0.0),
-            "proprio_std": np.where(m, (q99 - q01) / 2, 1.0),
-            "proprio_clip": True,
-        }
-    # predict_action: mask defaults to all True (every dimension unnormalized).
-    return unnorm_key, ActionStats(
-        q01=a["q01"], q99=a["q99"], normalize_mask=a.get("mask", [True] * ACTION_DIM), **kw
-    )
-
-
-def _tokenizer(path: Path) -> tuple[Any, list[str]]:
-    from tokenizers import Tokenizer
-
-    tokenizer_file = path / "tokenizer.json"
-    if not tokenizer_file.is_file():
-        raise CheckpointFormatError(
-            f"{tokenizer_file} is missing: the OpenVLA checkpoint needs its Llama tokenizer"
-        )
-    tok = Tokenizer.from_file(str(tokenizer_file))
-    if tok.id_to_token(pz.LLAMA2_EMPTY_TOKEN_ID) != "▁" or tok.token_to_id("<s>") != 1:
-        raise CheckpointFormatError(
-            f"{tokenizer_file} is not Llama-2's (id 29871 must be '▁', <s> id 1), "
-            "which OpenVLA's prompt handling assumes"
-        )
-    pad = "<PAD>" if tok.token_to_id("<PAD>") is not None else "<pad>"
-    return tok, [pad, "<s>", "</s>", "<unk>"]
-
-
 def convert_openvla(
     path: str | Path,
     family: str | None = None,
@@ -267,14 +129,14 @@ def convert_openvla(
             f"{raw.get('timm_override_act_layers')}) is not supported; DINOv2 / SigLIP only"
         )
     image_size = int((raw.get("image_sizes") or [224])[0])
-    _check_processor(path, raw, kinds, image_size)  # type: ignore[arg-type]
+    check_processor(path, raw, kinds, image_size)  # type: ignore[arg-type]
     text_config = pz.LLAMA_4_40_DEFAULTS | dict(raw.get("text_config") or {})
     if text_config.get("model_type", "llama") != "llama":
         raise CheckpointFormatError(
             f"{path}: language model {text_config['model_type']!r}: only Llama-2 is supported"
         )
     text_config |= {"model_type": "llama", "tie_word_embeddings": False}
-    tok, specials = _tokenizer(path)
+    tok, specials = read_tokenizer(path)
     num_bins = int(raw.get("n_action_bins", 256))
     # predict_action's vocab_size: the bins are the last ids before the padding rows of the LM.
     vocab = int(text_config["vocab_size"]) - int(raw.get("pad_to_multiple_of", 0))
@@ -296,8 +158,8 @@ def convert_openvla(
             f"projector has {len(proj)} layers; expected {3 if fused else 2} for this backbone"
         )
 
-    head = _component(extra["action_head"]) if "action_head" in extra else None
-    proprio = _component(extra["proprio_projector"]) if "proprio_projector" in extra else None
+    head = load_component(extra["action_head"]) if "action_head" in extra else None
+    proprio = load_component(extra["proprio_projector"]) if "proprio_projector" in extra else None
     if head is not None and not all(k.startswith("model.") for k in head):
         raise CheckpointFormatError(
             f"{extra['action_head'].name}: not an L1-regression head (keys {sorted(head)[:3]})"
@@ -307,7 +169,7 @@ def convert_openvla(
             f"{extra['proprio_projector'].name}: {proprio['fc1.weight'].shape[1]}-D proprio; "
             f"SimBridge feeds {PROPRIO_DIM}"
         )
-    unnorm_key, stats = _stats(path, raw, unnorm_key, proprio is not None)
+    unnorm_key, stats = read_stats(path, raw, unnorm_key, proprio is not None)
     names = (
         ["scene", "wrist"]
         if num_images == 2
