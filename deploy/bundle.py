@@ -16,7 +16,8 @@ inputs and outputs (``model``), the source checkpoint and its hash (``source``),
 torch-vs-ONNX-Runtime parity report (``parity``) and the sha256 and size of every other file
 (``files``). ``bundle_id`` is the sha256 of the manifest's canonical JSON without that field,
 so editing the manifest or any file it lists is detected by :func:`verify_bundle`. The schema
-and the strict parser live in :mod:`simbridge.deploy.manifest` (re-exported here).
+and the strict parser live in :mod:`simbridge.deploy.manifest`, its checks in
+:mod:`simbridge.deploy.manifest_validation` (re-exported here).
 
 Checksums catch accidents, not intent: whoever swaps a file can re-hash the manifest. Against
 that, bundles are signed at export (``simbridge export --sign KEY``) and the robot passes its
@@ -59,8 +60,8 @@ from simbridge.deploy.manifest import (  # re-exported: the schema used to live 
     canonical_json,
     compute_bundle_id,
     parse_manifest,
-    validate_manifest,
 )
+from simbridge.deploy.manifest_validation import validate_manifest
 from simbridge.deploy.signing import SIGNATURE_NAME
 
 __all__ = [

@@ -42,7 +42,7 @@ from simbridge.deploy.bundle import (
     resolve_bundle,
     validate_manifest,
 )
-from simbridge.deploy.manifest import validate_staged_manifest
+from simbridge.deploy.manifest_validation import validate_staged_manifest
 
 __all__ = ["PREFERRED_PROVIDERS", "BundleError", "BundlePolicy", "resolve_bundle", "select_providers"]
 

@@ -1,6 +1,6 @@
 """The manifest a bundle's exporter writes: every number the graph applies and every rule the
-runtime follows, for people and other runtimes (the schema and its checks are
-:mod:`simbridge.deploy.manifest`).
+runtime follows, for people and other runtimes (the schema is :mod:`simbridge.deploy.manifest`, its
+checks :mod:`simbridge.deploy.manifest_validation`).
 
 Nothing here is restated: image normalization comes from the model's public constants
 (``ENCODER_NORMALIZATION``), the resize and the LM input layout from the checkpoint's config

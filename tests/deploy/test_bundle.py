@@ -170,7 +170,7 @@ def test_staged_manifest_is_checked_like_a_bundle_bar_its_parity_record(tmp_path
     """What the exporter's parity check validates: a draft without a parity record; a finished
     manifest (parity and all) still needs validate_manifest, and a draft cannot carry parity."""
     from simbridge.deploy.bundle import finalize_manifest
-    from simbridge.deploy.manifest import validate_staged_manifest
+    from simbridge.deploy.manifest_validation import validate_staged_manifest
 
     (tmp_path / "policy.onnx").write_bytes(b"onnx")
     (tmp_path / "tokenizer.json").write_text("{}")
