@@ -144,7 +144,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from simbridge.calibration.camera_info import CalibrationFileError
-    from simbridge.calibration.handeye import DegeneratePoseSet
+    from simbridge.calibration.handeye_poses import DegeneratePoseSet
     from simbridge.calibration.intrinsics import CalibrationError
 
     handlers = {"board": _board, "intrinsics": _intrinsics, "handeye": _handeye, "verify": _verify}
@@ -227,7 +227,8 @@ def _print_result(result) -> None:
 
 def _simulate(cmd: HandeyeCommand) -> int:
     from simbridge.calibration.camera_info import CameraIntrinsics
-    from simbridge.calibration.handeye import collect_views, generate_poses, hand_eye_error, solve_hand_eye
+    from simbridge.calibration.handeye import collect_views, hand_eye_error, solve_hand_eye
+    from simbridge.calibration.handeye_poses import generate_poses
     from simbridge.calibration.synthetic import example_rig
     from simbridge.calibration.verify import format_noise_table, noise_study
 

@@ -25,10 +25,10 @@ from simbridge.calibration.handeye import (
     Residuals,
     collect_views,
     compute_residuals,
-    generate_poses,
     hand_eye_error,
     solve_hand_eye,
 )
+from simbridge.calibration.handeye_poses import generate_poses
 
 
 @dataclass

@@ -15,7 +15,7 @@ from calibration_truth import TRUE_DIST, TRUE_K, intrinsics_poses
 from simbridge.calibration.board import BoardConfig, write_board_files
 from simbridge.calibration.camera_info import CameraIntrinsics, write_camera_info
 from simbridge.calibration.geometry import matrix_to_pose7
-from simbridge.calibration.handeye import generate_poses
+from simbridge.calibration.handeye_poses import generate_poses
 from simbridge.calibration.synthetic import (
     example_rig,
     render_board_view,

@@ -10,16 +10,14 @@ from simbridge.calibration.camera_info import CalibrationFileError, CameraIntrin
 from simbridge.calibration.geometry import make_transform
 from simbridge.calibration.handeye import (
     MODES,
-    DegeneratePoseSet,
-    check_pose_diversity,
     collect_views,
     fixed_board_pose,
-    generate_poses,
     hand_eye_error,
     load_hand_eye,
     load_views,
     solve_hand_eye,
 )
+from simbridge.calibration.handeye_poses import DegeneratePoseSet, check_pose_diversity, generate_poses
 from simbridge.calibration.synthetic import example_rig
 from simbridge.calibration.verify import noise_study, verify_hand_eye
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from simbridge.calibration.geometry import matrix_to_pose7, pose7_to_matrix, pose_difference
-from simbridge.calibration.handeye import generate_poses
+from simbridge.calibration.handeye_poses import generate_poses
 from simbridge.calibration.robot_motion import delta_action
 from simbridge.calibration.synthetic import example_rig
 from simbridge.deploy.safety import SafetyFilter, SafetyLimits, apply_delta
