@@ -22,12 +22,13 @@ when no command arrived for ``watchdog_timeout_s``; and fault handling: a franky
 a motion (reflex, communication loss) stops the arm, is reported by :meth:`FrankyRobot.status` and
 makes further ``send_action`` calls raise :class:`RobotFault` until :meth:`FrankyRobot.recover`.
 
-franky-sim cannot raise reflexes, so :class:`simbridge.deploy.testing.FaultInjector` wraps the real
-franky objects (through ``robot_factory`` / ``gripper_factory``) and raises the real franky exception
-types on demand. The driver does not know it exists: it only asks, on disconnect, whether the objects
-it holds are a :class:`ConnectionHolder` that should drop its connection.
+franky-sim cannot raise reflexes: :class:`simbridge.deploy.testing.FaultInjector` wraps the real
+franky objects (through ``robot_factory`` / ``gripper_factory``) to raise real franky exceptions.
 
-franky is imported lazily: this module imports without franky installed.
+This module owns the arm: lifecycle, observation, motion, e-stop, recovery, homing, the watchdog.
+Opening the franky objects, naming franky errors and the lazy franky import (this module imports
+without franky) are in :mod:`simbridge.deploy.franky_connection`; the gripper in
+:mod:`simbridge.deploy.franky_gripper`.
 """
 
 from __future__ import annotations
@@ -37,55 +38,25 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import numpy as np
 
 from simbridge.data.spec import quat_wxyz_to_xyzw, quat_xyzw_to_wxyz
 from simbridge.deploy.franky_config import FrankyRobotConfig
+from simbridge.deploy.franky_connection import (
+    ConnectionHolder,
+    describe_franky_error,
+    import_franky,
+    is_planner_rejection,
+    open_arm,
+    open_hand,
+)
+from simbridge.deploy.franky_gripper import GripperDriver
 from simbridge.deploy.robot import Robot, RobotError, RobotFault
 from simbridge.deploy.safety import SafetyFilter, SafetyResult
 
 log = logging.getLogger(__name__)
-
-#: franky Gripper objects whose action never finished: destroying them would deadlock, so they live on.
-_LEAKED: list[Any] = []
-
-
-@runtime_checkable
-class ConnectionHolder(Protocol):
-    """A wrapper around a franky object (from ``robot_factory``) that must let go of it on disconnect,
-    even while exceptions still refer to the wrapper."""
-
-    def release_connection(self) -> None: ...
-
-
-def _franky():
-    try:
-        import franky
-    except ImportError as exc:  # pragma: no cover - franky is a dependency of the deploy extra
-        raise RobotError(
-            "franky is not installed: pip install franky-control (and franky-sim for the twin)"
-        ) from exc
-    return franky
-
-
-def describe_franky_error(exc: BaseException) -> str:
-    """Name the kind of franky failure and what to do about it."""
-    kind = type(exc).__name__
-    hints = {
-        "ControlException": "a reflex or control error (collision, limit violation, discontinuity): "
-        "check the scene, lower relative_dynamics_factor, then recover()",
-        "NetworkException": "communication with the robot was lost: check the cable / network, then recover()",
-        "CommandException": "the robot rejected a command: check its mode (FCI active, brakes open), then recover()",
-        "RealtimeException": "the control loop missed its deadline: use a realtime kernel or sim=True for the twin",
-    }
-    return f"{kind}: {exc} ({hints.get(kind, 'unexpected franky error; see the message, then recover()')})"
-
-
-def _is_planner_rejection(exc: BaseException) -> bool:
-    """franky's trajectory planner refused a motion before it started (Ruckig error codes)."""
-    return type(exc) is RuntimeError and "Motion planner failed" in str(exc)
 
 
 class FrankyRobot(Robot):
@@ -112,16 +83,13 @@ class FrankyRobot(Robot):
         self._gripper_factory = gripper_factory
         self._clock = clock
         self._robot: Any = None
-        self._gripper: Any = None
         self._lock = threading.RLock()  # franky calls from the caller and the watchdog thread
         self._estopped = False
         self._estop_reason = ""
         self._fault = ""
         self._motion_active = False
         self._last_command_time = 0.0
-        self._gripper_state: str | None = None  # "open" / "closed": last command sent
-        self._gripper_want: str | None = None  # what the latest action asked for
-        self._gripper_future: Any = None  # franky BoolFuture of the running gripper action
+        self._hand = GripperDriver(self.config)  # the Franka Hand (none until connect())
         self._watchdog: threading.Thread | None = None
         self._watchdog_stop = threading.Event()
         self.watchdog_trips = 0
@@ -138,44 +106,14 @@ class FrankyRobot(Robot):
     def connect(self) -> None:
         if self.is_connected:
             return
-        franky = _franky()
         cfg = self.config
-        rt = franky.RealtimeConfig.Ignore if cfg.sim else franky.RealtimeConfig.Enforce
-        make_robot = self._robot_factory or franky.Robot
-        try:
-            robot = make_robot(cfg.host, realtime_config=rt)
-        except Exception as exc:  # franky raises NetworkException / IncompatibleVersionException
-            raise RobotError(
-                f"cannot connect to the Franka at {cfg.host!r}: {type(exc).__name__}: {exc}. Fix: check "
-                f"FrankyRobotConfig.host (ping {cfg.host}), that the arm is unlocked and FCI is active in "
-                f"Desk, and that no other program controls it; without a robot, run the simulated twin "
-                f"(simbridge.deploy.twin.TwinSim or `simbridge deploy --sim`)"
-            ) from exc
-        try:
-            robot.relative_dynamics_factor = cfg.relative_dynamics_factor
-            robot.set_collision_behavior(list(cfg.torque_thresholds), list(cfg.force_thresholds))
-            robot.recover_from_errors()
-        except Exception as exc:
-            robot = None  # release the connection now, not when the traceback is collected
-            raise RobotError(
-                f"connected to {cfg.host} but configuring it failed: {describe_franky_error(exc)}"
-            ) from exc
-        gripper = None
-        if cfg.use_gripper:
-            make_gripper = self._gripper_factory or franky.Gripper
-            try:
-                gripper = make_gripper(cfg.host)
-            except Exception as exc:
-                raise RobotError(
-                    f"cannot connect to the Franka Hand at {cfg.host!r}: {type(exc).__name__}: {exc}. Fix: "
-                    f"check the hand is attached and initialised in Desk, or set use_gripper=false"
-                ) from exc
+        robot = open_arm(cfg, self._robot_factory)
+        gripper = open_hand(cfg, self._gripper_factory)
         with self._lock:
-            self._robot, self._gripper = robot, gripper
+            self._robot = robot
+            self._hand.attach(gripper)
             self._fault = ""
             self._motion_active = False
-            self._gripper_state = self._gripper_want = None
-            self._gripper_future = None
         self._watchdog_stop.clear()
         self._watchdog = threading.Thread(target=self._watchdog_loop, name="franky-watchdog", daemon=True)
         self._watchdog.start()
@@ -194,7 +132,7 @@ class FrankyRobot(Robot):
             finally:
                 # franky closes the connection when its objects are released. The gripper goes first,
                 # after its running action (if any): waiting on the future of a destroyed Gripper crashes.
-                self._release_gripper()
+                self._hand.release()
                 if isinstance(self._robot, ConnectionHolder):
                     self._robot.release_connection()
                 self._robot = None
@@ -219,7 +157,7 @@ class FrankyRobot(Robot):
                 state = self._robot.state  # one consistent sample: pose and joints from the same instant
                 pose = state.O_T_EE
                 q = np.asarray(state.q, dtype=np.float64).reshape(7)
-                width = float(self._gripper.width) if self._gripper is not None else float("nan")
+                width = self._hand.width()
             except Exception as exc:
                 self._on_fault(exc)
                 raise RobotFault(f"reading the robot state failed: {describe_franky_error(exc)}") from exc
@@ -264,7 +202,7 @@ class FrankyRobot(Robot):
         Returns the action actually sent: zeros when the e-stop is latched or the filter rejected
         it (the arm is then stopped). Raises :class:`RobotFault` while a fault awaits ``recover()``.
         """
-        franky = _franky()
+        franky = import_franky()
         with self._lock:
             self._require()
             self._last_command_time = self._clock()
@@ -293,9 +231,9 @@ class FrankyRobot(Robot):
                     franky.CartesianMotion(affine, franky.ReferenceType.Absolute), asynchronous=True
                 )
                 self._motion_active = True
-                self._command_gripper(float(result.action[6]))
+                self._hand.command(float(result.action[6]))
             except Exception as exc:
-                if _is_planner_rejection(exc) and not self._robot_has_errors():
+                if is_planner_rejection(exc) and not self._robot_has_errors():
                     # franky could not plan this step (e.g. from the arm's current velocity): the robot
                     # itself is fine. Like a safety rejection: stop, send nothing, take the next command.
                     log.warning("franky rejected the motion (%s); the arm is stopped", exc)
@@ -313,45 +251,6 @@ class FrankyRobot(Robot):
             return bool(self._robot.has_errors)
         except Exception:  # cannot tell: treat as an error (fail closed)
             return True
-
-    def _command_gripper(self, command: float) -> None:
-        cfg = self.config
-        if command > cfg.gripper_deadband:
-            self._gripper_want = "open"
-        elif command < -cfg.gripper_deadband:
-            self._gripper_want = "closed"
-        self._service_gripper()
-
-    def _service_gripper(self) -> None:
-        """Issue the wanted open/close once the previous gripper action has finished.
-
-        A new franky gripper command blocks until the previous one ends (and with an in-process
-        franky-sim that blocks the simulator too), so a change of mind waits for the next step.
-        """
-        if self._gripper is None or self._gripper_want in (None, self._gripper_state):
-            return
-        if self._gripper_future is not None and not self._gripper_future.wait(0):
-            return
-        cfg, lim = self.config, self.config.safety
-        speed = min(cfg.gripper_speed_m_s, lim.gripper_max_speed_m_s)
-        if self._gripper_want == "open":
-            self._gripper_future = self._gripper.move_async(lim.gripper_max_width_m, speed)
-        else:  # grasp with bounded force; wide epsilons accept any object width
-            force = min(cfg.gripper_force_n, lim.gripper_max_force_n)
-            self._gripper_future = self._gripper.grasp_async(
-                lim.gripper_min_width_m, speed, force, 0.08, 0.08
-            )
-        self._gripper_state = self._gripper_want
-
-    def _release_gripper(self, timeout_s: float = 5.0) -> None:
-        """Drop the gripper connection; franky's Gripper must not be destroyed mid-action (it deadlocks)."""
-        fut, self._gripper_future = self._gripper_future, None
-        if self._gripper is not None and fut is not None and not fut.wait(timeout_s):
-            log.warning("gripper action still running after %.1f s; keeping its connection alive", timeout_s)
-            _LEAKED.append(self._gripper)
-        elif isinstance(self._gripper, ConnectionHolder):
-            self._gripper.release_connection()
-        self._gripper = None
 
     def _halt(self) -> None:
         """Stop the arm if it may be moving; never raises (used on every failure path)."""
@@ -421,7 +320,7 @@ class FrankyRobot(Robot):
     def home(self, joints: tuple[float, ...] | None = None, timeout_s: float = 30.0,
              gripper_timeout_s: float = 10.0) -> None:
         """Move (blocking) to ``joints`` (default ``config.home_joints``) and open the gripper."""
-        franky = _franky()
+        franky = import_franky()
         target = [float(v) for v in (joints or self.config.home_joints)]
         with self._lock:
             self._require()
@@ -463,21 +362,8 @@ class FrankyRobot(Robot):
             time.sleep(0.01)
         with self._lock:
             self._motion_active = False
-            self._gripper_want = "open"
-        if self._gripper is not None:
-            deadline = time.monotonic() + gripper_timeout_s
-            while True:
-                with self._lock:
-                    self._service_gripper()
-                    state, future = self._gripper_state, self._gripper_future
-                if state == "open" and (future is None or future.wait(0.05)):
-                    break
-                if time.monotonic() > deadline:
-                    raise RobotError(
-                        f"the gripper did not open within {gripper_timeout_s} s (its previous action is still "
-                        f"running): check the hand in Desk, then home again"
-                    )
-                time.sleep(0.01)
+            self._hand.want = "open"
+        self._hand.wait_open(self._lock, gripper_timeout_s)
 
     # --- watchdog -------------------------------------------------------------------------
 

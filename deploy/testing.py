@@ -3,7 +3,7 @@
 Not a mock of franky: :class:`FaultInjector` wraps the *real* franky ``Robot`` / ``Gripper``
 objects (against the twin or a real arm) and raises the real franky exception types on demand.
 Tests use it; it is also handy for drilling an operator's recovery procedure. The driver sees
-only the franky API (plus :class:`~simbridge.deploy.franky_robot.ConnectionHolder` on disconnect).
+only the franky API (plus :class:`~simbridge.deploy.franky_connection.ConnectionHolder` on disconnect).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from simbridge.deploy.franky_robot import _franky
+from simbridge.deploy.franky_connection import import_franky
 
 
 class FaultInjector:
@@ -51,20 +51,20 @@ class FaultInjector:
             self.errored = self.errored or robot_error
             raise exc
         if self.errored and name == "move":
-            franky = _franky()
+            franky = import_franky()
             raise franky.ControlException(
                 "libfranka: Move command rejected: robot is in reflex mode; recover first"
             )
 
     def robot_factory(self, base: Callable[..., Any] | None = None) -> Callable[..., Any]:
         def make(host: str, **kwargs: Any) -> _FaultyProxy:
-            return _FaultyProxy((base or _franky().Robot)(host, **kwargs), self, is_robot=True)
+            return _FaultyProxy((base or import_franky().Robot)(host, **kwargs), self, is_robot=True)
 
         return make
 
     def gripper_factory(self, base: Callable[[str], Any] | None = None) -> Callable[[str], Any]:
         def make(host: str) -> _FaultyProxy:
-            return _FaultyProxy((base or _franky().Gripper)(host), self, is_robot=False)
+            return _FaultyProxy((base or import_franky().Gripper)(host), self, is_robot=False)
 
         return make
 
@@ -104,5 +104,5 @@ class _FaultyProxy:
 
     def release_connection(self) -> None:
         """Drop the real franky object (closing its connection) even if exceptions still refer to us
-        (the driver calls this on disconnect: :class:`~simbridge.deploy.franky_robot.ConnectionHolder`)."""
+        (the driver calls this on disconnect: :class:`~simbridge.deploy.franky_connection.ConnectionHolder`)."""
         object.__setattr__(self, "_real", None)
