@@ -20,6 +20,7 @@ Modules, in the order a sample flows through them:
 * :mod:`.loss`    — :func:`make_batch`, :func:`sft_loss` (+ :func:`soft_bin_targets`);
 * :mod:`.loop`    — :func:`train_sft` (build or resume, optimize, validate, checkpoint);
 * :mod:`.report`  — the loss plot and the evaluation in simulation at the end;
+* :mod:`.action_error` — teacher-forced action error per phase in mm / rad (validation, end of run);
 * :mod:`.cli`     — ``simbridge train sft``: :data:`~.cli.CONFIG` and :func:`~.cli.run_config` (and
   :func:`add_arguments`, :func:`run`: the same command line on a parser of your own).
 """

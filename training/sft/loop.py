@@ -20,10 +20,11 @@ from simbridge.data.runs import RunDir
 from simbridge.data.spec import ActionSpec, ObservationSpec, PolicyContract
 from simbridge.training.checkpoint import latest_checkpoint, load_training_state, save_checkpoint
 from simbridge.training.models import PRESETS, ActionStats, InstructionTokenizer, VLAPolicy, build_policy
+from simbridge.training.sft.action_error import ActionError, flatten, predicted_actions
 from simbridge.training.sft.config import OptimConfig, SFTConfig
 from simbridge.training.sft.data import Demos, augment_images, load_demos, split_episodes
-from simbridge.training.sft.loss import make_batch, sft_loss
-from simbridge.training.sft.report import evaluate_on_training_distribution, plot_losses
+from simbridge.training.sft.loss import make_batch, sft_forward, sft_loss
+from simbridge.training.sft.report import evaluate_on_training_distribution, plot_losses, write_action_error
 
 
 def _contract_for(demos: Demos, chunk_size: int) -> PolicyContract:
@@ -81,20 +82,27 @@ def build_for_demos(cfg: SFTConfig, demos: Demos) -> VLAPolicy:
     )
 
 
-def evaluate_loss(policy: VLAPolicy, demos: Demos, cfg: SFTConfig, max_rows: int = 256) -> dict[str, float]:
+def evaluate_loss(
+    policy: VLAPolicy, demos: Demos, cfg: SFTConfig, max_rows: int = 256, errors: ActionError | None = None
+) -> dict[str, float]:
+    """Validation metrics on up to ``max_rows`` samples: the loss terms and the teacher-forced
+    action error per phase in mm / rad (``val/action_error/<phase>/...``, see :mod:`.action_error`);
+    pass ``errors`` to keep the per-phase sums."""
     rows = np.arange(len(demos))
     if len(rows) > max_rows:
         rows = np.random.default_rng(0).choice(rows, max_rows, replace=False)
     policy.eval()
     totals: dict[str, float] = {}
+    errors = errors if errors is not None else ActionError()
     with torch.no_grad():
         for start in range(0, len(rows), cfg.optim.batch_size):
             part = rows[start : start + cfg.optim.batch_size]
             batch, target = make_batch(policy, demos, part)
-            _, m = sft_loss(policy, batch, target, cfg.l1_weight, cfg.bin_sigma)
+            _, m, out = sft_forward(policy, batch, target, cfg.l1_weight, cfg.bin_sigma)
+            errors.add(predicted_actions(policy, out), demos.chunk(part, policy.config.chunk_size))
             for k, v in m.items():
                 totals[k] = totals.get(k, 0.0) + v * len(part)
-    return {f"val/{k}": v / len(rows) for k, v in totals.items()}
+    return {**{f"val/{k}": v / len(rows) for k, v in totals.items()}, **flatten(errors.result(), "val/action_error")}
 
 
 def train_sft(cfg: SFTConfig, demos: Demos | None = None) -> Path:
@@ -176,6 +184,11 @@ def train_sft(cfg: SFTConfig, demos: Demos | None = None) -> Path:
                    "checkpoint": str(final), "num_train_episodes": len(train_eps),
                    "num_val_episodes": len(val_eps), "num_train_samples": len(train)}  # fmt: skip
         plot_losses(run.path)
+        errors = ActionError()  # on the validation episodes (the training ones without any)
+        evaluate_loss(policy, val if val is not None else train, cfg, errors=errors)
+        summary["action_error"] = {"episodes": "validation" if val is not None else "training",
+                                   "phases": errors.result()}  # fmt: skip
+        write_action_error(run.path, summary["action_error"])
         if cfg.eval.enabled:
             summary["evaluation"] = evaluate_on_training_distribution(final, cfg, run.path)
         run.write_json("sft_summary.json", summary)

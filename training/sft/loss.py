@@ -3,10 +3,13 @@
 Actions are normalized with 1st/99th percentile statistics of the training episodes and
 discretized into the policy's bins; the loss is the cross-entropy of the action tokens (one-hot,
 or Gaussian soft targets over neighbouring bins) plus L1 on the normalized actions when the
-OFT regression head is on.
+OFT regression head is on. :func:`sft_forward` also returns the model's output, from which
+:mod:`.action_error` measures the teacher-forced error in millimetres and radians.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 import torch
@@ -52,9 +55,21 @@ def sft_loss(
     target: torch.Tensor,
     l1_weight: float = 1.0,
     bin_sigma: float = 0.0,
-):
+) -> tuple[torch.Tensor, dict[str, float]]:
     """Token cross-entropy (one-hot, or Gaussian soft targets with ``bin_sigma`` > 0) + L1 of the
     regression head; returns (loss, metrics)."""
+    loss, metrics, _ = sft_forward(policy, batch, target, l1_weight, bin_sigma)
+    return loss, metrics
+
+
+def sft_forward(
+    policy: VLAPolicy,
+    batch: dict[str, torch.Tensor],
+    target: torch.Tensor,
+    l1_weight: float = 1.0,
+    bin_sigma: float = 0.0,
+) -> tuple[torch.Tensor, dict[str, float], Any]:
+    """:func:`sft_loss` and the teacher-forced model output it came from: (loss, metrics, output)."""
     tokens = policy.tokens_from_normalized(target)
     out = policy.forward(**batch, tokens=tokens)
     logits = out.action_logits
@@ -77,4 +92,4 @@ def sft_loss(
         loss = loss + l1_weight * l1
         metrics["l1"] = l1.item()
     metrics["loss"] = loss.item()
-    return loss, metrics
+    return loss, metrics, out

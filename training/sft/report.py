@@ -1,4 +1,5 @@
-"""What an SFT run reports at its end: the loss curves and the success rate in simulation."""
+"""What an SFT run reports at its end: the loss curves, the teacher-forced action error per phase
+in mm / rad (``action_error.txt``, :mod:`.action_error`) and the success rate in simulation."""
 
 from __future__ import annotations
 
@@ -20,6 +21,16 @@ def evaluate_on_training_distribution(checkpoint: Path, cfg: SFTConfig, run_path
                         run_dir=run_path / "eval", progress=cfg.progress, spec=cfg.eval.env)  # fmt: skip
     except EnvUnavailable as exc:
         return {"skipped": f"simulator unavailable: {exc}"}
+
+
+def write_action_error(run_path: Path, action_error: dict) -> Path:
+    """``action_error.txt``: the table of :func:`~.action_error.format_action_error` and what it was measured on."""
+    from simbridge.training.sft.action_error import format_action_error
+
+    out = run_path / "action_error.txt"
+    out.write_text(f"teacher-forced action error on the {action_error['episodes']} episodes "
+                   f"(phases from the label actions)\n{format_action_error(action_error['phases'])}\n")  # fmt: skip
+    return out
 
 
 def plot_losses(run_path: Path) -> Path | None:
