@@ -13,6 +13,9 @@
 (all, ood, train, vision, semantics, execution), a split name, or a comma-separated list of
 splits. Results go to ``--out`` (default ``<root>/eval/<policy>/<stamp>``, root ``runs``):
 ``episodes.jsonl``, ``summary.json``, ``summary.png`` and, with ``--video``, ``videos/*.mp4``.
+On PutOnTarget every failed episode is classified (``never_reached``, ``closed_off_target``,
+``closed_too_high``, ``dropped_in_transit``, ``released_off_target``, ``timed_out``; see
+:mod:`simbridge.training.failure_analysis`) and the printed table counts each class per split.
 
 Options are :class:`EvalConfig`: ``--config FILE`` (``launch/configs/eval_*.yaml``), one flag per
 field (``simbridge eval --help``; ``--task``, ``--obs-mode``, ``--max-steps``, ``--chunking`` and
