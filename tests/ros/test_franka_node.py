@@ -21,7 +21,8 @@ from simbridge_ros.common import (
     msg_to_action,
     parse_pose,
 )
-from simbridge_ros.franka import FrankaNode, drop_inherited_realtime
+from simbridge_ros.franka import FrankaNode
+from simbridge_ros.franka_startup import drop_inherited_realtime
 from std_msgs.msg import String
 from std_srvs.srv import SetBool, Trigger
 

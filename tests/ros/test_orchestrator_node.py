@@ -30,7 +30,8 @@ REPO = Path(__file__).resolve().parents[2]
 def start_stack(graph, tmp_path: Path, bundle_dir: Path, limits: str, label: str):
     """twin + franka (through a FaultInjector) + policy + logger + orchestrator (not yet started)."""
     import franky
-    from simbridge_ros.franka import FrankaNode, drop_inherited_realtime
+    from simbridge_ros.franka import FrankaNode
+    from simbridge_ros.franka_startup import drop_inherited_realtime
     from simbridge_ros.orchestrator import OrchestratorNode
     from simbridge_ros.protocol import load_protocol
 

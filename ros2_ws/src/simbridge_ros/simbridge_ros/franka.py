@@ -17,10 +17,11 @@ the franky-sim twin) and puts four guards in front of it:
   The e-stop has a callback group of its own, so it is served while ``~/home`` (a blocking motion)
   runs, and the driver's ``estop()`` interrupts that motion.
 
-Start-up does not depend on who starts first: with ``sim: true`` and no ``robot_ip`` the node waits
-for the twin's announcement (``/simbridge/twin/status``) and connects to the address it names; in
-every case it retries the connection with backoff for up to ``connect_timeout_s``, saying what it
-waits for, then gives up with the reason (the launch file then shuts the evaluation down).
+Start-up does not depend on who starts first: the node waits for the twin's announcement when it has
+no ``robot_ip`` in sim and retries the connection with backoff for up to ``connect_timeout_s``, then
+gives up with the reason (the launch file then shuts the evaluation down); that is
+:mod:`simbridge_ros.franka_startup`. This module owns the node: the commander lock, the control
+tick, the watchdog, the services and the state it publishes.
 
 Actions are executed in order, on arrival, but never closer than half a control period (an early
 one waits in a two-deep queue; older ones are dropped). Joint states and the end-effector pose are published at ``state_rate_hz``.
@@ -28,8 +29,6 @@ one waits in a two-deep queue; older ones are dropped). Joint states and the end
 
 from __future__ import annotations
 
-import json
-import os
 import threading
 import time
 from collections import deque
@@ -52,7 +51,6 @@ from simbridge_ros.common import (
     JOINT_STATES_TOPIC,
     LATCHED,
     RELIABLE,
-    TWIN_STATUS_TOPIC,
     ActionCommand,
     action_to_msg,
     joint_state_msg,
@@ -61,38 +59,13 @@ from simbridge_ros.common import (
     pose_msg,
     run_node,
 )
-
-
-def make_robot(node: Node, host: str) -> Any:
-    """FrankyRobot for ``host`` from parameters: ``sim``, ``dynamics_factor``, ``safety_limits_file``."""
-    from simbridge.data.config import load_config
-    from simbridge.deploy.franky_config import FrankyRobotConfig
-    from simbridge.deploy.franky_robot import FrankyRobot
-    from simbridge.deploy.safety import SafetyLimits
-
-    p = node.get_parameter
-    limits_file = p("safety_limits_file").value
-    limits = load_config(SafetyLimits, limits_file) if limits_file else SafetyLimits(
-        control_rate_hz=float(p("control_rate_hz").value))
-    return FrankyRobot(FrankyRobotConfig(
-        host=host, sim=bool(p("sim").value), relative_dynamics_factor=float(p("dynamics_factor").value),
-        watchdog_timeout_s=float(p("watchdog_timeout_s").value), safety=limits,
-    ))
+from simbridge_ros.franka_startup import connect_robot
 
 
 def publisher_gid(info: dict | None) -> bytes | None:
     """The DDS GID of the publisher of a received message (rclpy's MessageInfo), None if unknown."""
     gid = (info or {}).get("publisher_gid")
     return bytes(gid["data"]) if gid else None
-
-
-def drop_inherited_realtime() -> None:
-    """Undo the SCHED_FIFO that libfranka gives the connecting thread (it tries even with
-    ``RealtimeConfig.Ignore`` and succeeds as root). Against the twin it does harm: every thread
-    started afterwards (executor workers, render threads) inherits it and starves franky-sim's
-    normal-priority 1 kHz loop, so simulated time falls behind wall time on a busy machine."""
-    if hasattr(os, "sched_setscheduler") and os.sched_getscheduler(0) != os.SCHED_OTHER:
-        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
 
 
 class FrankaNode(Node):
@@ -118,7 +91,7 @@ class FrankaNode(Node):
         self.min_gap = 0.5 * self.period
         self._wall_clock = clock
         self._owns_robot = robot is None
-        self.robot = robot if robot is not None else self._connect()
+        self.robot = robot if robot is not None else connect_robot(self)
 
         # Episode / guard state. Every callback but the e-stop shares the node's mutually exclusive
         # group; _guard orders the e-stop against the command path.
@@ -160,66 +133,6 @@ class FrankaNode(Node):
         self._publish_status()
         host = getattr(getattr(self.robot, "config", None), "host", "?")
         self.get_logger().info(f"franka ready at {host}, {1 / self.period:g} Hz")
-
-    # --- start-up --------------------------------------------------------------------------------
-    def _connect(self) -> Any:
-        """Connect to the arm (or the twin), retrying with backoff until ``connect_timeout_s``."""
-        from simbridge.deploy.robot import RobotError
-
-        timeout = float(self.get_parameter("connect_timeout_s").value)
-        deadline = time.monotonic() + timeout
-        sim = bool(self.get_parameter("sim").value)
-        host = str(self.get_parameter("robot_ip").value)
-        if not host:
-            if not sim:
-                raise RobotError("robot_ip is not set: pass the FR3's FCI address (robot_ip:=172.16.0.2 with "
-                                 "ros2 launch, --robot-ip with simbridge deploy)")
-            host = self._wait_for_twin(deadline)
-        delay, attempt = 0.25, 0
-        while True:
-            attempt += 1
-            robot = make_robot(self, host)
-            try:
-                robot.connect()
-                break
-            except RobotError as err:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise RobotError(f"gave up connecting to {host} after {timeout:g} s ({attempt} attempts): "
-                                     f"{err}") from None
-                self.get_logger().warning(
-                    f"waiting for the robot at {host} (attempt {attempt}, retrying in {min(delay, left):.2f} s, "
-                    f"giving up in {left:.0f} s): {str(err).split('. Fix:')[0]}")
-                time.sleep(min(delay, left))
-                delay = min(2 * delay, 2.0)
-        if sim:
-            drop_inherited_realtime()
-        return robot
-
-    def _wait_for_twin(self, deadline: float) -> str:
-        """The twin's franky-sim address from its latched announcement (the twin starts it in its node)."""
-        from rclpy.executors import SingleThreadedExecutor
-
-        from simbridge.deploy.robot import RobotError
-
-        announced: list[dict] = []
-        sub = self.create_subscription(String, TWIN_STATUS_TOPIC, lambda m: announced.append(json.loads(m.data)),
-                                       LATCHED)
-        executor = SingleThreadedExecutor(context=self.context)
-        executor.add_node(self)
-        self.get_logger().info(f"waiting for the twin to announce its address on {TWIN_STATUS_TOPIC}")
-        try:
-            while not (announced and announced[-1].get("ready")):
-                if time.monotonic() > deadline:
-                    raise RobotError(
-                        f"no twin announced itself on {TWIN_STATUS_TOPIC} within connect_timeout_s: is the twin "
-                        "node running (same ROS_DOMAIN_ID)? Or set robot_ip to franky-sim's address")
-                executor.spin_once(timeout_sec=0.1)
-        finally:
-            executor.remove_node(self)
-            executor.shutdown()
-            self.destroy_subscription(sub)
-        return str(announced[-1]["hostname"])
 
     # --- commands ------------------------------------------------------------------------------
     def _on_action(self, msg: JointState, info: dict) -> None:
