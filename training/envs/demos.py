@@ -16,6 +16,10 @@ Two kinds of noise (both off by default):
   ``policy_action`` and a noisy copy of it is executed (``action``). The expert corrects the
   drift on the next steps, so the demos visit the off-course states a learnt policy reaches and
   label them with the correction. Train on the clean labels with ``data.action_label=policy_action``.
+
+``expert_style`` picks the expert's labels (:mod:`.expert`: ``funnel``, the default, or ``gated``,
+which the stores before the funnel were recorded with); it is kept in each episode's
+``meta.extra["expert_style"]``.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ def write_expert_demos(
     keep_failures: bool = False,
     expert_noise_std: float = 0.0,
     execution_noise_std: float = 0.0,
+    expert_style: str = "funnel",
     progress: bool = True,
     **spec_fields: Any,
 ) -> dict:
@@ -53,14 +58,17 @@ def write_expert_demos(
     import numpy as np
 
     from simbridge.training.envs import make_env, make_expert
+    from simbridge.training.envs.expert import STYLES
 
     spec = SimEnvSpec.of(spec, **spec_fields)
     if expert_noise_std < 0 or execution_noise_std < 0:
         raise ValueError("expert_noise_std / execution_noise_std: a standard deviation >= 0 (m / rad)")
+    if expert_style not in STYLES:
+        raise ValueError(f"expert_style: one of {', '.join(STYLES)}, got {expert_style!r}")
     own_env = env is None
     if own_env:
         env = make_env(spec, seed=seed)
-    expert = make_expert(env, noise_std=expert_noise_std, seed=seed)
+    expert = make_expert(env, noise_std=expert_noise_std, seed=seed, style=expert_style)
     execution_rng = np.random.default_rng([seed, 1])
     action_spec = env.contract.action
     written, attempted, successes, seeds = 0, 0, 0, []
@@ -99,7 +107,11 @@ def write_expert_demos(
                         robot=f"maniskill:{env.task}",
                         split=env.split.name,
                         seed=ep_seed,
-                        extra={"steps": int(info["elapsed_steps"]), "category": env.split.category},
+                        extra={
+                            "steps": int(info["elapsed_steps"]),
+                            "category": env.split.category,
+                            "expert_style": expert_style,
+                        },
                     )
                     writer.end_episode(meta)
                     written += 1
