@@ -104,6 +104,9 @@ class VLAConfig(PreTrainedConfig):
     lora_alpha: int = 16
     lora_dropout: float = 0.0
     lora_targets: list[str] | None = None
+    #: With LoRA: module path prefixes that train next to the adapters (``value_head``,
+    #: ``action_queries``, ...); None: everything outside the LM and the vision encoders trains.
+    lora_trainable: list[str] | None = None
     contract: dict | None = None
     initializer_range: float = 0.02
 

@@ -137,11 +137,19 @@ class VLAPolicy(PreTrainedModel, ActionDecoding):
             target_modules=list(self.config.lora_targets),
         )
         inject_adapter_in_model(cfg, self.language_model)
+        self._set_lora_trainable()
+
+    def _set_lora_trainable(self) -> None:
+        """Freeze all but the adapters (and ``lora_trainable``; None: all outside the LM and towers)."""
         for name, p in self.language_model.named_parameters():
             p.requires_grad = "lora_" in name
         for enc in (self.siglip, self.dinov2):
             if enc is not None:
                 enc.requires_grad_(False)
+        if self.config.lora_trainable is not None:  # only the adapters and the named modules train
+            keep = tuple(self.config.lora_trainable)
+            for name, p in self.named_parameters():
+                p.requires_grad = "lora_" in name or any(name == k or name.startswith(k + ".") for k in keep)
 
     def merge_lora(self) -> int:
         """Fold LoRA updates into the base weights (e.g. before export); returns layers merged."""
@@ -324,6 +332,8 @@ class VLAPolicy(PreTrainedModel, ActionDecoding):
             config.sequence_layout = "image-first"
             kwargs["config"] = config
         model = PreTrainedModel.from_pretrained.__func__(target, path, *args, **kwargs)
+        if model.config.lora_rank > 0:  # loading made the towers' parameters trainable again
+            model._set_lora_trainable()
         model.tokenizer = load_tokenizer_for(model.config, path)
         model.action_stats = ActionStats.load(path)
         model.eval()
