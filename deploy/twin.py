@@ -10,13 +10,12 @@ to it through franky exactly as to a real Franka::
             frame = twin.render("scene")             # uint8 HxWx3 RGB, rendered headless (EGL)
             robot.send_action(action); twin.success()
 
-The scene mirrors the ManiSkill task (``simbridge.training.envs``, task frame: table centre at the
-origin, robot base at x = -0.615): here everything is in the robot **base** frame, so the table
-top is z = 0 and the table centre x = +0.615; the object / receptacle sizes, colour names, spawn
-region and the front "scene" camera pose are the task's. (deploy never imports training: the few
-constants are repeated below.) Scene conditions (colours, positions, light, tablecloth) come from
-:class:`TwinScene` and can change between episodes without rebuilding the model, which lets an
-evaluation protocol's conditions be applied to the twin.
+The scene is the ManiSkill task's: both are built from the one scene description,
+:mod:`simbridge.data.scene` (table, tablecloth, shapes and sizes, colours, lights, camera poses and
+fields of view). :mod:`simbridge.deploy.twin_mjcf` builds it in MuJoCo, in the robot **base**
+frame (table top z = 0). Scene conditions (colours, positions, light, tablecloth) come from
+:class:`~simbridge.deploy.twin_scene.TwinScene` and can change between episodes without rebuilding
+the model, which lets an evaluation protocol's conditions be applied to the twin.
 
 Threading: franky-sim steps MuJoCo at 1 kHz in its own thread. The twin never touches the live
 ``MjData`` from another thread: edits (object poses, colours) are queued and applied by a
@@ -43,38 +42,28 @@ import os
 import sys
 import threading
 import time
-import xml.etree.ElementTree as ET
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from simbridge.data.config import config
-from simbridge.data.scene import COLOURS
+from simbridge.data.scene import COLOURS, IMAGE_SIZE, OBJECT_SHAPES, RECEPTACLE_SHAPES, receptacle_top
+from simbridge.deploy.twin_mjcf import build_scene, object_park_xyz, receptacle_park_xyz
+from simbridge.deploy.twin_scene import TASK_TO_BASE_X, TwinLayout, TwinScene, sample_twin_layout
+
+__all__ = [
+    "COLOURS",
+    "DEFAULT_SIM_SPEED",
+    "OBJECT_SHAPES",
+    "RECEPTACLE_SHAPES",
+    "TASK_TO_BASE_X",
+    "TWIN_SWITCH_INTERVAL_S",
+    "TwinLayout",
+    "TwinScene",
+    "TwinSim",
+]
 
 log = logging.getLogger(__name__)
 
-#: Robot base in the ManiSkill task frame; adding it converts task coordinates to base coordinates.
-TASK_TO_BASE_X = 0.615
-
-#: Graspable objects: name -> (MuJoCo geom type, size). box: half sizes; cylinder: (radius, half height).
-OBJECT_SHAPES: dict[str, tuple[str, tuple[float, ...]]] = {
-    "cube": ("box", (0.02, 0.02, 0.02)),
-    "block": ("box", (0.018, 0.03, 0.018)),
-    "can": ("cylinder", (0.02, 0.025)),
-    "brick": ("box", (0.02, 0.035, 0.015)),
-}
-#: Flat receptacles: box half sizes or cylinder (radius, half height).
-RECEPTACLE_SHAPES: dict[str, tuple[str, tuple[float, ...]]] = {
-    "plate": ("cylinder", (0.065, 0.004)),
-    "tray": ("box", (0.06, 0.06, 0.006)),
-    "mat": ("box", (0.05, 0.08, 0.003)),
-    "coaster": ("cylinder", (0.05, 0.006)),
-}
-_TABLE_HALF = (0.45, 0.6, 0.46)  # top at z = 0, front edge 0.165 m ahead of the base
-_TABLECLOTH_HALF = (0.30, 0.42, 0.0008)
-_PARK_Y = 2.0  # unused items wait on the floor far to the side, out of view
-_MIN_SEPARATION = 0.13
 #: Simulated seconds per wall second. One 1 kHz tick of franky-sim costs ~1.3 ms of Python on a
 #: small machine: at full speed the loop takes a whole core and the GIL, and the ROS nodes, renderer
 #: and policy sharing the process fall seconds behind (stale commands). At half speed it leaves room.
@@ -100,86 +89,6 @@ def _release_short_switch_interval() -> None:
             sys.setswitchinterval(_switch["saved"])
 
 
-def _task_region_to_base(region: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
-    x0, x1, y0, y1 = region
-    return (x0 + TASK_TO_BASE_X, x1 + TASK_TO_BASE_X, y0, y1)
-
-
-@config
-class TwinScene:
-    """What an episode in the twin may look like. Fixed values (``*_xy``, ``light``) override sampling.
-
-    Palettes are colour / shape names from :data:`COLOURS`, :data:`OBJECT_SHAPES`,
-    :data:`RECEPTACLE_SHAPES`; the region is ``(x_min, x_max, y_min, y_max)`` in the base frame
-    (default: the task's training region).
-    """
-
-    object_shapes: tuple[str, ...] = ("cube", "can")
-    object_colours: tuple[str, ...] = ("red", "green", "blue", "yellow")
-    receptacle_shapes: tuple[str, ...] = ("plate", "tray")
-    receptacle_colours: tuple[str, ...] = ("white", "gray")
-    tablecloth_colours: tuple[str, ...] = ("beige",)
-    region: tuple[float, float, float, float] = _task_region_to_base((-0.12, 0.06, -0.14, 0.14))
-    num_distractors: int = 0
-    #: Light intensity range (1 = the task's nominal lighting); sampled per episode.
-    light_range: tuple[float, float] = (1.0, 1.0)
-    object_xy: tuple[float, float] | None = None
-    receptacle_xy: tuple[float, float] | None = None
-    instruction_template: str = "put the {obj} on the {rec}"
-    #: Front camera (base frame), as in the task: eye, look-at target, vertical field of view.
-    camera_eye: tuple[float, float, float] = (0.32 + TASK_TO_BASE_X, 0.0, 0.42)
-    camera_target: tuple[float, float, float] = (-0.08 + TASK_TO_BASE_X, 0.0, 0.0)
-    camera_fovy_deg: float = math.degrees(1.0)
-
-    def __post_init__(self) -> None:
-        for fld, names, allowed in (
-            ("object_shapes", self.object_shapes, OBJECT_SHAPES),
-            ("receptacle_shapes", self.receptacle_shapes, RECEPTACLE_SHAPES),
-            ("object_colours", self.object_colours, COLOURS),
-            ("receptacle_colours", self.receptacle_colours, COLOURS),
-            ("tablecloth_colours", self.tablecloth_colours, COLOURS),
-        ):
-            bad = [n for n in names if n not in allowed]
-            if not names or bad:
-                raise ValueError(f"{fld}: a non-empty list of {sorted(allowed)}, got unknown {bad}")
-        x0, x1, y0, y1 = self.region
-        if not (x0 < x1 and y0 < y1):
-            raise ValueError(f"region: (x_min, x_max, y_min, y_max) with min < max, got {self.region}")
-        if not (0 <= self.num_distractors < min(len(self.object_shapes), len(self.object_colours))):
-            raise ValueError("num_distractors: fewer than the number of object shapes and colours")
-        lo, hi = self.light_range
-        if not (0 < lo <= hi):
-            raise ValueError(f"light_range: 0 < low <= high, got {self.light_range}")
-
-
-@dataclass
-class TwinLayout:
-    """One episode's scene, as applied by :meth:`TwinSim.reset`."""
-
-    instruction: str
-    target_object: str  # body name, e.g. "obj_cube"
-    target_receptacle: str  # body name, e.g. "rec_plate"
-    objects: dict[str, dict[str, Any]] = field(default_factory=dict)  # body -> {colour, xy}
-    receptacles: dict[str, dict[str, Any]] = field(default_factory=dict)
-    tablecloth: str = "beige"
-    light: float = 1.0
-    seed: int | None = None
-
-
-def _look_at_xyaxes(eye: np.ndarray, target: np.ndarray) -> str:
-    """MuJoCo camera ``xyaxes`` for a camera at ``eye`` looking at ``target`` with z up."""
-    fwd = target - eye
-    fwd /= np.linalg.norm(fwd)
-    right = np.cross(fwd, [0.0, 0.0, 1.0])
-    right /= np.linalg.norm(right)
-    up = np.cross(right, fwd)
-    return " ".join(f"{v:.6f}" for v in (*right, *up))
-
-
-def _fmt(v) -> str:
-    return " ".join(f"{float(x):.6g}" for x in v)
-
-
 class TwinSim:
     """franky-sim + MuJoCo scene of the tabletop task, served on a loopback address.
 
@@ -193,7 +102,7 @@ class TwinSim:
         self,
         scene: TwinScene | None = None,
         seed: int | None = 0,
-        camera_size: tuple[int, int] = (128, 128),
+        camera_size: tuple[int, int] = IMAGE_SIZE,
         hostname_candidates: list[str] | None = None,
         sim_speed: float = DEFAULT_SIM_SPEED,
         bind_timeout_s: float = 30.0,
@@ -250,7 +159,7 @@ class TwinSim:
             self._robot = sim.add_robot(
                 initial_q=(0.0, -math.pi / 4, 0.0, -3 * math.pi / 4, 0.0, math.pi / 2, math.pi / 4)
             )
-            self._build_scene(sim)
+            build_scene(sim)
             server = SimulationServer(sim, hostname_candidates=list(self.hostname_candidates))
             try:
                 server.init()  # binds 1337/1338 on the first free candidate address, then starts MuJoCo
@@ -304,74 +213,6 @@ class TwinSim:
 
     # --- scene ----------------------------------------------------------------------------
 
-    def _build_scene(self, sim: Any) -> None:
-        scene, wb = sim.scene, sim.worldbody
-        quality = scene.find("visual/quality")
-        if quality is not None:  # cheaper offscreen rendering (software GL)
-            quality.set("shadowsize", "1024")
-            quality.set("offsamples", "0")
-        vis = scene.find("visual")
-        ET.SubElement(vis, "global", offwidth="640", offheight="480")
-        ground = wb.find("geom[@name='ground']")
-        if ground is not None:  # the robot stands on the table top (z = 0), the floor is below
-            ground.set("pos", f"0 0 {-2 * _TABLE_HALF[2]}")
-        table = ET.SubElement(wb, "body", name="table", pos=f"{TASK_TO_BASE_X} 0 {-_TABLE_HALF[2]}")
-        ET.SubElement(table, "geom", name="table", type="box", size=_fmt(_TABLE_HALF), rgba="0.55 0.42 0.3 1")
-        ET.SubElement(
-            wb,
-            "geom",
-            name="tablecloth",
-            type="box",
-            size=_fmt(_TABLECLOTH_HALF),
-            pos=f"{TASK_TO_BASE_X - 0.05} 0 {_TABLECLOTH_HALF[2]}",
-            rgba=_fmt((*COLOURS["beige"], 1)),
-            contype="0",
-            conaffinity="0",
-        )
-        for i, name in enumerate(OBJECT_SHAPES):
-            kind, size = OBJECT_SHAPES[name]
-            body = ET.SubElement(
-                wb, "body", name=f"obj_{name}", pos=f"0 {_PARK_Y + 0.2 * i} {size[-1] - 0.9}"
-            )
-            ET.SubElement(body, "freejoint", name=f"obj_{name}_joint")
-            ET.SubElement(
-                body,
-                "geom",
-                name=f"obj_{name}",
-                type=kind,
-                size=_fmt(size),
-                density="500",
-                friction="1.5 0.01 0.001",
-                rgba="0.8 0.8 0.8 1",
-                condim="4",
-            )
-        for i, name in enumerate(RECEPTACLE_SHAPES):
-            kind, size = RECEPTACLE_SHAPES[name]
-            body = ET.SubElement(wb, "body", name=f"rec_{name}", pos=f"0.3 {-_PARK_Y - 0.2 * i} -0.9")
-            ET.SubElement(body, "freejoint", name=f"rec_{name}_joint")
-            ET.SubElement(
-                body,
-                "geom",
-                name=f"rec_{name}",
-                type=kind,
-                size=_fmt(size),
-                pos=f"0 0 {size[-1]}",
-                density="800",
-                rgba="0.9 0.9 0.9 1",
-            )
-        eye, target = np.array(self.scene.camera_eye, float), np.array(self.scene.camera_target, float)
-        ET.SubElement(
-            wb,
-            "camera",
-            name="scene",
-            pos=_fmt(eye),
-            xyaxes=_look_at_xyaxes(eye, target),
-            fovy=f"{self.scene.camera_fovy_deg:.4f}",
-        )
-        hand = wb.find(".//body[@name='robot0_hand']")
-        if hand is not None:  # wrist camera: on the hand, looking along the fingers
-            ET.SubElement(hand, "camera", name="wrist", pos="0.06 0 0.02", xyaxes="0 1 0 1 0 0", fovy="75")
-
     def _index(self, model: Any) -> None:
         import mujoco
 
@@ -389,49 +230,7 @@ class TwinSim:
 
     def sample_layout(self, seed: int | None) -> TwinLayout:
         """Draw an episode layout from :attr:`scene` (deterministic for a given seed)."""
-        sc = self.scene
-        rng = np.random.default_rng(seed)
-        n_obj = 1 + sc.num_distractors
-        shapes = rng.choice(len(sc.object_shapes), size=n_obj, replace=False)
-        colours = rng.choice(len(sc.object_colours), size=n_obj, replace=False)
-        rec_shape = sc.receptacle_shapes[int(rng.integers(len(sc.receptacle_shapes)))]
-        rec_colour = sc.receptacle_colours[int(rng.integers(len(sc.receptacle_colours)))]
-        x0, x1, y0, y1 = sc.region
-        fixed = [p for p in (sc.receptacle_xy, sc.object_xy) if p is not None]
-        points: list[tuple[float, float]] = []
-        for i in range(n_obj + 1):  # receptacle first, then objects
-            given = sc.receptacle_xy if i == 0 else sc.object_xy if i == 1 else None
-            if given is not None:
-                points.append(tuple(given))
-                continue
-            best, best_d = None, -1.0
-            for _ in range(200):  # rejection sampling; keep the most separated draw if the region is tight
-                p = (float(rng.uniform(x0, x1)), float(rng.uniform(y0, y1)))
-                d = min((math.dist(p, q) for q in points + fixed), default=1.0)
-                if d >= _MIN_SEPARATION:
-                    best = p
-                    break
-                if d > best_d:
-                    best, best_d = p, d
-            points.append(best)
-        objects = {
-            f"obj_{sc.object_shapes[s]}": {"colour": sc.object_colours[c], "xy": points[1 + k]}
-            for k, (s, c) in enumerate(zip(shapes, colours, strict=True))
-        }
-        target_obj = f"obj_{sc.object_shapes[shapes[0]]}"
-        obj_name = f"{sc.object_colours[colours[0]]} {sc.object_shapes[shapes[0]]}"
-        rec_name = f"{rec_colour} {rec_shape}"
-        lo, hi = sc.light_range
-        return TwinLayout(
-            instruction=sc.instruction_template.format(obj=obj_name, rec=rec_name),
-            target_object=target_obj,
-            target_receptacle=f"rec_{rec_shape}",
-            objects=objects,
-            receptacles={f"rec_{rec_shape}": {"colour": rec_colour, "xy": points[0]}},
-            tablecloth=sc.tablecloth_colours[int(rng.integers(len(sc.tablecloth_colours)))],
-            light=float(rng.uniform(lo, hi)),
-            seed=seed,
-        )
+        return sample_twin_layout(self.scene, seed)
 
     def reset(self, seed: int | None = None, scene: TwinScene | None = None, wait: bool = True) -> TwinLayout:
         """Lay out a new episode (objects, receptacle, colours, light); the arm is not moved.
@@ -448,11 +247,9 @@ class TwinSim:
             for name in OBJECT_SHAPES:
                 body = f"obj_{name}"
                 spec = layout.objects.get(body)
-                half_h = OBJECT_SHAPES[name][1][-1]
+                half_h = OBJECT_SHAPES[name].half_height
                 if spec is None:
-                    self._set_free_pose(
-                        data, body, (0.0, _PARK_Y + 0.2 * list(OBJECT_SHAPES).index(name), -0.9 + half_h)
-                    )
+                    self._set_free_pose(data, body, object_park_xyz(name))
                 else:
                     self._set_free_pose(data, body, (*spec["xy"], half_h + 0.001))
                     model.geom_rgba[self._ids[f"geom:{body}"], :3] = COLOURS[spec["colour"]]
@@ -460,9 +257,7 @@ class TwinSim:
                 body = f"rec_{name}"
                 spec = layout.receptacles.get(body)
                 if spec is None:
-                    self._set_free_pose(
-                        data, body, (0.3, -_PARK_Y - 0.2 * list(RECEPTACLE_SHAPES).index(name), -0.9)
-                    )
+                    self._set_free_pose(data, body, receptacle_park_xyz(name))
                 else:
                     self._set_free_pose(data, body, (*spec["xy"], 0.0005))
                     model.geom_rgba[self._ids[f"geom:{body}"], :3] = COLOURS[spec["colour"]]
@@ -482,7 +277,7 @@ class TwinSim:
 
         This is also the "object moved mid-episode" condition of the evaluation protocol.
         """
-        half_h = OBJECT_SHAPES[body.removeprefix("obj_")][1][-1]
+        half_h = OBJECT_SHAPES[body.removeprefix("obj_")].half_height
         self._queue_edit(lambda m, d: self._set_free_pose(d, body, (*xy, lift + half_h + 0.001)))
 
     def _queue_edit(self, fn: Any, wait: bool = True) -> None:
@@ -537,7 +332,6 @@ class TwinSim:
         poses = poses or self.object_poses()
         obj, rec = self.layout.target_object, self.layout.target_receptacle
         p_obj, p_rec = poses[obj][:3], poses[rec][:3]
-        _, osize = OBJECT_SHAPES[obj.removeprefix("obj_")]
         rkind, rsize = RECEPTACLE_SHAPES[rec.removeprefix("rec_")]
         dx, dy = p_obj[0] - p_rec[0], p_obj[1] - p_rec[1]
         margin = 0.005
@@ -545,8 +339,8 @@ class TwinSim:
             inside = abs(dx) <= rsize[0] - margin and abs(dy) <= rsize[1] - margin
         else:
             inside = math.hypot(dx, dy) <= rsize[0] - margin
-        rec_top = p_rec[2] + 2 * rsize[-1]
-        obj_bottom = p_obj[2] - osize[-1]
+        rec_top = p_rec[2] + receptacle_top(rec.removeprefix("rec_"))
+        obj_bottom = p_obj[2] - OBJECT_SHAPES[obj.removeprefix("obj_")].half_height
         resting = -0.006 <= obj_bottom - rec_top <= 0.01
         return bool(inside and resting)
 

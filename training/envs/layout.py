@@ -1,7 +1,8 @@
 """Episode layouts of ``PutOnTarget``: what one episode looks like, sampled from (split, seed).
 
 Pure numpy (no simulator import), so tests and tools can inspect what a split randomizes
-without starting SAPIEN. :class:`~simbridge.training.envs.put_on_target.PutOnTargetEnv` only
+without starting SAPIEN. Shapes, sizes and the robot base are the scene's
+(:mod:`simbridge.data.scene`). :class:`~simbridge.training.envs.put_on_target.PutOnTargetEnv` only
 applies a layout to its scene.
 """
 
@@ -12,9 +13,26 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from simbridge.training.envs.splits import OBJECT_SHAPES, RECEPTACLE_SHAPES, Region, Split
+from simbridge.data.scene import (  # the scene description; the names are re-exported here
+    OBJECT_SHAPES,
+    RECEPTACLE_SHAPES,
+    ROBOT_BASE_XYZ,
+    Region,
+    object_half_height,
+    receptacle_top,
+)
+from simbridge.training.envs.splits import Split
 
-ROBOT_BASE_XYZ = (-0.615, 0.0, 0.0)
+__all__ = [
+    "REST_QPOS",
+    "ROBOT_BASE_XYZ",
+    "EpisodeLayout",
+    "footprint_radius",
+    "object_half_height",
+    "receptacle_top",
+    "sample_layout",
+]
+
 #: Panda "rest" keyframe (7 arm joints + 2 fingers).
 REST_QPOS = np.array([0.0, np.pi / 8, 0.0, -np.pi * 5 / 8, 0.0, np.pi * 3 / 4, np.pi / 4, 0.04, 0.04])
 #: Joints that the unseen-robot-pose split offsets (shoulder yaw, shoulder pitch, elbow, wrist pitch).
@@ -43,20 +61,6 @@ class EpisodeLayout:
     @property
     def target_receptacle(self) -> str:
         return self.receptacles[0][0]
-
-
-def object_half_height(shape: str) -> float:
-    kind, size = OBJECT_SHAPES[shape]
-    if kind == "box":
-        return size[2]
-    if kind == "cylinder":
-        return size[1]  # standing
-    return size[0]  # capsule lying on its side
-
-
-def receptacle_top(shape: str) -> float:
-    kind, size = RECEPTACLE_SHAPES[shape]
-    return 2 * (size[2] if kind == "box" else size[1])
 
 
 def _in_region(xy: np.ndarray, r: Region) -> bool:

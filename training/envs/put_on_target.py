@@ -10,8 +10,10 @@ Design notes (why it is built this way):
   an episode moves the ones it uses onto the table and parks the rest on the floor far away, and
   recolours them through their render materials. So changing colours, shapes or even the split
   never needs a scene reconfiguration (which costs seconds on the CPU renderer).
-* Positions are in the task frame: table centre at the origin, table surface at z = 0, the robot
-  base at x = -0.615 facing +x.
+* The scene (table, tablecloth, shapes and sizes, lights, cameras) is built from the one scene
+  description, :mod:`simbridge.data.scene`, which the franky-sim twin builds from too. Positions
+  are in its task frame: table centre at the origin, table surface at z = 0, the robot base at
+  ``ROBOT_BASE_XYZ`` facing +x.
 * All per-episode sampling uses ``numpy.random.default_rng([split.salt, episode_seed])``: one
   episode is reproducible from its split and seed alone, on the CPU and in batched GPU sim.
 """
@@ -34,23 +36,29 @@ from mani_skill.utils.scene_builder.table import TableSceneBuilder
 from mani_skill.utils.structs.pose import Pose
 from mani_skill.utils.structs.types import SimConfig
 
-from simbridge.data.spec import CameraSpec
-from simbridge.training.envs.layout import (
+from simbridge.data.scene import (
+    CAMERAS,
+    COLOURS,
+    LIGHTING,
+    OBJECT_SHAPES,
+    RECEPTACLE_SHAPES,
     ROBOT_BASE_XYZ,
-    EpisodeLayout,
-    object_half_height,
-    receptacle_top,
-    sample_layout,
+    TABLE,
+    TABLECLOTH,
+    VIEWER_CAMERA,
+    FixedCamera,
 )
+from simbridge.data.spec import CameraSpec
+from simbridge.training.envs.layout import EpisodeLayout, object_half_height, receptacle_top, sample_layout
 from simbridge.training.envs.spec import SIM_CAMERAS
-from simbridge.training.envs.splits import COLOURS, OBJECT_SHAPES, RECEPTACLE_SHAPES, Split, get_split
+from simbridge.training.envs.splits import Split, get_split
 
 TASK_ID = "PutOnTarget-v1"
-_TABLECLOTH_HALF = (0.30, 0.42, 0.0005)
-_TABLECLOTH_CENTER = (-0.05, 0.0)
+_TABLECLOTH_HALF = TABLECLOTH.half_size
+_TABLECLOTH_CENTER = TABLECLOTH.center
 #: The tablecloth texture is drawn with tiles (SAPIEN primitives have no usable UVs for an image texture).
-_TILE_GRID = (6, 8)
-_NUM_TILES = 24  # both patterns colour half of the 6 x 8 cells
+_TILE_GRID = TABLECLOTH.tile_grid
+_NUM_TILES = TABLECLOTH.num_tiles  # both patterns colour half of the 6 x 8 cells
 # Rotates a primitive's x axis (SAPIEN's cylinder axis) onto z: discs and cans stand upright.
 _X_TO_Z = (math.sqrt(0.5), 0.0, -math.sqrt(0.5), 0.0)
 
@@ -122,28 +130,36 @@ class PutOnTargetEnv(BaseEnv):
 
     @property
     def _default_sensor_configs(self):
+        # Poses, fields of view and clipping planes are the scene description's (simbridge.data.scene).
         configs = []
-        for cam in self.cameras:
-            w, h = cam.width, cam.height
-            if cam.name == "scene":
-                # In front of the table looking back at the workspace and the robot: objects span ~15-25 px at 128 px.
-                pose = sapien_utils.look_at(eye=[0.26, 0.0, 0.36], target=[-0.07, 0.0, 0.0])
-                configs.append(CameraConfig("scene", pose, w, h, 0.95, 0.01, 10))
+        for spec in self.cameras:
+            cam = CAMERAS[spec.name]
+            w, h = spec.width, spec.height
+            if isinstance(cam, FixedCamera):
+                pose = sapien_utils.look_at(eye=list(cam.eye), target=list(cam.target))
+                configs.append(CameraConfig(cam.name, pose, w, h, cam.fovy, cam.near, cam.far))
             else:
-                # Mounted on the hand, looking along the fingers (hand +z), offset to see the fingertips.
-                mount_pose = sapien.Pose(p=[0.06, 0.0, 0.02], q=[math.sqrt(0.5), 0.0, -math.sqrt(0.5), 0.0])
-                hand = self.agent.robot.links_map["panda_hand"]
-                configs.append(CameraConfig("wrist", mount_pose, w, h, 1.4, 0.01, 10, mount=hand))
+                mount_pose = sapien.Pose(p=list(cam.pos), q=list(cam.quat))
+                link = self.agent.robot.links_map[f"panda_{cam.link}"]
+                configs.append(CameraConfig(cam.name, mount_pose, w, h, cam.fovy, cam.near, cam.far, mount=link))
         return configs
 
     @property
     def _default_human_render_camera_configs(self):
-        pose = sapien_utils.look_at(eye=[0.5, 0.45, 0.55], target=[-0.1, 0.0, 0.05])
-        return CameraConfig("render_camera", pose, 384, 384, 1.0, 0.01, 10)
+        cam = VIEWER_CAMERA
+        pose = sapien_utils.look_at(eye=list(cam.eye), target=list(cam.target))
+        return CameraConfig(cam.name, pose, *cam.image_size[::-1], cam.fovy, cam.near, cam.far)
 
     # --- scene --------------------------------------------------------------------------
     def _load_agent(self, options: dict):
         super()._load_agent(options, sapien.Pose(p=list(ROBOT_BASE_XYZ)))
+
+    def _load_lighting(self, options: dict):
+        self.scene.set_ambient_light(list(LIGHTING.ambient))
+        shadow = LIGHTING.shadows or self.enable_shadow
+        for k, light in enumerate(LIGHTING.directional):
+            extra = dict(shadow=shadow, shadow_scale=5, shadow_map_size=2048) if k == 0 else {}
+            self.scene.add_directional_light(list(light.direction), list(light.colour), **extra)
 
     def _load_scene(self, options: dict):
         self.table_scene = TableSceneBuilder(self, robot_init_qpos_noise=0.0)
@@ -206,7 +222,7 @@ class PutOnTargetEnv(BaseEnv):
         """Off-table spot on the floor (out of the cameras' view) for items not in the episode."""
         names = list(OBJECT_SHAPES) if kind == "obj" else list(RECEPTACLE_SHAPES)
         i = names.index(name)
-        floor = -0.9196429  # TableSceneBuilder puts the floor one table height (0.92 m) below the top
+        floor = -TABLE.height  # TableSceneBuilder puts the floor one table height below the top
         lift = object_half_height(name) + 0.002 if kind == "obj" else 0.0
         return [-1.6 - 0.3 * i, 1.5 if kind == "obj" else -1.5, floor + lift]
 

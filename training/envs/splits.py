@@ -17,7 +17,9 @@ An episode is fully determined by ``(split, episode_seed)``: the task seeds its 
 with ``[split.salt, episode_seed]``, so the same seed gives different layouts on different
 splits but the same layout every time it is run on one split.
 
-This module is plain Python (no simulator import) so configs and tests can list splits cheaply.
+Shapes, sizes, colours and the spawn regions are the scene's (:mod:`simbridge.data.scene`, shared
+with the twin); they are re-exported here. This module is plain Python (no simulator import) so
+configs and tests can list splits cheaply.
 """
 
 from __future__ import annotations
@@ -27,29 +29,18 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Literal
 
-from simbridge.data.scene import COLOURS
+from simbridge.data.scene import (  # the scene description; re-exported here for existing imports
+    COLOURS,
+    OBJECT_SHAPES,
+    RECEPTACLE_SHAPES,
+    TRAIN_REGION,
+    WIDE_REGION,
+    Region,
+)
 
 Category = Literal["train", "vision", "semantics", "execution"]
 CATEGORIES: tuple[str, ...] = ("train", "vision", "semantics", "execution")
 
-
-#: Graspable objects built from primitives: name -> (primitive, size parameters in metres).
-#: box: half sizes (x, y, z); cylinder: (radius, half length, lying); capsule: (radius, half length).
-OBJECT_SHAPES: dict[str, tuple[str, tuple[float, ...]]] = {
-    "cube": ("box", (0.02, 0.02, 0.02)),
-    "block": ("box", (0.018, 0.03, 0.018)),
-    "can": ("cylinder", (0.02, 0.025)),
-    "capsule": ("capsule", (0.016, 0.02)),
-    "brick": ("box", (0.02, 0.035, 0.015)),
-}
-
-#: Flat receptacles: name -> (primitive, size). box: half sizes (x, y, z); disc: (radius, half height).
-RECEPTACLE_SHAPES: dict[str, tuple[str, tuple[float, ...]]] = {
-    "plate": ("disc", (0.065, 0.004)),
-    "tray": ("box", (0.06, 0.06, 0.006)),
-    "mat": ("box", (0.05, 0.08, 0.003)),
-    "coaster": ("disc", (0.05, 0.006)),
-}
 
 TRAIN_PHRASINGS: tuple[str, ...] = (
     "put the {obj} on the {rec}",
@@ -61,13 +52,6 @@ UNSEEN_PHRASINGS: tuple[str, ...] = (
     "could you transfer the {obj} to the {rec}",
     "the {obj} belongs on the {rec}, put it there",
 )
-
-#: Rectangles ``(x_min, x_max, y_min, y_max)`` on the table (task frame: table centre at the
-#: origin, robot base at x = -0.615).
-Region = tuple[float, float, float, float]
-TRAIN_REGION: Region = (-0.12, 0.06, -0.14, 0.14)
-WIDE_REGION: Region = (-0.20, 0.14, -0.26, 0.26)
-
 
 @dataclass(frozen=True)
 class Split:
