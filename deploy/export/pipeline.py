@@ -51,7 +51,7 @@ class ExportResult:
 
 
 def load_policy(checkpoint: Path) -> tuple[Any, dict[str, Any]]:
-    """Load a checkpoint (``save_checkpoint`` dir or plain ``save_pretrained`` dir) in eval mode."""
+    """Load a checkpoint (``save_checkpoint`` dir or plain ``save_pretrained`` dir) in eval mode, LoRA merged."""
     from simbridge.training.checkpoint import CHECKPOINT_META, CheckpointError, load_checkpoint
     from simbridge.training.models import VLAPolicy, check_policy_dir
 
@@ -65,6 +65,8 @@ def load_policy(checkpoint: Path) -> tuple[Any, dict[str, Any]]:
             info = {"family": policy.config.family, "preset": policy.config.preset}
     except (CheckpointError, FileNotFoundError, OSError, ValueError) as exc:
         raise ExportError(f"cannot load checkpoint {checkpoint}: {exc}") from None
+    if getattr(policy.config, "lora_rank", 0) > 0:
+        policy.merge_lora()  # the bundle's graph carries the merged weights, no adapter matmuls
     return policy.eval(), info
 
 

@@ -13,6 +13,7 @@ from typing import Literal
 from simbridge.data.config import config
 from simbridge.training.envs.spec import SimEnvSpec
 from simbridge.training.models import PRESETS
+from simbridge.training.models.adapters import DEFAULT_TARGETS, DEFAULT_TRAINABLE, LoRAOptions
 from simbridge.training.renamed_keys import renamed_keys
 
 
@@ -22,7 +23,19 @@ class SFTModelConfig:
     preset: str = "tiny"
     chunk_size: int = 4
     use_regression_head: bool = False
+    #: LoRA adapters on the LM (0 = full fine-tuning), on a fresh model or on ``init_from``.
     lora_rank: int = 0
+    lora_alpha: int = 16
+    lora_dropout: float = 0.0
+    #: LM modules (by name) that get adapters.
+    lora_targets: list[str] = field(default_factory=lambda: list(DEFAULT_TARGETS))
+    #: With LoRA on ``init_from``: modules that train next to the adapters (the heads). A fresh
+    #: model trains everything outside the LM and the vision encoders (its projector is random).
+    lora_trainable: list[str] = field(default_factory=lambda: list(DEFAULT_TRAINABLE))
+    #: "bf16": autocast to bfloat16 (weights, gradients and optimizer state stay float32).
+    precision: Literal["fp32", "bf16"] = "fp32"
+    #: Recompute the LM's and the vision towers' activations in the backward pass (less memory).
+    gradient_checkpointing: bool = False
     #: Feed the proprio vector (TCP pose + gripper, normalized with the demos' mean/std) as one
     #: more token, so the policy need not read its own arm's position from the pixels.
     #: null = the family's default: on for openvla-oft (as OpenVLA-OFT), off for openvla.
@@ -40,6 +53,13 @@ class SFTModelConfig:
             raise ValueError("chunk_size: a positive number of actions per prediction")
         if self.use_regression_head and self.family != "openvla-oft":
             raise ValueError("use_regression_head: only the openvla-oft family has a regression head")
+        LoRAOptions(self.lora_rank, self.lora_alpha, self.lora_dropout, tuple(self.lora_targets),
+                    tuple(self.lora_trainable))  # fmt: skip  (raises ValueError naming the field)
+
+    @property
+    def lora(self) -> LoRAOptions:
+        return LoRAOptions(self.lora_rank, self.lora_alpha, self.lora_dropout, tuple(self.lora_targets),
+                           tuple(self.lora_trainable))  # fmt: skip
 
 
 @config
@@ -119,6 +139,8 @@ class SFTConfig:
     #: "" = fresh run; "auto" = continue the newest run of this name; or a run directory.
     resume: str = ""
     progress: bool = True
+    #: Memory of one GPU in GB for ``--plan`` (null: torch.cuda's, when a GPU is present).
+    gpu_memory_gb: float | None = None
 
     _renamed = renamed_keys({"run_root": "root"})
 

@@ -20,6 +20,8 @@ from simbridge.data.runs import RunDir
 from simbridge.data.spec import ActionSpec, ObservationSpec, PolicyContract
 from simbridge.training.checkpoint import latest_checkpoint, load_training_state, save_checkpoint
 from simbridge.training.models import PRESETS, ActionStats, InstructionTokenizer, VLAPolicy, build_policy
+from simbridge.training.models.adapters import apply_lora
+from simbridge.training.models.precision import configure_training, trainable_adamw
 from simbridge.training.sft.action_error import ActionError, flatten, predicted_actions
 from simbridge.training.sft.config import OptimConfig, SFTConfig
 from simbridge.training.sft.data import Demos, augment_images, load_demos, split_episodes
@@ -65,7 +67,7 @@ def build_for_demos(cfg: SFTConfig, demos: Demos) -> VLAPolicy:
                 "set model.use_proprio=false (the policy then sees the arm only in the images)"
             )
         policy.action_stats = stats
-        return policy
+        return apply_lora(policy, cfg.model.lora)
     tokenizer = InstructionTokenizer.train(sorted(set(demos.instructions)),
                                            vocab_size=PRESETS[cfg.model.preset].get("text_vocab_size", 512))  # fmt: skip
     return build_policy(
@@ -77,6 +79,9 @@ def build_for_demos(cfg: SFTConfig, demos: Demos) -> VLAPolicy:
         seed=cfg.seed,
         use_regression_head=cfg.model.use_regression_head,
         lora_rank=cfg.model.lora_rank,
+        lora_alpha=cfg.model.lora_alpha,
+        lora_dropout=cfg.model.lora_dropout,
+        lora_targets=list(cfg.model.lora_targets),
         keypoint_stem=cfg.model.keypoint_stem,
         **({} if cfg.model.use_proprio is None else {"use_proprio": cfg.model.use_proprio}),
     )
@@ -128,8 +133,9 @@ def train_sft(cfg: SFTConfig, demos: Demos | None = None) -> Path:
     else:
         policy = build_for_demos(cfg, train)
         run = RunDir.create(cfg.root, cfg.name, config=cfg)
-    params = [p for p in policy.parameters() if p.requires_grad]
-    optim = torch.optim.AdamW(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+    configure_training(policy, cfg.model.precision, cfg.model.gradient_checkpointing)
+    optim = trainable_adamw(policy, cfg.optim.lr, cfg.optim.weight_decay)  # no state for frozen weights
+    params = [p for g in optim.param_groups for p in g["params"]]
     step = 0
     gen = torch.Generator().manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
