@@ -39,6 +39,7 @@ VERBS: dict[str, Verb] = {
     "demos": Verb("simbridge.training.cli_demos", "record scripted-expert demonstrations in simulation (for SFT)"),
     "eval": Verb("simbridge.training.cli_eval", "evaluate a policy (checkpoint, bundle or expert) on a suite"),
     "check-checkpoint": Verb("simbridge.training.cli_check_checkpoint", "check a converted OpenVLA / OFT checkpoint against its files"),
+    "serve": Verb("simbridge.training.cli_serve", "serve a torch checkpoint over a websocket (ws://host:port policies)"),
     "export": Verb("simbridge.deploy.cli_export", "export a checkpoint to a verified ONNX policy bundle"),
     "deploy": Verb("simbridge.deploy.cli_deploy", "run the policy on the robot or its simulated twin (ROS 2 nodes)"),
     "collect": Verb("simbridge.data.cli_collect", "collect teleop demonstrations or interventions"),

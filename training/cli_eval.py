@@ -8,8 +8,10 @@
     simbridge eval --policy <checkpoint> --suite train --chunking ensemble  # ACT temporal ensembling
     simbridge eval --list                      # splits and suites
     simbridge eval --policy exports/latest --trusted-key keys/exporter.pub   # signed bundles only
+    simbridge eval --policy ws://127.0.0.1:8765 --suite train   # a checkpoint run by `simbridge serve`
 
-``--policy`` is ``expert``, a checkpoint directory or a bundle directory. ``--suite`` is a suite
+``--policy`` is ``expert``, a checkpoint directory, a bundle directory or ``ws://host:port`` (a
+policy served by ``simbridge serve``; an unreachable server is one line, exit 1). ``--suite`` is a suite
 (all, ood, train, vision, semantics, execution), a split name, or a comma-separated list of
 splits. Results go to ``--out`` (default ``<root>/eval/<policy>/<stamp>``, root ``runs``):
 ``episodes.jsonl``, ``summary.json``, ``summary.png`` and, with ``--video``, ``videos/*.mp4``.
@@ -47,7 +49,7 @@ _ENV_KEYS = ("task", "obs_mode", "camera_size", "wrist_camera", "max_episode_ste
 class EvalConfig:
     """``simbridge eval``'s options (``--config FILE``, ``--<field>`` flags, ``key=value``)."""
 
-    #: The policy: 'expert', a checkpoint directory or a policy bundle directory.
+    #: The policy: 'expert', a checkpoint directory, a policy bundle directory or ws://host:port (simbridge serve).
     policy: str = "expert"
     #: Splits to run: a suite (all, ood, train, vision, semantics, execution), a split, or a comma-separated
     #: list of splits.

@@ -94,18 +94,31 @@ def _bundle_source(spec: str, **_: Any) -> PolicySource:
     )
 
 
+def _remote_source(spec: str, **_: Any) -> PolicySource:
+    from simbridge.deploy.remote_policy import RemotePolicy
+
+    policy = RemotePolicy(spec)  # a `simbridge serve` process: refuses an unreachable server at once
+    return PolicySource(
+        name=f"remote:{policy.policy_id}", make=lambda env: policy, contract=policy.contract, kind="remote"
+    )
+
+
 #: ``kind -> loader(spec, **options) -> PolicySource``; add entries for new policy formats.
 POLICY_LOADERS: dict[str, Callable[..., PolicySource]] = {
     "expert": _expert_source,
     "checkpoint": _checkpoint_source,
     "bundle": _bundle_source,
+    "remote": _remote_source,
 }
 
 
 def detect_policy_kind(spec: str) -> str:
-    """``expert``, ``bundle`` (a dir with ``manifest.json`` or a ``latest`` pointer) or ``checkpoint``."""
+    """``expert``, ``bundle`` (a dir with ``manifest.json`` or a ``latest`` pointer), ``remote``
+    (``ws://host:port``: a ``simbridge serve`` process) or ``checkpoint``."""
     if spec in POLICY_LOADERS:
         return spec
+    if spec.startswith(("ws://", "wss://")):
+        return "remote"
     path = Path(spec)
     if not path.exists():
         raise FileNotFoundError(

@@ -143,3 +143,17 @@ def test_inference_three_periods_slow_blocks_no_tick_when_async(graph, twin, bun
     assert abs(float(np.median(periods)) - 0.1) < 0.03, periods
     steps = [msg_to_action(m) for _, m in probe.history[ACTION_TOPIC]]
     assert all(b.stamp > a.stamp for a, b in itertools.pairwise(steps)), "planned times go forward"
+
+
+def test_bundle_parameter_takes_a_policy_server_url() -> None:
+    """``bundle: ws://host:port`` loads a RemotePolicy (an unreachable server is refused with its
+    address); with trusted keys a server is refused: only bundles carry signatures."""
+    from simbridge_ros.policy import load_bundle_policy
+
+    from simbridge.deploy.bundle import BundleError
+    from simbridge.deploy.remote_policy import PolicyServerError
+
+    with pytest.raises(BundleError, match=r"ws://127\.0\.0\.1:1 is a policy server: only bundles carry signatures"):
+        load_bundle_policy("ws://127.0.0.1:1", trusted_keys=["keys/lab.pub"])
+    with pytest.raises(PolicyServerError, match=r"cannot reach the policy server at ws://127\.0\.0\.1:1 "):
+        load_bundle_policy("ws://127.0.0.1:1")

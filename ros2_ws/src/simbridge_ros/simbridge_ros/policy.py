@@ -23,6 +23,12 @@ while the current one executes, the tick never waits on the model, and chunks ol
 
 Run-time parameters: ``instruction``, ``enabled`` and ``bundle`` (a new bundle is loaded and
 verified again); ``~/reset`` (std_srvs/Trigger) starts a new episode (policy + chunk state).
+
+``bundle: ws://host:port`` runs a policy served by ``simbridge serve`` (a torch checkpoint on a GPU
+machine; :class:`simbridge.deploy.remote_policy.RemotePolicy`) through the same chunk executors, the
+same camera check and the same safety filter; actions carry ``policy:ckpt-<hash>``. An unreachable
+server or a broken connection gives no actions (fail closed); ``trusted_keys`` refuses servers:
+only bundles carry signatures.
 """
 
 from __future__ import annotations
@@ -60,8 +66,16 @@ from simbridge_ros.common import (
 
 
 def load_bundle_policy(path: str, providers: list[str] | None = None, trusted_keys: list[str] | None = None) -> Any:
-    """The bundle at ``path``; with ``trusted_keys`` (public-key PEM paths) only one signed by them."""
-    from simbridge.deploy.runtime import BundlePolicy, resolve_bundle
+    """The bundle at ``path``; with ``trusted_keys`` (public-key PEM paths) only one signed by them.
+    ``ws://host:port``: the policy served there (refused when ``trusted_keys`` are set)."""
+    from simbridge.deploy.remote_policy import RemotePolicy, is_server_url
+    from simbridge.deploy.runtime import BundleError, BundlePolicy, resolve_bundle
+
+    if is_server_url(path):
+        if trusted_keys:
+            raise BundleError(f"trusted_keys are set but {path} is a policy server: only bundles carry signatures; "
+                              "export the checkpoint and sign the bundle, or clear trusted_keys")  # fmt: skip
+        return RemotePolicy(path)
 
     return BundlePolicy(resolve_bundle(path), providers=providers, trusted_keys=trusted_keys or ())
 
@@ -131,7 +145,10 @@ class PolicyNode(Node):
         return [k for k in self.get_parameter("trusted_keys").value if k]
 
     def _install(self, policy: Any) -> None:
-        self.policy = policy
+        old, self.policy = self.policy, policy
+        if old is not None and old is not policy and hasattr(old, "close"):
+            old.close()  # a remote policy's connection
+        self.get_logger().info(f"policy: {policy!r}")  # which bundle / server, and where it runs
         contract = policy.contract
         self.contract = contract
         p = self.get_parameter
@@ -321,6 +338,8 @@ class PolicyNode(Node):
     def close(self) -> None:
         if self.runner is not None:
             self.runner.close()
+        if self.policy is not None and hasattr(self.policy, "close"):
+            self.policy.close()
 
 
 def main(args=None) -> None:
