@@ -51,7 +51,12 @@ class ContractError(ValueError):
 
 @dataclass(frozen=True)
 class CameraSpec:
-    """One RGB camera of the observation: ``uint8`` images of shape ``(height, width, 3)``."""
+    """One RGB camera of the observation: ``uint8`` images of shape ``(height, width, 3)``.
+
+    Frames of another size (a 640 x 480 camera) become these images by
+    :func:`simbridge.data.images.center_crop_resize`: the centred window of this aspect ratio,
+    resized with ``cv2.INTER_AREA`` (cropped, never stretched), on the robot and in simulation.
+    """
 
     name: str
     height: int = 128

@@ -1,7 +1,10 @@
 """Cameras for the robot runtime: RGB frames in the contract's format, with reconnects and counters.
 
 Every camera gives ``read() -> (frame, timestamp)``: ``frame`` is ``uint8 (height, width, 3)`` **RGB**
-(OpenCV captures BGR; converted here) resized to the policy's camera spec, ``timestamp`` is
+(OpenCV captures BGR; converted here) fitted to the policy's camera spec by
+:func:`simbridge.data.images.center_crop_resize` (the centred window of the spec's aspect ratio,
+resized with ``cv2.INTER_AREA``: a 640 x 480 frame is cropped to 480 x 480, never stretched; the
+simulation path uses the same function), ``timestamp`` is
 ``time.time()`` at capture. Cameras drop out in practice (USB resets, timeouts, a video file that
 ends), so :meth:`Camera.read` reconnects on its own (``max_reconnects`` attempts with a short
 back-off) before raising :class:`CameraError`; ``frames``, ``drops``, ``reconnects`` and the
@@ -26,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from simbridge.data.images import center_crop_resize
 
 log = logging.getLogger(__name__)
 
@@ -118,8 +123,7 @@ class Camera(ABC):
             frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB)
         elif self._frame_is_bgr:
             frame = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-        if frame.shape[:2] != (self.height, self.width):
-            frame = cv2.resize(frame, (self.width, self.height), interpolation=cv2.INTER_AREA)
+        frame = center_crop_resize(frame, self.height, self.width)
         return np.ascontiguousarray(frame, dtype=np.uint8)
 
     def _count(self, stamp: float) -> None:

@@ -45,7 +45,8 @@ def write_video(path: Path, w: int = 64, h: int = 48) -> None:
 def test_camera_node_streams_a_video_file_and_reconnects_at_its_end(graph, tmp_path) -> None:
     video = tmp_path / "scene.avi"
     write_video(video)
-    # Calibrated at 128x96 (simbridge calibrate intrinsics); published at 64x48: K scales by 1/2.
+    # Calibrated at 128x96 (simbridge calibrate intrinsics); published at 64x48 (same aspect: no crop):
+    # f scales by 1/2, the principal point as pixel centres do under the resize: (c + 0.5) / 2 - 0.5.
     calib = write_camera_info(tmp_path / "calib.yaml", np.array([[120.0, 0, 64.0], [0, 122.0, 48.0], [0, 0, 1]]),
                               np.array([0.1, -0.01, 0, 0, 0]), (128, 96), camera_name="scene")
     probe = graph.add(Probe(graph.context))
@@ -67,7 +68,7 @@ def test_camera_node_streams_a_video_file_and_reconnects_at_its_end(graph, tmp_p
     stamps = [m.header.stamp.sec + m.header.stamp.nanosec * 1e-9 for m in msgs]
     assert all(b > a for a, b in itertools.pairwise(stamps))
     info = probe.last[camera_info_topic("scene")]
-    assert list(info.k) == [60.0, 0.0, 32.0, 0.0, 61.0, 24.0, 0.0, 0.0, 1.0] and info.d[0] == pytest.approx(0.1)
+    assert list(info.k) == [60.0, 0.0, 31.75, 0.0, 61.0, 23.75, 0.0, 0.0, 1.0] and info.d[0] == pytest.approx(0.1)
     assert info.distortion_model == "plumb_bob" and (info.width, info.height) == (64, 48)
     diag = wait_until(lambda: (d := json.loads(probe.last[camera_diagnostics_topic("scene")].data))["reconnects"] >= 2
                       and d["frames"] >= 3 * N_FRAMES and d, 5, "reconnects in the diagnostics")

@@ -24,6 +24,7 @@ import gymnasium as gym
 import numpy as np
 
 from simbridge.data.geometry import euler_xyz_to_quat, quat_multiply, quat_to_matrix
+from simbridge.data.images import center_crop_resize
 from simbridge.data.spec import ActionSpec, Observation, ObservationSpec, PolicyContract
 from simbridge.training.envs.spec import SimEnvSpec
 from simbridge.training.envs.splits import Split, get_split
@@ -211,8 +212,11 @@ class ContractEnv(gym.Env):
         qpos = objs[0].qpos if len(objs) == 1 and hasattr(objs[0], "qpos") else _np(agent.robot.get_qpos())[0]
         images = {}
         if isinstance(raw_obs, dict) and "sensor_data" in raw_obs:
-            for name in self._black:
-                img = _np(raw_obs["sensor_data"][name]["rgb"][0])
+            for cam in self.spec.cameras:
+                name = cam.name
+                # The robot's cameras fit frames to the contract with the same function; simulated
+                # cameras render at the contract size, so here it returns the image as is.
+                img = center_crop_resize(_np(raw_obs["sensor_data"][name]["rgb"][0]), cam.height, cam.width)
                 if self.split.image_noise_std > 0:
                     noise = self._rng.normal(0.0, self.split.image_noise_std, img.shape)
                     img = np.clip(img.astype(np.float32) + noise, 0, 255).astype(np.uint8)

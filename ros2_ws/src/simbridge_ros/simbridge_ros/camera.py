@@ -2,7 +2,7 @@
 
 Publishes ``sensor_msgs/Image`` (rgb8) on ``/simbridge/camera/<name>/image_raw`` and
 ``sensor_msgs/CameraInfo`` (intrinsics from the ``simbridge calibrate intrinsics`` camera_info
-YAML when ``calibration`` is given, scaled to the published size)
+YAML when ``calibration`` is given, cropped and scaled as the frames are)
 next to it. Frames are read in a dedicated thread, so a slow or blocked device never stalls the
 executor. When the camera drops (unplugged, USB timeout, a video file that ended) the node
 closes it and reconnects with a growing back-off; for a video file this restarts it from the
@@ -34,14 +34,13 @@ from simbridge_ros.common import (
 
 def load_intrinsics(path: str, width: int, height: int) -> tuple[list[float], list[float], str]:
     """(K row-major, distortion, model) from a ``simbridge calibrate intrinsics`` camera_info YAML,
-    with K scaled to the published size (the camera resizes frames to the policy's width x height)."""
+    with K following the camera's fit of frames to the policy's width x height (a centre crop to
+    that aspect ratio, then a resize: :func:`simbridge.data.images.center_crop_resize`)."""
     from simbridge.calibration.camera_info import load_camera_info
+    from simbridge.data.images import crop_resize_intrinsics
 
     info = load_camera_info(path)
-    k = np.asarray(info.K, dtype=np.float64).copy()
-    sx, sy = width / info.image_size[0], height / info.image_size[1]
-    k[0, :] *= sx  # fx, skew, cx
-    k[1, :] *= sy  # fy, cy
+    k = crop_resize_intrinsics(np.asarray(info.K, dtype=np.float64), info.image_size, height, width)
     dist = [float(v) for v in np.asarray(info.dist).ravel()]
     return [float(v) for v in k.ravel()], dist, "rational_polynomial" if len(dist) == 8 else "plumb_bob"
 
