@@ -40,7 +40,9 @@ def test_reads_rgb_frames_at_the_spec_size_with_timestamps(video):
         assert abs(stamp - time.time()) < 5
     stamps = [s for _, s in frames]
     assert all(b > a for a, b in itertools.pairwise(stamps))
-    assert stamps[-1] - stamps[0] >= 4 / 100.0 * 0.9  # the file plays at the nominal rate
+    # The file plays at the nominal rate: a late frame may catch up by at most one period, so four
+    # intervals span at least two periods under any load (unpaced, five reads take ~1 ms).
+    assert stamps[-1] - stamps[0] >= 2 / 100.0
 
 
 def test_survives_the_end_of_the_video_file(video):
