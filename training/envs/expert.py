@@ -48,8 +48,8 @@ GRIPPER_OPENING = 0.08
 #: diagonal) is thus turned like the brick and the capsule; the cube and the can never need to.
 WIDTH_MARGIN = 0.015
 
-#: Flat bottoms of the funnels (m of xy error): over the object (the fingers' clearance on the
-#: object's narrow side is >= 1 cm) and over the receptacle (>= 5 cm across).
+#: Flat bottoms of the funnels (m of xy error): over the object (once the footprint fits, the
+#: margin leaves the fingers >= 7.5 mm on each side) and over the receptacle (>= 10 cm across).
 _GRASP_FLAT = 0.004
 _PLACE_FLAT = 0.015
 #: Metres of xy error a metre of width excess counts as: a misaligned footprint keeps the hand high.
