@@ -4,7 +4,7 @@
     simbridge serve --policy <checkpoint> --host 0.0.0.0 --port 8765 --dtype bf16 --compile
     simbridge serve --policy <run dir>            # the run's latest checkpoint
 
-Clients: ``bundle:=ws://host:port`` (the policy node, ``simbridge deploy --bundle``) and
+Clients: ``bundle:=ws://host:port`` (the policy node's ``bundle`` parameter) and
 ``simbridge eval --policy ws://host:port``. When the port is open it prints one line,
 ``simbridge serve: <policy id> (...) on ws://<host>:<port> ...``; ``--port 0`` picks a free port
 (the line says which). Ctrl-C stops it. The protocol: :mod:`simbridge.deploy.serving_protocol`.

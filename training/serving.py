@@ -11,8 +11,8 @@ bin of every action token, as ``simbridge eval`` and the exported bundle decode.
 
 The client is :class:`simbridge.deploy.remote_policy.RemotePolicy` (no torch)::
 
-    simbridge serve --policy runs/ppo/<stamp>/checkpoints/iter_000100 --port 8765    # GPU box
-    simbridge deploy --sim --bundle ws://gpu-box:8765                                # robot PC
+    simbridge serve --policy runs/ppo/<stamp>/checkpoints/iter_000100 --host 0.0.0.0   # GPU box
+    ros2 launch simbridge_ros robot_eval.launch.py bundle:=ws://gpu-box:8765 ...        # robot PC
     simbridge eval --policy ws://127.0.0.1:8765 --suite train --episodes 5
 
 At connect the client gets the policy contract and a manifest-like description: the identity

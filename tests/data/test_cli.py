@@ -56,6 +56,7 @@ CONFIG_VERBS = {
     "eval": "simbridge.training.cli_eval",
     "demos": "simbridge.training.cli_demos",
     "check-checkpoint": "simbridge.training.cli_check_checkpoint",
+    "serve": "simbridge.training.cli_serve",
 }
 
 

@@ -219,3 +219,8 @@ def test_protocol_round_trip_and_strict_decoding() -> None:
         decode(encode(hello), expect=(ActionChunk, ErrorReply))
     with pytest.raises(ProtocolError, match="cannot send a numpy array of dtype object"):
         encode(ErrorReply(1, "x", np.array([object()])))  # type: ignore[arg-type]
+
+
+def test_the_client_needs_no_torch() -> None:
+    code = "import sys, simbridge.deploy.remote_policy; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0

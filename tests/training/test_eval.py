@@ -163,8 +163,9 @@ def test_a_policy_needing_cameras_the_simulation_lacks_fails_before_any_env(tmp_
 
 
 def test_policy_sources_and_their_errors(tmp_path):
-    assert set(POLICY_LOADERS) == {"expert", "checkpoint", "bundle"}
+    assert set(POLICY_LOADERS) == {"expert", "checkpoint", "bundle", "remote"}
     assert detect_policy_kind("expert") == "expert"
+    assert detect_policy_kind("ws://gpu-box:8765") == "remote"  # `simbridge serve`
     (tmp_path / "bundle").mkdir()
     (tmp_path / "bundle" / "manifest.json").write_text("{}")
     assert detect_policy_kind(str(tmp_path / "bundle")) == "bundle"
