@@ -15,7 +15,8 @@ its de-normalization statistics, chunk size and control rate (``action``), the O
 inputs and outputs (``model``), the source checkpoint and its hash (``source``), the
 torch-vs-ONNX-Runtime parity report (``parity``) and the sha256 and size of every other file
 (``files``). ``bundle_id`` is the sha256 of the manifest's canonical JSON without that field,
-so editing the manifest or any file it lists is detected by :func:`verify_bundle`. The schema
+so editing the manifest or any file it lists is detected by :func:`verify_bundle`, which hashes a
+file again only when its size, mtime or ctime changed (:mod:`simbridge.deploy.bundle_cache`). The schema
 and the strict parser live in :mod:`simbridge.deploy.manifest`, its checks in
 :mod:`simbridge.deploy.manifest_validation` (re-exported here).
 
@@ -49,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from simbridge.data.spec import SCHEMA_VERSION, PolicyContract
+from simbridge.deploy.bundle_cache import check_files
 from simbridge.deploy.manifest import (  # re-exported: the schema used to live here
     BUNDLE_FORMAT,
     CAMERA_FIELDS,
@@ -164,6 +166,7 @@ class BundleInfo:
     manifest: dict[str, Any]
     contract: PolicyContract
     signer: str | None  # fingerprint of the trusted key that signed it; None when no keys are configured
+    files_hashed: int = 0  # files read and hashed by this check (the others verified unchanged before)
 
     @property
     def bundle_id(self) -> str:
@@ -174,7 +177,7 @@ class BundleInfo:
         return f"bundle {self.bundle_id} ({self.manifest['family']}) at {self.path}: verified, {signed}"
 
 
-def _verify(bundle_dir: Path, trusted_keys: Sequence[Any]) -> BundleInfo:
+def _verify(bundle_dir: Path, trusted_keys: Sequence[Any], use_cache: bool = True) -> BundleInfo:
     where = str(bundle_dir / MANIFEST_NAME)
     data = _manifest_bytes(bundle_dir)
     signer = None
@@ -193,45 +196,33 @@ def _verify(bundle_dir: Path, trusted_keys: Sequence[Any]) -> BundleInfo:
             f"{where} was modified after export (its content hash is {expected_id}, field 'bundle_id' says "
             f"{manifest['bundle_id']:.40}); re-export the checkpoint instead of editing the manifest"
         )
-    for name, entry in manifest["files"].items():
-        path = bundle_dir / name
-        if not path.is_file():
-            raise BundleError(
-                f"bundle file {path} is missing (listed in {MANIFEST_NAME}); re-export the bundle"
-            )
-        size = path.stat().st_size
-        if size != entry["bytes"]:
-            kind = "truncated" if size < entry["bytes"] else "larger than exported"
-            raise BundleError(
-                f"bundle file {path} is {kind}: {size} bytes, the manifest says {entry['bytes']}; "
-                "copy the bundle again or re-export it"
-            )
-        digest = sha256_file(path)
-        if digest != entry["sha256"]:
-            raise BundleError(
-                f"bundle file {path} was modified: sha256 {digest[:16]}... does not match the manifest's "
-                f"{entry['sha256'][:16]}...; copy the bundle again or re-export it"
-            )
-    return BundleInfo(path=bundle_dir, manifest=manifest, contract=contract, signer=signer)
+    # Only files whose size / mtime / ctime changed since they last verified are read again.
+    # (A lambda: sha256_file is looked up at call time, so a test can count the calls.)
+    hashed = check_files(bundle_dir, manifest["files"], lambda p: sha256_file(p), use_cache)
+    return BundleInfo(path=bundle_dir, manifest=manifest, contract=contract, signer=signer, files_hashed=hashed)
 
 
-def verify_bundle(bundle_dir: str | Path, trusted_keys: Sequence[Any] = ()) -> dict[str, Any]:
+def verify_bundle(
+    bundle_dir: str | Path, trusted_keys: Sequence[Any] = (), *, use_cache: bool = True
+) -> dict[str, Any]:
     """Full check of a bundle: manifest (strict JSON, structure), ``bundle_id``, every file's size
     and sha256 and, when ``trusted_keys`` (public-key PEM paths or loaded ed25519 keys) are
-    given, ``manifest.sig``: the bundle must be signed by one of them.
+    given, ``manifest.sig``: the bundle must be signed by one of them. A file unchanged (size,
+    mtime, ctime, inode) since it last verified is not hashed again unless ``use_cache=False``
+    (:mod:`simbridge.deploy.bundle_cache`: where the cache lives and what it cannot see).
 
     Returns the manifest. Raises :class:`BundleError` naming the missing, truncated or tampered
     file, the missing or untrusted signature, the unknown schema version or the bad field.
     """
-    return _verify(Path(bundle_dir), trusted_keys).manifest
+    return _verify(Path(bundle_dir), trusted_keys, use_cache).manifest
 
 
-def check_bundle(path: str | Path, trusted_keys: Sequence[Any] = ()) -> BundleInfo:
+def check_bundle(path: str | Path, trusted_keys: Sequence[Any] = (), *, use_cache: bool = True) -> BundleInfo:
     """Everything the robot runtime checks before it runs a bundle, without onnxruntime: resolves
     ``path`` (a bundle, an export directory with ``latest``, or the pointer), then
     :func:`verify_bundle` (manifest, checksums, parity record, signature when ``trusted_keys``
     are given). For CLIs, to refuse a bad bundle before starting anything."""
-    return _verify(resolve_bundle(path), trusted_keys)
+    return _verify(resolve_bundle(path), trusted_keys, use_cache)
 
 
 def finalize_manifest(manifest: dict[str, Any], bundle_dir: str | Path) -> dict[str, Any]:
@@ -290,7 +281,7 @@ class BundleWriter:
                 signing_key = load_private_key(signing_key)
             sign_bundle(self.path, signing_key)
             trusted.append(signing_key.public_key())  # verified as the robot will
-        verify_bundle(self.path, trusted_keys=trusted)
+        verify_bundle(self.path, trusted_keys=trusted, use_cache=False)  # fresh files: hash them all
         _fsync_dir(self.path)
         if self.dest.exists():
             # Only reachable with overwrite=True: swap in two renames, then drop the old bundle.

@@ -15,3 +15,5 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(1, 100)))
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 os.environ.setdefault("ROS_LOG_DIR", tempfile.mkdtemp(prefix="simbridge-roslog-"))
+# Bundle checksum cache and TensorRT engines: per session, not the user's ~/.cache/simbridge.
+os.environ.setdefault("SIMBRIDGE_CACHE", tempfile.mkdtemp(prefix="simbridge-cache-"))
