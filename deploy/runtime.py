@@ -18,13 +18,22 @@ Division of work between this module and the ONNX graph (see ``simbridge.deploy.
   records all of these (``observation.cameras``, ``observation.proprio``,
   ``action.normalization``, each marked ``"applied_in": "graph"``) for people and other runtimes.
 
-Execution providers: TensorRT, then CUDA, then CPU, whichever this onnxruntime build has
-(``pip install onnxruntime-gpu`` for the GPU ones), unless ``providers=`` names them.
+Execution providers: CUDA when this onnxruntime build has it and a GPU answers, else CPU; the log
+(logger ``simbridge.deploy.runtime``) and ``policy.providers`` say which one runs. Which build is
+installed is chosen by an extra: ``pip install 'simbridge[cpu]'`` (``onnxruntime``, what ``[all]``
+and ``make setup`` install) or ``'simbridge[gpu]'`` (``onnxruntime-gpu``; never both: they install
+the same module). TensorRT is opt-in (``providers=["TensorrtExecutionProvider",
+"CUDAExecutionProvider", "CPUExecutionProvider"]``): building its engine takes minutes on the
+first start, so it is never picked automatically; engines are cached per bundle.
+
+Start-up cost: the sha256 pass over the bundle's files reads only the files that changed since
+they last verified (:mod:`simbridge.deploy.bundle_cache`); ``load_seconds`` and
+``files_hashed`` say what a load cost.
 """
 
 from __future__ import annotations
 
-import os
+import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -42,19 +51,33 @@ from simbridge.deploy.bundle import (
     resolve_bundle,
     validate_manifest,
 )
+from simbridge.deploy.bundle_cache import cache_root
 from simbridge.deploy.manifest_validation import validate_staged_manifest
 
 __all__ = ["PREFERRED_PROVIDERS", "BundleError", "BundlePolicy", "resolve_bundle", "select_providers"]
 
-#: Fastest first; CPU is always last and always there.
-PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+log = logging.getLogger(__name__)
+
+#: Picked automatically, in this order; CPU is always last and always there. TensorRT: opt-in only.
+PREFERRED_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
+
+
+def import_onnxruntime() -> Any:
+    """``onnxruntime``, or a :class:`BundleError` saying which extra installs it."""
+    try:
+        import onnxruntime
+    except ImportError:
+        raise BundleError(
+            "onnxruntime is not installed: pip install 'simbridge[cpu]' (CPU) or 'simbridge[gpu]' "
+            "(CUDA; onnxruntime-gpu), not both"
+        ) from None
+    return onnxruntime
 
 
 def select_providers(requested: Sequence[str] | None = None) -> list[str]:
     """The execution providers to use: ``requested`` (all must exist in this onnxruntime build)
     or the available ones among :data:`PREFERRED_PROVIDERS`, in that order."""
-    import onnxruntime as ort
-
+    ort = import_onnxruntime()
     available = ort.get_available_providers()
     if requested:
         missing = [p for p in requested if p not in available]
@@ -163,6 +186,7 @@ class BundlePolicy:
     ``bundle_dir`` may be a bundle, an export directory (its ``latest`` pointer is followed
     once, at load time) or the pointer itself. ``verify=False`` skips the sha256 pass over the
     files (the manifest is still validated), for tools that load many bundles they just wrote.
+    ``hash_cache=False`` hashes every file even when it is unchanged since it last verified.
 
     ``trusted_keys``: ed25519 public-key PEM paths (or loaded keys). When given, the bundle must
     carry a ``manifest.sig`` that verifies with one of them (see :mod:`simbridge.deploy.signing`),
@@ -186,14 +210,16 @@ class BundlePolicy:
         intra_op_threads: int | None = None,
         allow_spinning: bool = False,
         trusted_keys: Sequence[str | Path | Any] = (),
+        hash_cache: bool = True,
     ) -> None:
         t0 = time.perf_counter()
         self.signer: str | None = None  # fingerprint of the trusted key that signed the bundle
         self.staged = False  # True only for from_unverified_staging
+        self.files_hashed = 0  # files the load read and hashed (the others were verified unchanged)
         if verify or trusted_keys:
-            info = check_bundle(bundle_dir, trusted_keys=trusted_keys)
+            info = check_bundle(bundle_dir, trusted_keys=trusted_keys, use_cache=hash_cache)
             self.path, self.manifest, self.contract = info.path, info.manifest, info.contract
-            self.signer = info.signer
+            self.signer, self.files_hashed = info.signer, info.files_hashed
         else:
             self.path = resolve_bundle(bundle_dir)
             self.manifest = read_manifest(self.path)
@@ -215,7 +241,7 @@ class BundlePolicy:
         """
         t0 = time.perf_counter()
         policy = cls.__new__(cls)  # skips __init__: nothing on disk is a bundle to verify yet
-        policy.signer, policy.staged = None, True
+        policy.signer, policy.staged, policy.files_hashed = None, True, 0
         policy.path = Path(staging_dir).resolve()
         if (policy.path / MANIFEST_NAME).exists():
             raise BundleError(
@@ -231,8 +257,7 @@ class BundlePolicy:
         self, providers: Sequence[str] | None, intra_op_threads: int | None, allow_spinning: bool, t0: float
     ) -> None:
         """Tokenizer and onnxruntime session for the (already checked) ``self.manifest``."""
-        import onnxruntime as ort
-
+        ort = import_onnxruntime()
         m = self.manifest
         self.tokenizer = InstructionTokenizer(self.path / m["instruction"]["tokenizer"], m["instruction"])
         self.chunk_size = int(m["action"]["chunk_size"])
@@ -244,16 +269,12 @@ class BundlePolicy:
         # ORT's worker threads otherwise spin after every run: on a robot PC that also captures
         # cameras and runs the control loop (or the twin), that steals the CPU the 10 Hz loop needs.
         opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if allow_spinning else "0")
-        self.providers = select_providers(providers)
-        cache = (
-            Path(os.environ.get("SIMBRIDGE_CACHE", Path.home() / ".cache" / "simbridge"))
-            / "trt"
-            / self.bundle_id
-        )
+        requested = select_providers(providers)
+        cache = cache_root() / "trt" / self.bundle_id
         model_path = self.path / m["model"]["file"]
         try:
             self.session = ort.InferenceSession(
-                str(model_path), sess_options=opts, providers=_provider_options(self.providers, cache)
+                str(model_path), sess_options=opts, providers=_provider_options(requested, cache)
             )
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
             raise BundleError(f"onnxruntime cannot load {model_path}: {exc}") from None
@@ -261,6 +282,12 @@ class BundlePolicy:
         self.providers = list(self.session.get_providers())
         self._check_io()
         self.load_seconds = time.perf_counter() - t0
+        dropped = [p for p in requested if p not in self.providers]
+        if dropped:  # onnxruntime-gpu lists CUDA even where no GPU or CUDA library answers
+            log.warning("bundle %s: %s could not be used (no GPU, or its CUDA libraries are missing)",
+                        self.bundle_id, ", ".join(dropped))  # fmt: skip
+        log.info("bundle %s runs on %s (loaded in %.2f s, %d file(s) hashed)", self.bundle_id,
+                 self.providers[0], self.load_seconds, self.files_hashed)  # fmt: skip
 
     # -- spec.Policy ---------------------------------------------------------------------
 

@@ -250,6 +250,8 @@ def test_execution_providers(exported) -> None:
     auto = select_providers()
     assert auto[-1] == "CPUExecutionProvider"
     assert auto == [p for p in PREFERRED_PROVIDERS if p in ort.get_available_providers()]
+    # CUDA when this build has it, else CPU; TensorRT (minutes of engine building) only when asked for.
+    assert PREFERRED_PROVIDERS == ("CUDAExecutionProvider", "CPUExecutionProvider")
     with pytest.raises(BundleError, match=r"\['FooExecutionProvider'\] are not in this onnxruntime build"):
         BundlePolicy(exported[1], providers=["FooExecutionProvider"])
     assert BundlePolicy(exported[1], providers=["CPUExecutionProvider"]).providers == ["CPUExecutionProvider"]
@@ -275,3 +277,14 @@ def _manifest(bundle: Path, edit) -> None:
     m = json.loads((bundle / MANIFEST_NAME).read_text())
     edit(m)
     (bundle / MANIFEST_NAME).write_text(json.dumps(m))
+
+
+def test_the_log_says_which_provider_runs(exported, caplog) -> None:
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="simbridge.deploy"):
+        policy = BundlePolicy(exported[1])
+    runs = [r.getMessage() for r in caplog.records if " runs on " in r.getMessage()]
+    assert runs == [f"bundle {policy.bundle_id} runs on {policy.providers[0]} "
+                    f"(loaded in {policy.load_seconds:.2f} s, {policy.files_hashed} file(s) hashed)"]  # fmt: skip
+    assert policy.providers[0] in ("CUDAExecutionProvider", "CPUExecutionProvider")
