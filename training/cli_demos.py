@@ -4,6 +4,7 @@
     simbridge demos --episodes 50 --split train --seed 1000 --out runs/demos/train.zarr   # appends
     simbridge demos --episodes 20 --keep-failures --noise 0.1 --out runs/demos/noisy.zarr
     simbridge demos --episodes 100 --dart 0.01 --out runs/demos/dart.zarr   # train with data.action_label=policy_action
+    simbridge demos --episodes 40 --expert-style gated --out runs/demos/gated.zarr   # the original expert
 
 Episode ``i`` uses seed ``seed + i`` (failed seeds are skipped and counted unless
 ``--keep-failures``), so demos never overlap an evaluation that starts at a later seed
@@ -20,6 +21,7 @@ import argparse
 import sys
 from dataclasses import field
 from pathlib import Path
+from typing import Literal
 
 from simbridge.data.cli_config import add_config_arguments, config_from_args, field_dest
 from simbridge.data.config import config
@@ -47,6 +49,9 @@ class DemosConfig:
     #: DART: execute the expert's action plus Gaussian noise of this std (m / rad) and record the clean one
     #: as policy_action (SFT: data.action_label=policy_action).
     dart: float = 0.0
+    #: The scripted expert: "funnel" (labels that vary smoothly with the scene) or "gated" (the
+    #: original hover-then-descend expert; stores recorded before 2026-12-03 used it).
+    expert_style: Literal["funnel", "gated"] = "funnel"
     #: Show a progress bar.
     progress: bool = True
 
@@ -92,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
         result = write_expert_demos(
             cfg.out, cfg.episodes, spec=cfg.env, seed=cfg.seed, keep_failures=cfg.keep_failures,
             expert_noise_std=cfg.noise, execution_noise_std=cfg.dart, progress=cfg.progress,
+            expert_style=cfg.expert_style,
         )  # fmt: skip
     except EnvUnavailable as exc:
         print(f"simbridge demos: simulator unavailable: {exc}", file=sys.stderr)

@@ -251,10 +251,11 @@ def test_cli_demos_writes_and_appends_expert_episodes(tmp_path, capsys):
     common = ["--out", str(store), "--obs-mode", "state", "--camera-size", "32", "--no-progress"]
     assert simbridge(["demos", "--episodes", "1", "--seed", "0", *common]) == 0
     assert "wrote 1 episode(s)" in capsys.readouterr().out
-    assert simbridge(["demos", "--episodes", "1", "--seed", "5", *common]) == 0  # appends
+    assert simbridge(["demos", "--episodes", "1", "--seed", "5", "--expert-style", "gated", *common]) == 0  # appends
     demos = EpisodeStore(store)
     assert len(demos) == 2
     assert [demos.meta(i).seed for i in range(2)] == [0, 5]
+    assert [demos.meta(i).extra["expert_style"] for i in range(2)] == ["funnel", "gated"]
     assert all(demos.meta(i).success and demos.meta(i).split == "train" for i in range(2))
     assert demos.episode(1)["image_scene"].shape[1:] == (32, 32, 3)
 
