@@ -21,6 +21,7 @@ from typing import Literal
 from simbridge.data.config import config
 from simbridge.deploy.chunking import ChunkingConfig
 from simbridge.training.envs.spec import SimEnvSpec
+from simbridge.training.models.adapters import LoRAOptions
 from simbridge.training.renamed_keys import renamed_keys
 
 PlacementMode = Literal["collocated", "disaggregated", "hybrid"]
@@ -33,7 +34,12 @@ class ClusterConfig:
     address: str | None = None
     #: CPUs given to the local Ray instance (ignored when joining a cluster). ``0``: all cores.
     num_cpus: int = 2
-    num_gpus: int = 0
+    #: GPUs given to the local Ray instance. ``None``: the GPUs torch sees; when there are any and
+    #: no ``*.gpus_per_worker`` is set, the rollout and the actor use them (logged at start).
+    #: ``0``: train on the CPU.
+    num_gpus: int | None = None
+    #: Memory of one GPU in GB for ``--plan`` (None: torch.cuda's, when a GPU is present).
+    gpu_memory_gb: float | None = None
     #: collocated: every worker group shares the same bundle(s) and the rollout is run phase by
     #: phase (env, then inference); disaggregated: every group has its own bundle(s), pipelined;
     #: hybrid: env and rollout on separate bundles (pipelined), the actor takes them all to update.
@@ -44,7 +50,7 @@ class ClusterConfig:
     env_max_restarts: int = 3
 
     def __post_init__(self) -> None:
-        if self.num_cpus < 0 or self.num_gpus < 0:
+        if self.num_cpus < 0 or (self.num_gpus or 0) < 0:
             raise ValueError("num_cpus/num_gpus: must be >= 0")
         if self.env_max_restarts < 0:
             raise ValueError("env_max_restarts: must be >= 0")
@@ -114,12 +120,19 @@ class PolicyConfig:
     init_checkpoint: str | None = None
     #: Sampling temperature during rollouts (RLinf: 1.0 in training).
     temperature: float = 1.0
-    #: Backend-specific keyword arguments (the toy policy's ``hidden``, ``bins``...).
+    #: Backend-specific keyword arguments (the toy policy's ``hidden``, ``bins``...). VLA: config
+    #: overrides of a fresh model, and LoRA on a fresh or an ``init_checkpoint`` model: ``lora_rank``,
+    #: ``lora_alpha``, ``lora_dropout``, ``lora_targets`` ("q_proj,v_proj") and ``lora_trainable``
+    #: (modules training next to the adapters; default "value_head,action_queries,regression_head").
     kwargs: dict[str, float | int | str | bool] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.temperature <= 0:
             raise ValueError("temperature: must be > 0")
+        try:
+            LoRAOptions.from_kwargs(self.kwargs)
+        except ValueError as exc:
+            raise ValueError(f"kwargs: {exc}") from None
 
 
 @config
@@ -145,6 +158,10 @@ class ActorConfig:
     max_grad_norm: float = 1.0
     minibatch_size: int = 64
     update_epochs: int = 1
+    #: "bf16": autocast to bfloat16 in the update (weights, gradients and Adam state stay float32).
+    precision: Literal["fp32", "bf16"] = "fp32"
+    #: Recompute the LM's and the vision towers' activations in the backward pass (less memory).
+    gradient_checkpointing: bool = False
 
     def __post_init__(self) -> None:
         if self.lr <= 0 or self.value_lr <= 0:

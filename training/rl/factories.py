@@ -99,11 +99,21 @@ class PolicyBackend:
 
 
 def _build_vla(cfg: PolicyConfig, contract: PolicyContract, seed: int) -> Any:
+    """A fresh policy (``kwargs``: config overrides) or ``init_checkpoint``; LoRA on either when
+    ``kwargs.lora_rank`` > 0 (the checkpoint's own adapters are kept when their rank matches)."""
+    from simbridge.training.models.adapters import apply_lora, split_lora_kwargs
+
+    lora, overrides = split_lora_kwargs(cfg.kwargs)
     if cfg.init_checkpoint:
-        return _load_vla(cfg.init_checkpoint)
+        return apply_lora(_load_vla(cfg.init_checkpoint), lora)
     from simbridge.training.models import build_policy
 
-    return build_policy(family=cfg.family, preset=cfg.preset, contract=contract, seed=seed, **cfg.kwargs)
+    if not lora.rank:
+        return build_policy(family=cfg.family, preset=cfg.preset, contract=contract, seed=seed, **overrides)
+    # A fresh model's projector and heads are random: everything outside the LM and the towers trains.
+    return build_policy(family=cfg.family, preset=cfg.preset, contract=contract, seed=seed, lora_rank=lora.rank,
+                        lora_alpha=lora.alpha, lora_dropout=lora.dropout, lora_targets=list(lora.targets),
+                        **overrides)  # fmt: skip
 
 
 def _load_vla(path: str | Path) -> Any:

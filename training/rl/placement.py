@@ -16,12 +16,16 @@ cluster *before* anything starts and raises :class:`ResourceShortfall` naming wh
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from simbridge.data.spec import PolicyContract
 from simbridge.training.rl.config import RLConfig
+from simbridge.training.rl.paths import RunDirUnreachable
+
+log = logging.getLogger(__name__)
 
 
 class ResourceShortfall(RuntimeError):
@@ -145,8 +149,13 @@ class WorkerGroups:
             time.sleep(0.05)
 
 
-def create_worker_groups(cfg: RLConfig, contract: PolicyContract, episodic: bool, ready_timeout_s: float = 120.0):
-    """Check resources, reserve the placement group and start every worker (blocking until ready)."""
+def create_worker_groups(cfg: RLConfig, contract: PolicyContract, episodic: bool, ready_timeout_s: float = 120.0,
+                         run_dir: str | None = None):  # fmt: skip
+    """Check resources, reserve the placement group and start every worker (blocking until ready).
+
+    With ``run_dir`` every worker first checks it can write and read it; one that cannot fails
+    here with :class:`~.paths.RunDirUnreachable`'s message (host, directory, fix).
+    """
     import ray
     from ray.util.placement_group import placement_group
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
@@ -177,25 +186,49 @@ def create_worker_groups(cfg: RLConfig, contract: PolicyContract, episodic: bool
             max_restarts=cfg.cluster.env_max_restarts,
             max_task_retries=0,  # a crashed step is not replayed: its episode is dropped
             scheduling_strategy=strategy(plan.env_bundles[i]),
-        ).remote(cfg, i, episodic, plan.shares["env"])
+        ).remote(cfg, i, episodic, plan.shares["env"], run_dir)
         for i in range(cfg.env.num_workers)
     ]
     rollout = (
         ray.remote(RolloutWorker)
         .options(num_cpus=plan.shares["rollout"], num_gpus=plan.gpu_shares["rollout"],
                  scheduling_strategy=strategy(plan.rollout_bundle))
-        .remote(cfg, contract, plan.shares["rollout"], plan.gpu_shares["rollout"])
+        .remote(cfg, contract, plan.shares["rollout"], plan.gpu_shares["rollout"], run_dir)
     )
     actor = (
         ray.remote(ActorWorker)
         .options(num_cpus=plan.shares["actor"], num_gpus=plan.gpu_shares["actor"],
                  scheduling_strategy=strategy(plan.actor_bundle))
-        .remote(cfg, contract, plan.shares["actor"], plan.gpu_shares["actor"])
+        .remote(cfg, contract, plan.shares["actor"], plan.gpu_shares["actor"], run_dir)
     )
     groups = WorkerGroups(env_workers, rollout, actor, pg, plan)
     try:
-        ray.get([w.ping.remote() for w in env_workers])
+        ray.get([w.ping.remote() for w in [*env_workers, rollout, actor]])
+    except ray.exceptions.RayActorError as exc:
+        groups.shutdown()
+        cause = str(exc)
+        if "RunDirUnreachable" in cause:  # the worker's own message, not Ray's wrapping of it
+            line = next(ln for ln in cause.splitlines() if "cannot write and read the run directory" in ln)
+            raise RunDirUnreachable(line.split("RunDirUnreachable: ", 1)[-1].strip()) from None
+        raise
     except Exception:
         groups.shutdown()
         raise
     return groups
+
+
+def use_visible_gpus(cfg: RLConfig, visible: int) -> RLConfig:
+    """``cluster.num_gpus`` unset (None): the ``visible`` GPUs of this machine. When there are any and
+    no worker asks for one, the rollout and the actor get them (logged); ``0`` keeps the CPU."""
+    if cfg.cluster.num_gpus is not None:
+        return cfg
+    cluster = replace(cfg.cluster, num_gpus=int(visible))
+    if visible <= 0 or cfg.rollout.gpus_per_worker > 0 or cfg.actor.gpus_per_worker > 0:
+        return replace(cfg, cluster=cluster)
+    # hybrid: the actor shares the rollout's GPU; collocated: one shared GPU; disaggregated: one each
+    # (or half of the one GPU each).
+    each = 1.0 if cfg.cluster.placement != "disaggregated" or visible >= 2 else 0.5
+    rollout, actor = replace(cfg.rollout, gpus_per_worker=each), replace(cfg.actor, gpus_per_worker=each)
+    log.info("cluster.num_gpus unset and %d GPU(s) visible: the rollout and the actor run on them (%g GPU each, "
+             "placement %s); set cluster.num_gpus=0 to train on the CPU", visible, each, cfg.cluster.placement)
+    return replace(cfg, cluster=cluster, rollout=rollout, actor=actor)

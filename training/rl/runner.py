@@ -2,7 +2,8 @@
 
 One iteration (RLinf's loop)::
 
-    sync      actor --weights (version v)--> rollout      (the rollout refuses other versions)
+    sync      actor --trainable weights (version v)--> rollout  (the rollout refuses other versions;
+              sync/bytes and time/sync are logged)
     rollout   env workers <--obs / actions--> rollout worker, pipelined over env stages
     update    actor: advantages (GAE / group-normalised) + PPO / GRPO update   -> version v + 1
     log       metrics.jsonl + TensorBoard; checkpoint every ``runner.checkpoint_every``
@@ -46,7 +47,8 @@ from simbridge.data.config import ConfigError
 from simbridge.data.runs import RunDir
 from simbridge.training.rl.algorithms import ALGORITHMS
 from simbridge.training.rl.config import RLConfig
-from simbridge.training.rl.placement import ResourceShortfall, create_worker_groups
+from simbridge.training.rl.paths import absolute_paths
+from simbridge.training.rl.placement import ResourceShortfall, create_worker_groups, use_visible_gpus
 from simbridge.training.rl.rollout import RolloutCollector, RolloutStats
 
 log = logging.getLogger(__name__)
@@ -119,6 +121,11 @@ def train(cfg: RLConfig) -> Path:
     import ray
 
     started = time.perf_counter()
+    cfg = absolute_paths(cfg)  # workers on other nodes resolve relative paths against their own cwd
+    if cfg.cluster.address is None:
+        import torch
+
+        cfg = use_visible_gpus(cfg, torch.cuda.device_count())
 
     algorithm_cls = ALGORITHMS.get(cfg.algorithm.name)
     if algorithm_cls is None:
@@ -141,8 +148,12 @@ def train(cfg: RLConfig) -> Path:
     groups = None
     try:
         contract = env_contract(cfg.env)
-        groups = create_worker_groups(cfg, contract, episodic=algorithm_cls.episodic)
         run = RunDir(cfg.runner.resume, config=cfg) if resume_from else RunDir.create(cfg.runner.root, cfg.runner.name, cfg)
+        try:
+            groups = create_worker_groups(cfg, contract, episodic=algorithm_cls.episodic, run_dir=str(run.path))
+        except BaseException:
+            run.close()
+            raise
         start = 0
         if resume_from is not None:
             start = resume_from.iteration

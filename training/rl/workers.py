@@ -1,13 +1,15 @@
 """The three worker groups of an RL run (RLinf's design): env, rollout and actor workers.
 
 They are plain classes, made Ray actors by :mod:`simbridge.training.rl.placement`, so they
-can also be used in-process (tests, debugging).
+can also be used in-process (tests, debugging). Given the run directory, each checks at start
+that it can write and read it (:func:`.paths.check_run_dir`).
 
 * :class:`EnvWorker` holds ``envs_per_worker`` environments split into
   ``pipeline_stage_num`` stages and steps one stage at a time (action chunks of ``K``
   actions, shaped reward, auto-reset or freeze at episode end, seeded resets).
-* :class:`RolloutWorker` holds the current weights (with their version) and turns a stage's
-  observations into sampled actions, tokens, log-probs and values.
+* :class:`RolloutWorker` holds the current weights (with their version; synced as trainable
+  tensors only, :mod:`.weight_sync`) and turns a stage's observations into sampled actions,
+  tokens, log-probs and values.
 * :class:`ActorWorker` holds the trainable policy and the optimizer, runs the algorithm's
   update and writes checkpoints.
 """
@@ -23,13 +25,16 @@ import numpy as np
 import torch
 
 from simbridge.data.spec import Observation, PolicyContract
+from simbridge.training.models.precision import configure_training
 from simbridge.training.rl.algorithms import build_algorithm
 from simbridge.training.rl.batch import RolloutBatch
 from simbridge.training.rl.buffer import ColumnLayout
 from simbridge.training.rl.config import RLConfig
 from simbridge.training.rl.factories import build_rl_policy, load_rl_policy, make_rl_env
+from simbridge.training.rl.paths import check_run_dir
 from simbridge.training.rl.ppo import is_critic_parameter
 from simbridge.training.rl.records import EpisodeRecord, RolloutRecord, StageResult
+from simbridge.training.rl.weight_sync import WeightPayload, apply_payload, make_payload
 
 
 class EnvStageNotReset(RuntimeError):
@@ -80,7 +85,9 @@ def pad_text_inputs(policy: Any, batch: dict[str, torch.Tensor]) -> dict[str, to
 class EnvWorker:
     """Environments ``[index * E, (index + 1) * E)`` of the run, stepped stage by stage."""
 
-    def __init__(self, cfg: RLConfig, index: int, episodic: bool, cpus: float = 1.0):
+    def __init__(self, cfg: RLConfig, index: int, episodic: bool, cpus: float = 1.0, run_dir: str | None = None):
+        if run_dir is not None:
+            check_run_dir(run_dir, f"env worker {index}")
         _set_threads(cpus)
         self.cfg = cfg
         self.index = index
@@ -205,19 +212,29 @@ class EnvWorker:
 class RolloutWorker:
     """Inference with the latest synced weights; sampling is seeded per call for reproducibility."""
 
-    def __init__(self, cfg: RLConfig, contract: PolicyContract, cpus: float = 1.0, gpus: float = 0.0):
+    def __init__(self, cfg: RLConfig, contract: PolicyContract, cpus: float = 1.0, gpus: float = 0.0,
+                 run_dir: str | None = None):  # fmt: skip
+        if run_dir is not None:
+            check_run_dir(run_dir, "rollout worker")
         _set_threads(cpus)
         self.cfg = cfg
         self.device = _device(gpus)
         self.policy = build_rl_policy(cfg.policy, contract, seed=cfg.runner.seed).to(self.device)
         self.version = -1
 
+    def ping(self) -> str:
+        return "rollout"
+
     def chunk_size(self) -> int:
         """Actions per policy call (K): the env workers execute the whole chunk."""
         return int(self.policy.contract.chunk_size)
 
-    def set_weights(self, weights: tuple[int, dict[str, torch.Tensor]]) -> int:
-        """Load ``(version, state_dict)`` from :meth:`ActorWorker.get_weights`; returns the version."""
+    def set_weights(self, weights: WeightPayload | tuple[int, dict[str, torch.Tensor]]) -> int:
+        """Load :meth:`ActorWorker.get_weights`' payload (its trainable tensors; or a whole
+        ``(version, state_dict)``); returns the version now held."""
+        if isinstance(weights, WeightPayload):
+            self.version = apply_payload(self.policy, weights, self.version)
+            return self.version
         version, state_dict = weights
         self.policy.load_state_dict(state_dict)
         self.version = int(version)
@@ -257,16 +274,21 @@ class RolloutWorker:
 class ActorWorker:
     """The trainable policy, its optimizer and the algorithm's update."""
 
-    def __init__(self, cfg: RLConfig, contract: PolicyContract, cpus: float = 1.0, gpus: float = 0.0):
+    def __init__(self, cfg: RLConfig, contract: PolicyContract, cpus: float = 1.0, gpus: float = 0.0,
+                 run_dir: str | None = None):  # fmt: skip
+        if run_dir is not None:
+            check_run_dir(run_dir, "actor worker")
         self.cpus = cpus
         _set_threads(cpus)
         self.cfg = cfg
         self.device = _device(gpus)
         self.policy = build_rl_policy(cfg.policy, contract, seed=cfg.runner.seed).to(self.device)
+        configure_training(self.policy, cfg.actor.precision, cfg.actor.gradient_checkpointing)
         self.algorithm = build_algorithm(cfg.algorithm, cfg.actor)
         self.optimizer = self._make_optimizer()
         self.version = 0
         self.updates = 0
+        self.last_sync: dict[str, float] = {}  # what the last get_weights sent (logged with the update)
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
         value, other = [], []
@@ -278,8 +300,14 @@ class ActorWorker:
             groups.append({"params": value, "lr": self.cfg.actor.value_lr})
         return torch.optim.Adam(groups, eps=1e-5)
 
-    def get_weights(self) -> tuple[int, dict[str, torch.Tensor]]:
-        return self.version, {k: v.detach().cpu().clone() for k, v in self.policy.state_dict().items()}
+    def ping(self) -> str:
+        return "actor"
+
+    def get_weights(self) -> WeightPayload:
+        """The trainable tensors at the current version (:mod:`.weight_sync`)."""
+        payload = make_payload(self.policy, self.version)
+        self.last_sync = {"sync/bytes": float(payload.nbytes), "sync/tensors": float(len(payload.tensors))}
+        return payload
 
     def update(self, batch: RolloutBatch, threads: float | None = None) -> dict[str, float]:
         """One algorithm update on ``batch``; bumps the weights version."""
@@ -293,6 +321,7 @@ class ActorWorker:
         self.version += 1
         _set_threads(self.cpus)
         metrics["update_time"] = time.perf_counter() - t0
+        metrics.update(self.last_sync)
         return metrics
 
     def save(self, run_dir: str, iteration: int, metrics: dict, extra: dict) -> str:
