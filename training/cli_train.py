@@ -8,7 +8,8 @@ Each trainer is a module in :data:`TRAINERS` defining ``CONFIG`` (its config dat
 optionally ``ALIASES`` (field path -> extra flag spellings) and ``run_config(cfg) -> int``; only
 the chosen one is imported (the RL runner pulls in Ray). Its options are ``--config FILE``, one
 flag per key of ``CONFIG`` and ``key=value`` overrides (:mod:`simbridge.data.cli_config`), plus
-``--print-config`` to print the resolved config and exit. ``train ppo`` / ``train grpo`` set
+``--print-config`` to print the resolved config and exit, and ``--plan`` to print the memory plan
+(:mod:`simbridge.training.memory_plan`) and exit, refusing a config that cannot fit. ``train ppo`` / ``train grpo`` set
 ``algorithm.name`` over the config files.
 """
 
@@ -44,6 +45,9 @@ def add_trainer_arguments(parser: argparse.ArgumentParser, trainer: str) -> None
     module = trainer_module(trainer)
     add_config_arguments(parser, module.CONFIG, aliases=getattr(module, "ALIASES", None))
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    parser.add_argument("--plan", action="store_true",
+                        help="print the GPU memory plan per worker group (parameters, gradients, optimizer, "
+                             "activations, KV cache) and exit; exit 2 when it cannot fit")  # fmt: skip
 
 
 def run_trainer(trainer: str, args: argparse.Namespace) -> int:
@@ -58,6 +62,10 @@ def run_trainer(trainer: str, args: argparse.Namespace) -> int:
     if args.print_config:
         print(to_yaml(cfg), end="")
         return 0
+    if getattr(args, "plan", False):
+        from simbridge.training.memory_plan import run_plan
+
+        return run_plan(trainer, cfg)
     return int(module.run_config(cfg) or 0)
 
 
