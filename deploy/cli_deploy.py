@@ -60,8 +60,10 @@ class DeployConfig:
     params: Path | None = None
     #: The FR3's address (franka.robot_ip; required on the robot).
     robot_ip: str = ""
-    #: Camera device index, video file or URL (camera.source; with --sim: the twin's cameras).
+    #: Source (device index, video file or URL) of the first camera (with --sim: the twin's cameras).
     camera: str = ""
+    #: A source per camera of the bundle's contract, NAME=SOURCE (e.g. scene=0 wrist=/dev/video4).
+    camera_sources: list[str] = field(default_factory=list)
     #: Policy bundle directory, or an export directory with a 'latest' pointer.
     bundle: str = ""
     #: Public keys (PEM) of trusted exporters: only bundles signed by one of them run.
@@ -116,6 +118,7 @@ def plan_deploy(cfg: DeployConfig, node_sets: Sequence[str] = ()) -> tuple[Plan,
         "trusted_keys": " ".join(cfg.trusted_keys),
         "params_file": str(cfg.params) if cfg.params else "",
         ("cameras" if cfg.sim else "camera"): cfg.camera,
+        "camera_sources": " ".join(cfg.camera_sources),
     }
     planned = plan(graph, {k: v for k, v in launch_args.items() if v},
                    without=set() if cfg.logger else {"logger"})
@@ -137,7 +140,8 @@ def check_bundles(planned: Plan, extra: dict[str, dict[str, Any]]) -> list[str]:
     """Verify every bundle this run would load (the policy's, the protocol's) before any node starts:
     a refused bundle is one line and exit 1, not a traceback after the arm connected.
     Returns the bundles checked."""
-    from simbridge.deploy.bundle import check_bundle
+    from simbridge.deploy.bundle import BundleError, check_bundle
+    from simbridge.deploy.remote_policy import RemotePolicy, is_server_url
 
     names = planned.names
     policy = node_parameters(planned.params_file, "policy",
@@ -152,7 +156,13 @@ def check_bundles(planned: Plan, extra: dict[str, dict[str, Any]]) -> list[str]:
         protocol = load_protocol(orchestrator["protocol"], [o for o in orchestrator.get("protocol_overrides", []) if o])
         bundles += list(protocol.policies.values())
     for bundle in bundles:
-        check_bundle(bundle, trusted_keys=keys)
+        if is_server_url(bundle):  # a policy server: it must answer the handshake now
+            if keys:
+                raise BundleError(f"{bundle} is a policy server: trusted_keys verify signed bundles only; "
+                                  "deploy a signed bundle, or drop trusted_keys to use the server")
+            RemotePolicy(bundle).close()
+        else:
+            check_bundle(bundle, trusted_keys=keys)
     return bundles
 
 
@@ -189,7 +199,7 @@ def build_nodes(planned: Plan, extra: dict[str, dict[str, Any]] | None = None, c
                 params["robot_ip"] = nodes[0].hostname  # in one process the twin is up already
             try:
                 nodes.append(
-                    classes[name](
+                    classes[planned_node.executable](
                         name=name,
                         context=context,
                         parameter_overrides=[Parameter(k, value=v) for k, v in params.items()],
@@ -208,11 +218,11 @@ def build_nodes(planned: Plan, extra: dict[str, dict[str, Any]] | None = None, c
 
 def close_nodes(nodes: list) -> None:
     """Close in reverse start order: stop the arm before the twin/robot goes away."""
+    from simbridge_ros.common import close_node
+
     for node in reversed(nodes):
-        close = getattr(node, "close", None)
         try:
-            if close is not None:
-                close()
+            close_node(node)
         finally:
             node.destroy_node()
 
@@ -288,10 +298,11 @@ def run_processes(cfg: DeployConfig, node_sets: Sequence[str] = ()) -> int:
 def preflight(planned: Plan, extra: dict[str, dict[str, Any]]) -> bool:
     """check_bundles with the refusal as one line on stderr (False: do not start anything)."""
     from simbridge.deploy.bundle import BundleError
+    from simbridge.deploy.remote_policy import PolicyServerError
 
     try:
         check_bundles(planned, extra)
-    except BundleError as err:
+    except (BundleError, PolicyServerError) as err:
         print(f"simbridge deploy: refused bundle: {err}", file=sys.stderr)
         return False
     return True

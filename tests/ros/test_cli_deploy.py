@@ -86,6 +86,15 @@ def test_deploy_refuses_a_bad_bundle_in_one_line_before_any_node_starts(tmp_path
         assert out.returncode == 1, out.stdout + out.stderr
         assert out.stderr.strip().count("\n") == 0 and "refused bundle" in out.stderr and "manifest" in out.stderr
         assert "Traceback" not in out.stderr and "running" not in out.stdout and "starting" not in out.stdout
+    # A policy server (simbridge serve) that does not answer is refused the same way, naming it.
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    out = simbridge("deploy", "--sim", "--bundle", f"ws://127.0.0.1:{port}", timeout=60)
+    assert out.returncode == 1 and "refused bundle" in out.stderr and str(port) in out.stderr, out.stderr
+    assert out.stderr.strip().count("\n") == 0 and "Traceback" not in out.stderr
     protocol = tmp_path / "protocol.yaml"
     protocol.write_text(f"name: x\npolicies: {{sft: '{bundle_dir}', rl: '{bad}'}}\nconditions:\n  - {{name: base}}\n")
     out = simbridge("deploy", "--sim", "--protocol", str(protocol), timeout=60)

@@ -68,3 +68,27 @@ def test_joint_states_hold_seven_joints_and_the_gripper_width() -> None:
     assert width == pytest.approx(0.06)
     assert from_stamp(to_stamp(1234.999999999)) == pytest.approx(1234.999999999, abs=2e-9)
     assert from_stamp(to_stamp(1.9999999999)) == pytest.approx(2.0, abs=2e-9)  # rounding carries into sec
+
+
+def test_spin_nodes_closes_each_node_once_and_a_later_close_nodes_does_not_repeat_it(ros_context) -> None:
+    """spin_nodes closes on its way out; ``simbridge deploy``'s cleanup (close_nodes) reaches the
+    same nodes again: close() must run exactly once per node, and the nodes keep their own close."""
+    from rclpy.node import Node
+    from simbridge_ros.common import spin_nodes
+
+    from simbridge.deploy.cli_deploy import close_nodes
+
+    class Counting(Node):
+        def __init__(self, name: str) -> None:
+            super().__init__(name, context=ros_context)
+            self.closed = 0
+
+        def close(self) -> None:
+            self.closed += 1
+
+    nodes = [Counting("close_once_a"), Counting("close_once_b")]
+    spin_nodes(nodes, context=ros_context, should_stop=lambda: True)
+    assert [n.closed for n in nodes] == [1, 1]
+    close_nodes(nodes)
+    assert [n.closed for n in nodes] == [1, 1]
+    assert all("close" not in vars(n) for n in nodes)  # the method is not replaced by a no-op

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 from geometry_msgs.msg import PoseStamped
-from rclpy.executors import MultiThreadedExecutor
+from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image, JointState
@@ -205,11 +205,22 @@ def json_msg(**fields) -> String:
 # --- running ---------------------------------------------------------------------------------------
 def spin_nodes(nodes: Sequence[Node], context=None, threads: int | None = None,
                should_stop: Callable[[], bool] | None = None) -> None:
-    """Spin ``nodes`` on one MultiThreadedExecutor until shutdown (Ctrl-C) or ``should_stop()``.
+    """Spin ``nodes`` until shutdown (Ctrl-C) or ``should_stop()``.
+
+    Several nodes, or a node with ``concurrent_callbacks = True`` (franka: the e-stop must run while
+    a motion callback blocks; orchestrator: it awaits services from a callback), get a
+    MultiThreadedExecutor. A lone node whose callbacks share the default mutually exclusive group
+    gets a SingleThreadedExecutor: the same ordering, and no busy loop. (rclpy's multi-threaded
+    spin_once re-yields a task that a pool thread has not started yet, so a process whose pool
+    threads are starved of CPU spins at 100% resubmitting it; seen with the policy and logger
+    processes under a loaded machine.)
 
     On the way out every node's ``close()`` runs (stop the arm, join capture threads, commit the
     open episode) while the executor still exists, then the executor shuts down."""
-    executor = MultiThreadedExecutor(num_threads=threads or max(4, len(nodes) + 2), context=context)
+    if len(nodes) > 1 or any(getattr(n, "concurrent_callbacks", False) for n in nodes):
+        executor = MultiThreadedExecutor(num_threads=threads or max(4, len(nodes) + 2), context=context)
+    else:
+        executor = SingleThreadedExecutor(context=context)
     for node in nodes:
         executor.add_node(node)
     try:
@@ -218,14 +229,22 @@ def spin_nodes(nodes: Sequence[Node], context=None, threads: int | None = None,
     finally:
         for node in reversed(list(nodes)):
             executor.remove_node(node)
-            close = getattr(node, "close", None)
-            if close is not None:
-                try:
-                    close()
-                except Exception as err:  # keep closing the others (the arm must still be stopped)
-                    node.get_logger().error(f"close failed: {err}")
-            node.close = lambda: None  # closed once
+            try:
+                close_node(node)
+            except Exception as err:  # keep closing the others (the arm must still be stopped)
+                node.get_logger().error(f"close failed: {err}")
         executor.shutdown(timeout_sec=5.0)
+
+
+def close_node(node: Node) -> None:
+    """Run ``node.close()`` once: spin_nodes closes on its way out, and whoever built the nodes
+    (``simbridge deploy``) closes them again in its own cleanup; the second call does nothing."""
+    if getattr(node, "_simbridge_closed", False):
+        return
+    node._simbridge_closed = True
+    close = getattr(node, "close", None)
+    if close is not None:
+        close()
 
 
 def run_node(factory: Callable[..., Node], args: Sequence[str] | None = None,

@@ -69,6 +69,9 @@ def publisher_gid(info: dict | None) -> bytes | None:
 
 
 class FrankaNode(Node):
+    #: spin_nodes gives this node a multi-threaded executor (callbacks in their own groups).
+    concurrent_callbacks = True
+
     def __init__(self, robot: Any | None = None, *, name: str = "franka", clock: Callable[[], float] = time.time,
                  **node_kwargs) -> None:
         super().__init__(name, **node_kwargs)

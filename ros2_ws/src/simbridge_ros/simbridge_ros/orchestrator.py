@@ -67,6 +67,9 @@ class EvalError(RuntimeError):
 
 
 class OrchestratorNode(Node):
+    #: spin_nodes gives this node a multi-threaded executor (callbacks in their own groups).
+    concurrent_callbacks = True
+
     def __init__(self, protocol: ProtocolConfig | None = None, *, name: str = "orchestrator",
                  prompt: Callable[[str], str] = input, autostart: bool | None = None, **node_kwargs) -> None:
         super().__init__(name, **node_kwargs)
