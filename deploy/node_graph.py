@@ -12,6 +12,10 @@ ignored. :func:`write_overrides` writes the arguments under each node's own name
 node section beats an earlier one's, so an argument given on the command line always wins over
 the YAML. An argument left empty keeps the parameter file's value.
 
+Cameras come from the bundle's contract (:mod:`simbridge.deploy.graph_cameras`): the robot graph
+starts one ``camera_<name>`` node per contract camera (sources from ``camera_sources`` / ``camera`` /
+the parameter file), the twin renders the contract's cameras, and the logger records them.
+
 No ROS import here: the plan is plain data, testable without ROS and read by both launchers.
 """
 
@@ -25,6 +29,13 @@ from typing import Any
 import yaml
 
 from simbridge.data.config import ConfigError
+from simbridge.deploy.graph_cameras import (
+    GraphCameras,
+    camera_node,
+    graph_cameras,
+    parse_camera_sources,
+    robot_camera_overrides,
+)
 
 #: The repository's launch folder (parameter files, protocols) in a checkout / editable install.
 LAUNCH_DIR = Path(__file__).resolve().parents[1] / "launch"
@@ -49,9 +60,12 @@ class NodeSpec:
     when: str | None = None
     #: Let the node read the terminal (the operator answers the orchestrator's success prompt).
     tty: bool = False
+    #: One node per camera of the run, named ``<name>_<camera>`` (``camera_scene``, ``camera_wrist``).
+    per_camera: bool = False
 
 
-Bind = Callable[[Mapping[str, str]], dict[str, dict[str, Any]]]
+#: (launch arguments, the run's cameras, base parameter file) -> ``{node: {parameter: typed value}}``.
+Bind = Callable[[Mapping[str, str], GraphCameras, Path], dict[str, dict[str, Any]]]
 
 
 @dataclass(frozen=True)
@@ -63,6 +77,8 @@ class Graph:
     nodes: tuple[NodeSpec, ...]
     #: Launch arguments (strings) -> ``{node: {parameter: typed value}}``; empty arguments are left out.
     bind: Bind = field(repr=False)
+    #: Where the cameras come from without a readable bundle: ``(launch argument, (node, parameter))``.
+    cameras_from: tuple[str, tuple[str, str]] = ("", ("logger", "cameras"))
 
 
 @dataclass(frozen=True)
@@ -91,6 +107,7 @@ class Plan:
     graph: str
     params_file: Path
     nodes: tuple[PlannedNode, ...]
+    cameras: GraphCameras = field(default_factory=lambda: GraphCameras(()))
 
     @property
     def names(self) -> list[str]:
@@ -148,22 +165,29 @@ def _bind_common(args: Mapping[str, str]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _bind_sim(args: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+def _bind_sim(args: Mapping[str, str], cameras: GraphCameras, params_file: Path) -> dict[str, dict[str, Any]]:
     out = _bind_common(args)
     if args.get("robot_ip"):
         out.setdefault("franka", {})["robot_ip"] = args["robot_ip"]
-    if args.get("cameras"):
-        cameras = _words(args["cameras"])
-        out.setdefault("twin", {})["cameras"] = cameras
-        out.setdefault("logger", {})["cameras"] = cameras
+    if cameras.explicit:  # the `cameras` argument, else the bundle's contract
+        out.setdefault("twin", {})["cameras"] = list(cameras.names)
+        out.setdefault("logger", {})["cameras"] = list(cameras.names)
+    sizes = {cameras.sizes[n] for n in cameras.names if n in cameras.sizes}
+    if len(sizes) > 1:
+        listed = ", ".join(f"{n} {w}x{h}" for n, (h, w) in cameras.sizes.items())
+        raise ConfigError(f"the twin renders every camera at one size, but this run's cameras are {listed} "
+                          f"(from {cameras.origin})")
+    if sizes:
+        out.setdefault("twin", {})["height"], out["twin"]["width"] = sizes.pop()
     return out
 
 
-def _bind_robot(args: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+def _bind_robot(args: Mapping[str, str], cameras: GraphCameras, params_file: Path) -> dict[str, dict[str, Any]]:
     out = _bind_common(args)
     out.setdefault("franka", {})["robot_ip"] = args["robot_ip"]
-    if args.get("camera"):
-        out.setdefault("camera", {})["source"] = args["camera"]  # a device index stays a string ("0")
+    out.update(robot_camera_overrides(args, cameras, params_file))
+    if cameras.explicit:
+        out.setdefault("logger", {})["cameras"] = list(cameras.names)
     return out
 
 
@@ -187,13 +211,15 @@ SIM_GRAPH = Graph(
     params_file="sim.yaml",
     arguments=(
         Argument("robot_ip", "franky-sim address; empty: the address the twin node announces"),
-        Argument("cameras", "twin cameras to render and log, comma separated (default: the parameter file's)"),
+        Argument("cameras", "twin cameras to render and log, comma separated (default: the bundle's contract, "
+                 "else the parameter file's)"),
         *_COMMON_ARGS,
     ),
     # The twin first: the franka node waits for its announcement before connecting.
     nodes=(NodeSpec("twin"), NodeSpec("franka"), NodeSpec("policy"), NodeSpec("teleop", when="teleop"),
            NodeSpec("logger"), NodeSpec("orchestrator", when="protocol")),
     bind=_bind_sim,
+    cameras_from=("cameras", ("twin", "cameras")),
 )
 
 ROBOT_GRAPH = Graph(
@@ -202,12 +228,16 @@ ROBOT_GRAPH = Graph(
     arguments=(
         # Required, no default: a default address could name someone else's arm.
         Argument("robot_ip", "the FR3's FCI address (required)", default=None),
-        Argument("camera", "scene camera: device index, video file or URL (default: the parameter file's)"),
+        Argument("camera", "source of the (first) camera: device index, video file or URL "
+                 "(default: the parameter file's camera_<name>.source)"),
+        Argument("camera_sources", "a source per camera of the bundle's contract, space separated NAME=SOURCE, "
+                 "e.g. 'scene=0 wrist=/dev/video4' (a camera node each: camera_scene, camera_wrist)"),
         *_COMMON_ARGS,
     ),
-    nodes=(NodeSpec("camera"), NodeSpec("franka"), NodeSpec("policy"), NodeSpec("teleop", when="teleop"),
+    nodes=(NodeSpec("camera", per_camera=True), NodeSpec("franka"), NodeSpec("policy"), NodeSpec("teleop", when="teleop"),
            NodeSpec("logger"), NodeSpec("orchestrator", when="protocol", tty=True)),
     bind=_bind_robot,
+    cameras_from=("camera_sources", ("logger", "cameras")),
 )
 
 GRAPHS = {g.name: g for g in (SIM_GRAPH, ROBOT_GRAPH)}
@@ -235,13 +265,24 @@ def plan(graph: Graph, args: Mapping[str, str], launch_dir: Path = LAUNCH_DIR,
         launch_dir / graph.params_file)
     if not params_file.is_file():
         raise ConfigError(f"parameter file {params_file} does not exist (params_file:=...)")
-    overrides = graph.bind(values)
+    cameras = _cameras(graph, values, params_file)
+    overrides = graph.bind(values, cameras, params_file)
     nodes = tuple(
-        PlannedNode(spec.name, spec.name, overrides.get(spec.name, {}), spec.tty)
+        PlannedNode(name, spec.name, overrides.get(name, {}), spec.tty)
         for spec in graph.nodes
         if (spec.when is None or values.get(spec.when)) and spec.name not in without
+        for name in ([camera_node(c) for c in cameras.names] if spec.per_camera else [spec.name])
     )
-    return Plan(graph.name, params_file, nodes)
+    return Plan(graph.name, params_file, nodes, cameras)
+
+
+def _cameras(graph: Graph, values: Mapping[str, str], params_file: Path) -> GraphCameras:
+    argument, default = graph.cameras_from
+    text = values.get(argument, "")
+    named = list(parse_camera_sources(text)) if argument == "camera_sources" else _words(text)
+    # The twin renders what `cameras` names (sizes still from the contract); on the robot the contract
+    # decides and `camera_sources` must name its cameras.
+    return graph_cameras(values, params_file, named=named, default=default, prefer_named=graph.name == "sim")
 
 
 def overrides_yaml(nodes: tuple[PlannedNode, ...] | list[PlannedNode]) -> str:

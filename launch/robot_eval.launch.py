@@ -3,9 +3,13 @@
     ros2 launch simbridge_ros robot_eval.launch.py robot_ip:=172.16.0.2 camera:=0 \
         bundle:=runs/export/ppo/latest instruction:="put the red cube on the green target" \
         protocol:=rl4vla_hardware log_dir:=runs/hardware_eval
+    # a bundle trained on a scene and a wrist camera: a source for each
+    ros2 launch simbridge_ros robot_eval.launch.py robot_ip:=172.16.0.2 bundle:=runs/export/ppo/latest \
+        camera_sources:="scene=0 wrist=/dev/video4"
 
-``robot_ip`` is required (no default could be the right arm). Nodes: camera, franka, policy, logger
-and, with ``protocol``, the evaluation orchestrator, with ``robot.yaml`` as base parameter file and
+``robot_ip`` is required (no default could be the right arm). Nodes: one camera node per camera of
+the bundle's contract (``camera_scene``, ``camera_wrist``), franka, policy, logger and, with
+``protocol``, the evaluation orchestrator, with ``robot.yaml`` as base parameter file and
 the launch arguments on top (``simbridge.deploy.node_graph.ROBOT_GRAPH``, the graph ``simbridge
 deploy`` runs too). When a node exits (e.g. the arm is unreachable) the launch stops with the reason.
 """

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import CameraInfo, Image
-from simbridge_ros.camera import CameraNode
+from simbridge_ros.camera import CameraNode, camera_source
 from simbridge_ros.common import (
     RELIABLE,
     camera_diagnostics_topic,
@@ -84,3 +84,16 @@ def test_camera_node_keeps_retrying_a_missing_device(graph, tmp_path) -> None:
     diag = wait_until(lambda: probe.last.get(camera_diagnostics_topic("wrist")), 5, "diagnostics")
     status = json.loads(diag.data)
     assert status["state"] == "reconnecting" and status["frames"] == 0 and status["last_error"]
+
+
+def test_a_camera_node_per_contract_camera_takes_its_name_from_the_node_and_a_serial_picks_a_realsense(
+        graph, tmp_path) -> None:
+    assert camera_source("", "123") == camera_source("realsense", "123") == "realsense:123"
+    assert camera_source("/dev/video4", "") == "/dev/video4"
+    with pytest.raises(ValueError, match=r"serial '123' names a RealSense camera but source is '0'"):
+        camera_source("0", "123")
+    node = graph.add(CameraNode(name="camera_wrist", context=graph.context, parameter_overrides=[
+        Parameter("source", value=str(tmp_path / "nothing.avi"))]))
+    assert node.cam_name == "wrist" and node.pub_image.topic_name == image_topic("wrist")
+    with pytest.raises(ValueError, match=r"camera 'front' has no source: set camera_front.source"):
+        CameraNode(name="camera_front", context=graph.context, parameter_overrides=[Parameter("source", value="")])

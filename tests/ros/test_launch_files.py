@@ -15,14 +15,33 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+import yaml
 
 from simbridge.data.config import ConfigError
-from simbridge.deploy.node_graph import ROBOT_GRAPH, SIM_GRAPH, plan
+from simbridge.data.spec import CameraSpec, ObservationSpec, PolicyContract
+from simbridge.deploy.bundle import update_latest
+from simbridge.deploy.graph_cameras import executable_of
+from simbridge.deploy.node_graph import ROBOT_GRAPH, SIM_GRAPH, overrides_yaml, plan
 from simbridge.deploy.ros_params import node_parameters, nodes_in, parse_overrides
 
 REPO = Path(__file__).resolve().parents[2]
 PKG = REPO / "ros2_ws" / "src" / "simbridge_ros"
 LAUNCH = REPO / "launch"
+
+
+def two_camera_export(root: Path) -> Path:
+    """An export dir (``latest``) of a hand-made bundle whose contract has a scene and a wrist camera,
+    written with tests/deploy/test_bundle.py's helpers (as pytest imports that module)."""
+    sys.path.insert(0, str(REPO / "tests" / "deploy"))
+    try:
+        from test_bundle import draft_manifest, write_bundle
+    finally:
+        sys.path.remove(str(REPO / "tests" / "deploy"))
+    contract = PolicyContract(observation=ObservationSpec(cameras=(CameraSpec("scene", 96, 128),
+                                                                   CameraSpec("wrist", 96, 128))), chunk_size=2)
+    write_bundle(root / "b1", draft_manifest(contract))
+    update_latest(root, "b1")
+    return root
 
 
 def _call_name(node: ast.Call) -> str:
@@ -51,16 +70,27 @@ def declared_parameters(module: str) -> dict[str, type]:
 
 
 @pytest.mark.parametrize("graph", [SIM_GRAPH, ROBOT_GRAPH], ids=["sim", "robot"])
-def test_graph_nodes_exist_and_every_argument_sets_declared_parameters_with_their_type(graph) -> None:
+def test_graph_nodes_exist_and_every_argument_sets_declared_parameters_with_their_type(graph, tmp_path) -> None:
     """Each launch argument reaches parameters its node declares, with the declared type (rcl refuses
-    a mismatch, e.g. camera:=0 as an integer where a string is declared)."""
+    a mismatch, e.g. camera:=0 as an integer where a string is declared); a two-camera bundle gets
+    both cameras (the robot: a camera node each, with its own source)."""
     scripts = console_scripts()
     params_path = LAUNCH / graph.params_file
     values = {a.name: "1" for a in graph.arguments}  # numeric-looking strings: the type trap
-    values.update(protocol="", teleop="keyboard", params_file="", protocol_set="a=1 b=2")
+    values.update(protocol="", teleop="keyboard", params_file="", protocol_set="a=1 b=2",
+                  bundle=str(two_camera_export(tmp_path / "export")))
     if "cameras" in values:
         values["cameras"] = "scene,wrist"
+    if "camera_sources" in values:
+        values["camera_sources"] = "wrist=2"  # camera:=1 is the scene camera's
     planned = plan(graph, values)
+    assert planned.cameras.names == ("scene", "wrist")
+    written = {n: s["ros__parameters"] for n, s in yaml.safe_load(overrides_yaml(planned.nodes)).items()}
+    if graph is ROBOT_GRAPH:
+        assert planned.names[:2] == ["camera_scene", "camera_wrist"]
+        assert [written[f"camera_{c}"]["source"] for c in ("scene", "wrist")] == ["1", "2"]
+    else:
+        assert written["twin"]["cameras"] == ["scene", "wrist"] and written["twin"]["width"] == 128
     for node in planned.nodes:
         assert node.executable in scripts, f"{graph.name}: executable {node.executable!r} is not a console script"
         assert node.name in nodes_in(params_path), f"{params_path.name} has no section for node {node.name!r}"
@@ -88,7 +118,7 @@ def test_parameter_files_match_the_declared_parameters_and_types(param_file: str
     path = LAUNCH / param_file
     scripts = console_scripts()
     for node in nodes_in(path):
-        declared = declared_parameters(scripts[node])
+        declared = declared_parameters(scripts[executable_of(node)])
         for key, value in node_parameters(path, node).items():
             if key not in declared:
                 assert key == "control_rate_hz", f"{param_file}: {node}.{key} is not declared by the node"

@@ -18,11 +18,15 @@ from pathlib import Path
 import pytest
 from rcl_interfaces.msg import ParameterType
 from rcl_interfaces.srv import GetParameters
+from sensor_msgs.msg import Image
+from simbridge_ros.common import RELIABLE, image_topic
 
 from simbridge.deploy.node_graph import ROBOT_GRAPH, SIM_GRAPH, Plan, plan, write_overrides
 from simbridge.deploy.supervisor import node_command
 
 from .conftest import ROS_PACKAGE_SRC, Probe, wait_until
+from .test_camera_node import write_video
+from .test_launch_files import two_camera_export
 
 pytestmark = [pytest.mark.ros, pytest.mark.robot, pytest.mark.integration]
 
@@ -129,10 +133,10 @@ def test_robot_graph_processes_take_robot_ip_and_camera_as_strings(graph, tmp_pa
     planned = plan(ROBOT_GRAPH, {"robot_ip": "127.0.0.99", "camera": "2", "instruction": "wave"})
     overrides = write_overrides(planned.nodes, tmp_path / "overrides.yaml")
     probe = graph.add(Probe(graph.context))
-    camera = NodeProcess(planned, "camera", overrides)
+    camera = NodeProcess(planned, "camera_scene", overrides)
     franka = NodeProcess(planned, "franka", overrides)
     try:
-        assert parameters(probe, "camera", ["source"]) == {"source": (ParameterType.PARAMETER_STRING, "2")}
+        assert parameters(probe, "camera_scene", ["source"]) == {"source": (ParameterType.PARAMETER_STRING, "2")}
         assert franka.proc.wait(timeout=60) == 1, franka.output
         assert "waiting for the robot at 127.0.0.99" in franka.output
         assert "cannot start: RobotError: gave up connecting to 127.0.0.99 after 5 s" in franka.output
@@ -140,6 +144,29 @@ def test_robot_graph_processes_take_robot_ip_and_camera_as_strings(graph, tmp_pa
     finally:
         camera.stop()
         franka.stop()
+
+
+def test_a_two_camera_bundle_starts_two_camera_processes_that_both_publish(graph, tmp_path: Path) -> None:
+    """The robot plan of a scene + wrist bundle, each camera node from its own video file, as launch starts them."""
+    export = two_camera_export(tmp_path / "export")
+    write_video(tmp_path / "scene.avi")
+    write_video(tmp_path / "wrist.avi")
+    planned = plan(ROBOT_GRAPH, {"robot_ip": "127.0.0.99", "bundle": str(export),
+                                 "camera_sources": f"scene={tmp_path / 'scene.avi'} wrist={tmp_path / 'wrist.avi'}"})
+    overrides = write_overrides(planned.nodes, tmp_path / "overrides.yaml")
+    probe = graph.add(Probe(graph.context))
+    for cam in ("scene", "wrist"):
+        probe.listen(Image, image_topic(cam), RELIABLE)
+    procs = [NodeProcess(planned, f"camera_{cam}", overrides) for cam in ("scene", "wrist")]
+    try:
+        for cam, proc in zip(("scene", "wrist"), procs, strict=True):
+            msg = wait_until(lambda c=cam: probe.last.get(image_topic(c)), 60, f"an image from camera_{cam}",
+                             detail=lambda p=proc: p.output[-2000:])
+            assert (msg.width, msg.height, msg.header.frame_id) == (128, 96, f"{cam}_camera_optical_frame")
+    finally:
+        for proc in procs:
+            proc.stop()
+    assert "Traceback" not in "".join(p.output for p in procs)
 
 
 def simbridge(*args: str, timeout: float) -> subprocess.CompletedProcess:

@@ -1,5 +1,10 @@
 """camera node: one camera (:mod:`simbridge.deploy.cameras`) published as ROS images.
 
+The launch files start one per camera of the bundle's contract, named ``camera_<name>``
+(:mod:`simbridge.deploy.graph_cameras`), each with its own ``source`` (device index, video file,
+URL, ``realsense[:serial]``) and optional RealSense ``serial``; ``name`` defaults to the part of
+the node name after ``camera_``.
+
 Publishes ``sensor_msgs/Image`` (rgb8) on ``/simbridge/camera/<name>/image_raw`` and
 ``sensor_msgs/CameraInfo`` (intrinsics from the ``simbridge calibrate intrinsics`` camera_info
 YAML when ``calibration`` is given, cropped and scaled as the frames are)
@@ -45,26 +50,46 @@ def load_intrinsics(path: str, width: int, height: int) -> tuple[list[float], li
     return [float(v) for v in k.ravel()], dist, "rational_polynomial" if len(dist) == 8 else "plumb_bob"
 
 
+def camera_source(source: str, serial: str) -> str:
+    """The source to open: ``serial`` picks a RealSense (``source`` empty or ``realsense``); ValueError
+    when it contradicts ``source``."""
+    if not serial:
+        return source
+    if source in ("", "realsense") or source == f"realsense:{serial}":
+        return f"realsense:{serial}"
+    raise ValueError(f"serial {serial!r} names a RealSense camera but source is {source!r}: set source to "
+                     "'realsense' (or leave it empty), or clear serial")
+
+
 def make_camera(node: Node) -> Any:
     """``simbridge.deploy.cameras.make_camera``: ``realsense[:serial]``, a device index/path, a URL or a video file."""
     from simbridge.deploy.cameras import make_camera as make
 
     p = node.get_parameter
-    return make(p("source").value, width=int(p("width").value), height=int(p("height").value),
-                fps=float(p("fps").value), name=p("name").value)
+    source = camera_source(str(p("source").value), str(p("serial").value))
+    if not source:
+        raise ValueError(f"camera {node.cam_name!r} has no source: set {node.get_name()}.source (or camera_sources:=)")
+    return make(source, width=int(p("width").value), height=int(p("height").value),
+                fps=float(p("fps").value), name=node.cam_name)
+
+
+def default_camera_name(node_name: str) -> str:
+    """``camera_wrist`` -> ``wrist``; any other node name -> ``scene``."""
+    return node_name.removeprefix("camera_") if node_name.startswith("camera_") else "scene"
 
 
 class CameraNode(Node):
     def __init__(self, camera: Any | None = None, *, name: str = "camera", **node_kwargs) -> None:
         super().__init__(name, **node_kwargs)
-        self.declare_parameter("name", "scene")
+        self.declare_parameter("name", "")  # "": from the node name (camera_wrist -> wrist), else scene
         self.declare_parameter("source", "0")  # device index, path or video file (or a URL OpenCV opens)
+        self.declare_parameter("serial", "")  # RealSense serial number (source "" or realsense)
         self.declare_parameter("width", 128)
         self.declare_parameter("height", 128)
         self.declare_parameter("fps", 30.0)
         self.declare_parameter("calibration", "")
         self.declare_parameter("reconnect_max_backoff_s", 2.0)
-        self.cam_name = self.get_parameter("name").value
+        self.cam_name = self.get_parameter("name").value or default_camera_name(self.get_name())
         self.frame_id = f"{self.cam_name}_camera_optical_frame"
         self.camera = camera if camera is not None else make_camera(self)
         calib = self.get_parameter("calibration").value
@@ -109,7 +134,13 @@ class CameraNode(Node):
                 self._safe_disconnect()
                 connected = False
                 continue
-            self._publish(frame, stamp)
+            try:
+                self._publish(frame, stamp)
+            except Exception:
+                # Ctrl-C shuts the context down before close() stops this thread: end quietly.
+                if self._stop.is_set() or not self.context.ok():
+                    return
+                raise
             self._window = [*self._window[-59:], stamp]
 
     def _publish(self, frame: np.ndarray, stamp: float) -> None:

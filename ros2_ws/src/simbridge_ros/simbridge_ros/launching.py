@@ -3,7 +3,9 @@
 Imported only by the launch files (it needs ``launch`` and ``launch_ros``, which the PyPI ROS 2
 wheels do not ship; ``simbridge deploy`` reads the same graph without them). Each node of the plan
 becomes a ``launch_ros`` ``Node`` with two parameter files: the base file, then the launch
-arguments written under the node's own name, so the arguments win. Every node is required: when
+arguments written under the node's own name, so the arguments win. Camera nodes are one per camera
+of the bundle's contract (``camera_scene``, ``camera_wrist``: the ``camera`` executable under each
+name); the plan says where the cameras came from. Every node is required: when
 one exits (the franka node cannot reach the arm, the orchestrator finished its protocol) the
 launch shuts down with the reason, instead of leaving the others running forever, and exits 1
 unless the protocol finished.
@@ -41,6 +43,7 @@ def _nodes(context: LaunchContext, graph: Graph, launch_dir: Path) -> list:
     planned = plan(graph, args, launch_dir)
     overrides = write_overrides(planned.nodes, Path(tempfile.mkdtemp(prefix="simbridge_launch_")) / "overrides.yaml")
     actions: list = [LogInfo(msg=f"[simbridge] {graph.name} graph: {', '.join(planned.names)}; "
+                                 f"cameras {', '.join(planned.cameras.names)} from {planned.cameras.origin}; "
                                  f"parameters {planned.params_file}, launch arguments in {overrides}")]
     for node in planned.nodes:
         action = Node(package=ROS_PACKAGE, executable=node.executable, name=node.name, output="screen",
