@@ -34,16 +34,27 @@ class WeightPayload:
         return sum(t.numel() * t.element_size() for t in self.tensors.values())
 
 
+_FINGERPRINT_ATTR = "_simbridge_frozen_fingerprint"
+
+
 def frozen_fingerprint(policy: nn.Module) -> tuple[float, float, int]:
-    """Float64 sum and sum of squares of the frozen parameters, and their element count."""
+    """Float64 sum and sum of squares of the frozen parameters, and their element count.
+
+    Computed once per policy and kept (frozen weights do not change; which ones are frozen is part
+    of the key), so a sync costs no pass over the whole base model.
+    """
+    frozen = [(n, p) for n, p in policy.named_parameters() if not p.requires_grad]
+    key = tuple(n for n, _ in frozen)
+    cached = getattr(policy, _FINGERPRINT_ATTR, None)
+    if cached is not None and cached[0] == key:
+        return cached[1]
     total, squares, count = 0.0, 0.0, 0
     with torch.no_grad():
-        for p in policy.parameters():
-            if not p.requires_grad:
-                x = p.detach().double()
-                total += float(x.sum())
-                squares += float(x.square().sum())
-                count += p.numel()
+        for _, p in frozen:
+            total += float(p.detach().sum(dtype=torch.float64))
+            squares += float(p.detach().square().sum(dtype=torch.float64))
+            count += p.numel()
+    setattr(policy, _FINGERPRINT_ATTR, (key, (total, squares, count)))
     return total, squares, count
 
 
