@@ -20,6 +20,7 @@ Design notes (why it is built this way):
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -43,8 +44,6 @@ from simbridge.data.scene import (
     OBJECT_SHAPES,
     RECEPTACLE_SHAPES,
     ROBOT_BASE_XYZ,
-    TABLE,
-    TABLECLOTH,
     VIEWER_CAMERA,
     FixedCamera,
 )
@@ -52,24 +51,25 @@ from simbridge.data.spec import CameraSpec
 from simbridge.training.envs.layout import EpisodeLayout, object_half_height, receptacle_top, sample_layout
 from simbridge.training.envs.spec import SIM_CAMERAS
 from simbridge.training.envs.splits import Split, get_split
+from simbridge.training.envs.task_scene import (
+    Tablecloth,
+    build_object,
+    build_receptacle,
+    park_xyz,
+    set_colour,
+    tile_cells,
+)
+
+__all__ = ["TASK_ID", "PutOnTargetEnv", "tile_cells"]
 
 TASK_ID = "PutOnTarget-v1"
-_TABLECLOTH_HALF = TABLECLOTH.half_size
-_TABLECLOTH_CENTER = TABLECLOTH.center
-#: The tablecloth texture is drawn with tiles (SAPIEN primitives have no usable UVs for an image texture).
-_TILE_GRID = TABLECLOTH.tile_grid
-_NUM_TILES = TABLECLOTH.num_tiles  # both patterns colour half of the 6 x 8 cells
-# Rotates a primitive's x axis (SAPIEN's cylinder axis) onto z: discs and cans stand upright.
-_X_TO_Z = (math.sqrt(0.5), 0.0, -math.sqrt(0.5), 0.0)
+_OBJECTS = list(OBJECT_SHAPES)
+_RECEPTACLES = list(RECEPTACLE_SHAPES)
 
 
-def tile_cells(kind: str) -> list[tuple[int, int]]:
-    """Grid cells (row along x, column along y) covered by the second colour of a texture."""
-    if kind == "checker":
-        return [(i, j) for i in range(_TILE_GRID[0]) for j in range(_TILE_GRID[1]) if (i + j) % 2 == 0]
-    if kind == "stripes":
-        return [(i, j) for i in range(_TILE_GRID[0]) for j in range(_TILE_GRID[1]) if j % 2 == 0]
-    return []
+def _upright(x: float, y: float, z: float, yaw: float) -> list[float]:
+    """Raw pose (xyz + wxyz) at (x, y, z) turned by ``yaw`` about z."""
+    return [x, y, z, math.cos(yaw / 2), 0, 0, math.sin(yaw / 2)]
 
 
 @register_env(TASK_ID, max_episode_steps=80)
@@ -164,67 +164,9 @@ class PutOnTargetEnv(BaseEnv):
     def _load_scene(self, options: dict):
         self.table_scene = TableSceneBuilder(self, robot_init_qpos_noise=0.0)
         self.table_scene.build()
-        b = self.scene.create_actor_builder()
-        b.add_box_visual(
-            half_size=list(_TABLECLOTH_HALF),
-            material=sapien.render.RenderMaterial(base_color=[*COLOURS["beige"], 1]),
-        )
-        b.initial_pose = sapien.Pose(p=[*_TABLECLOTH_CENTER, _TABLECLOTH_HALF[2]])
-        self.tablecloth = b.build_kinematic(name="tablecloth")
-        self._tile_half = (_TABLECLOTH_HALF[0] / _TILE_GRID[0], _TABLECLOTH_HALF[1] / _TILE_GRID[1], 0.0005)
-        self.tiles = []
-        for k in range(_NUM_TILES):
-            b = self.scene.create_actor_builder()
-            b.add_box_visual(half_size=list(self._tile_half), material=self._material(0.9))
-            b.initial_pose = sapien.Pose(p=[0.0, 0.0, -0.1 - 0.002 * k])
-            self.tiles.append(b.build_kinematic(name=f"tablecloth_tile_{k}"))
-        self.objects = {name: self._build_object(name) for name in OBJECT_SHAPES}
-        self.receptacles = {name: self._build_receptacle(name) for name in RECEPTACLE_SHAPES}
-
-    def _material(self, roughness: float = 0.6) -> sapien.render.RenderMaterial:
-        return sapien.render.RenderMaterial(
-            base_color=[0.8, 0.8, 0.8, 1.0], roughness=roughness, metallic=0.0
-        )
-
-    def _build_object(self, name: str):
-        kind, size = OBJECT_SHAPES[name]
-        b = self.scene.create_actor_builder()
-        mat = self._material()
-        if kind == "box":
-            b.add_box_collision(half_size=list(size), density=500)
-            b.add_box_visual(half_size=list(size), material=mat)
-        elif kind == "cylinder":
-            pose = sapien.Pose(q=list(_X_TO_Z))
-            b.add_cylinder_collision(pose=pose, radius=size[0], half_length=size[1], density=500)
-            b.add_cylinder_visual(pose=pose, radius=size[0], half_length=size[1], material=mat)
-        else:  # capsule lying along its local x axis
-            b.add_capsule_collision(radius=size[0], half_length=size[1], density=500)
-            b.add_capsule_visual(radius=size[0], half_length=size[1], material=mat)
-        b.initial_pose = sapien.Pose(p=self._park_xyz("obj", name))
-        return b.build(name=f"object_{name}")
-
-    def _build_receptacle(self, name: str):
-        kind, size = RECEPTACLE_SHAPES[name]
-        b = self.scene.create_actor_builder()
-        mat = self._material(0.8)
-        if kind == "box":
-            pose = sapien.Pose(p=[0, 0, size[2]])
-            b.add_box_collision(pose=pose, half_size=list(size))
-            b.add_box_visual(pose=pose, half_size=list(size), material=mat)
-        else:
-            pose = sapien.Pose(p=[0, 0, size[1]], q=list(_X_TO_Z))
-            b.add_cylinder_collision(pose=pose, radius=size[0], half_length=size[1])
-            b.add_cylinder_visual(pose=pose, radius=size[0], half_length=size[1], material=mat)
-        b.initial_pose = sapien.Pose(p=self._park_xyz("rec", name))
-        return b.build_kinematic(name=f"receptacle_{name}")
-
-    def _park_xyz(self, kind: str, name: str) -> list[float]:
-        """Off-table spot on the floor (out of the cameras' view) for items not in the episode."""
-        names = list(OBJECT_SHAPES) if kind == "obj" else list(RECEPTACLE_SHAPES)
-        i = names.index(name)
-        floor = -TABLE.height  # TableSceneBuilder puts the floor one table height below the top
-        lift = object_half_height(name) + 0.002 if kind == "obj" else 0.0
-        return [-1.6 - 0.3 * i, 1.5 if kind == "obj" else -1.5, floor + lift]
+        self.tablecloth = Tablecloth(self.scene)
+        self.objects = {name: build_object(self.scene, name) for name in OBJECT_SHAPES}
+        self.receptacles = {name: build_receptacle(self.scene, name) for name in RECEPTACLE_SHAPES}
 
     # --- episodes -----------------------------------------------------------------------
     def set_split(self, split: str | Split) -> None:
@@ -237,21 +179,50 @@ class PutOnTargetEnv(BaseEnv):
         seeds = np.atleast_1d(self._episode_seed)
         if len(self.layouts) != self.num_envs:
             self.layouts = [None] * self.num_envs  # type: ignore[list-item]
-        for i in env_idx.tolist():
+            self._new_episode_state()
+        idx = env_idx.tolist()
+        for i in idx:
             self.layouts[i] = sample_layout(self.split, int(seeds[i] if len(seeds) > i else seeds[0]))
         with torch.device(self.device):
             self.table_scene.initialize(env_idx)
-            qpos = torch.as_tensor(
-                np.stack([self.layouts[i].robot_qpos for i in env_idx.tolist()]), dtype=torch.float32
-            )
+            qpos = torch.as_tensor(np.stack([self.layouts[i].robot_qpos for i in idx]), dtype=torch.float32)
             self.agent.reset(qpos)
             self._apply_layouts(env_idx)
-        if getattr(self, "_moved", None) is None or len(self._moved) != self.num_envs:
-            self._moved = torch.zeros(self.num_envs, dtype=torch.bool)
-            self._jitter_rngs: dict[int, np.random.Generator] = {}
-        self._moved[env_idx.cpu()] = False  # partial resets (batched GPU sim) keep the other envs' state
-        for i in env_idx.tolist():
-            self._jitter_rngs[i] = np.random.default_rng(self.layouts[i].extra["tablecloth_jitter_seed"])
+        self._reset_episode_state(idx)
+
+    # --- per-env episode state (tensors on self.device; partial resets touch only env_idx) ---
+    def _new_episode_state(self) -> None:
+        n, dev = self.num_envs, self.device
+        self._moved = torch.zeros(n, dtype=torch.bool, device=dev)
+        self._move_at = torch.full((n,), -1, dtype=torch.int64, device=dev)  # elapsed step of the move; -1: none
+        self._target_obj = torch.zeros(n, dtype=torch.int64, device=dev)  # index into OBJECT_SHAPES
+        self._target_rec = torch.zeros(n, dtype=torch.int64, device=dev)  # index into RECEPTACLE_SHAPES
+        self._rec_top = torch.zeros(n, dtype=torch.float32, device=dev)
+        self._obj_half = torch.zeros(n, dtype=torch.float32, device=dev)
+        self._rec_is_box = torch.zeros(n, dtype=torch.bool, device=dev)
+        self._rec_inner = torch.zeros((n, 2), dtype=torch.float32, device=dev)  # half sizes / radius - 5 mm
+        self._jitter: dict[int, tuple[np.random.Generator, float]] = {}
+
+    def _reset_episode_state(self, idx: list[int]) -> None:
+        lays = [self.layouts[i] for i in idx]
+        at = torch.as_tensor(idx, dtype=torch.int64, device=self.device)
+        move = self.split.move_object_at_step
+        self._moved[at] = False
+        self._move_at[at] = self._tensor([move if move >= 0 and "move_to" in lay.extra else -1 for lay in lays])
+        self._target_obj[at] = self._tensor([_OBJECTS.index(lay.target_object) for lay in lays])
+        self._target_rec[at] = self._tensor([_RECEPTACLES.index(lay.target_receptacle) for lay in lays])
+        self._rec_top[at] = self._tensor([receptacle_top(lay.target_receptacle) for lay in lays], torch.float32)
+        self._obj_half[at] = self._tensor([object_half_height(lay.target_object) for lay in lays], torch.float32)
+        shapes = [RECEPTACLE_SHAPES[lay.target_receptacle] for lay in lays]
+        self._rec_is_box[at] = self._tensor([kind == "box" for kind, _ in shapes], torch.bool)
+        inner = [(s[0] - 0.005, s[1] - 0.005) if kind == "box" else (s[0] - 0.005, 0.0) for kind, s in shapes]
+        self._rec_inner[at] = self._tensor(inner, torch.float32).reshape(-1, 2)
+        for i, lay in zip(idx, lays, strict=True):
+            rng = np.random.default_rng(lay.extra["tablecloth_jitter_seed"])
+            self._jitter[i] = (rng, self.split.dynamic_texture)
+
+    def _tensor(self, values: list, dtype: torch.dtype = torch.int64) -> torch.Tensor:
+        return torch.tensor(values, dtype=dtype, device=self.device)
 
     def _apply_layouts(self, env_idx: torch.Tensor) -> None:
         idx = env_idx.tolist()
@@ -263,157 +234,112 @@ class PutOnTargetEnv(BaseEnv):
                     items = lay.objects if kind == "obj" else lay.receptacles
                     used = [k for k, (s, _) in enumerate(items) if s == name]
                     if not used:
-                        poses.append([*self._park_xyz(kind, name), 1, 0, 0, 0])
+                        poses.append([*park_xyz(kind, name), 1, 0, 0, 0])
                         continue
                     k = used[0]
-                    colour = items[k][1]
-                    self._set_colour(actor, i, COLOURS[colour])
+                    set_colour(actor, i, COLOURS[items[k][1]])
                     if kind == "obj":
                         x, y, yaw = lay.object_xy_yaw[k]
-                        z = object_half_height(name) + 0.001
-                        poses.append([x, y, z, math.cos(yaw / 2), 0, 0, math.sin(yaw / 2)])
+                        poses.append(_upright(x, y, object_half_height(name) + 0.001, yaw))
                     else:
                         x, y = lay.receptacle_xy[k]
                         poses.append([x, y, 0.0, 1, 0, 0, 0])
-                raw = torch.as_tensor(poses, dtype=torch.float32)
+                actor.set_pose(Pose.create(torch.as_tensor(poses, dtype=torch.float32)))
                 if kind == "obj":
-                    actor.set_pose(Pose.create(raw))
                     actor.set_linear_velocity(torch.zeros((len(idx), 3)))
                     actor.set_angular_velocity(torch.zeros((len(idx), 3)))
-                else:
-                    actor.set_pose(Pose.create(raw))
-        self._place_tiles(idx)
+        self.tablecloth.place([self.layouts[i].extra.get("texture", "none") for i in idx])
         for i in idx:
-            self._paint_tablecloth(i, self.layouts[i].tablecloth)
-
-    def _render_materials(self, actor, env_i: int):
-        entity = actor._objs[env_i] if len(actor._objs) > 1 else actor._objs[0]
-        comp = entity.find_component_by_type(sapien.render.RenderBodyComponent)
-        if comp is None:  # no renderer (e.g. render_backend="none")
-            return []
-        return [shape.material for shape in comp.render_shapes]
-
-    def _set_colour(self, actor, env_i: int, rgb) -> None:
-        for mat in self._render_materials(actor, env_i):
-            mat.base_color = [*rgb, 1.0]
-
-    def _tile_poses(self, kind: str) -> list[list[float]]:
-        cells = tile_cells(kind)
-        hx, hy, hz = self._tile_half
-        x0 = _TABLECLOTH_CENTER[0] - _TABLECLOTH_HALF[0] + hx
-        y0 = _TABLECLOTH_CENTER[1] - _TABLECLOTH_HALF[1] + hy
-        poses = []
-        for k in range(_NUM_TILES):
-            if k < len(cells):
-                i, j = cells[k]
-                poses.append([x0 + 2 * hx * i, y0 + 2 * hy * j, 2 * _TABLECLOTH_HALF[2] + hz, 1, 0, 0, 0])
-            else:  # hidden inside the table top
-                poses.append([0.0, 0.0, -0.1 - 0.002 * k, 1, 0, 0, 0])
-        return poses
-
-    def _place_tiles(self, env_idx: list[int]) -> None:
-        per_env = [self._tile_poses(self.layouts[i].extra.get("texture", "none")) for i in env_idx]
-        for k, tile in enumerate(self.tiles):
-            tile.set_pose(Pose.create(torch.as_tensor([p[k] for p in per_env], dtype=torch.float32)))
-
-    def _paint_tablecloth(
-        self, env_i: int, colours: tuple[str, ...], jitter: np.ndarray | None = None
-    ) -> None:
-        rgb = [np.asarray(COLOURS[c]) for c in colours]
-        if jitter is not None:
-            rgb = [np.clip(c + jitter, 0, 1) for c in rgb]
-        for mat in self._render_materials(self.tablecloth, env_i):
-            mat.base_color = [*rgb[0], 1.0]
-        if len(rgb) > 1:
-            for tile in self.tiles:
-                for mat in self._render_materials(tile, env_i):
-                    mat.base_color = [*rgb[1], 1.0]
+            self.tablecloth.paint(i, self.layouts[i].tablecloth)
 
     # --- per-step perturbations ------------------------------------------------------
     def _before_control_step(self):
-        step = (
-            int(self.elapsed_steps.max()) if torch.is_tensor(self.elapsed_steps) else int(self.elapsed_steps)
-        )
-        if self.split.move_object_at_step >= 0 and step == self.split.move_object_at_step:
-            self._move_objects()
-        if self.split.dynamic_texture > 0:
-            for i, rng in self._jitter_rngs.items():
-                jitter = rng.uniform(-self.split.dynamic_texture, self.split.dynamic_texture, 3)
-                self._paint_tablecloth(i, self.layouts[i].tablecloth, jitter)
+        # Runs before this step's elapsed_steps += 1: env i moves on its own step move_at + 1.
+        due = (self._move_at >= 0) & (self.elapsed_steps.to(self.device) == self._move_at)
+        if due.any():
+            self._move_objects(due)
+        for i, (rng, amplitude) in self._jitter.items():
+            if amplitude > 0:
+                self.tablecloth.paint(i, self.layouts[i].tablecloth, rng.uniform(-amplitude, amplitude, 3))
 
-    def _move_objects(self) -> None:
-        grasped = self._target_grasped()
-        for i in range(self.num_envs):
+    @contextlib.contextmanager
+    def _only_envs(self, mask: torch.Tensor):
+        """Pose / velocity setters of the GPU sim write the rows of ``scene._reset_mask``: just ``mask``."""
+        previous = self.scene._reset_mask
+        self.scene._reset_mask = mask
+        try:
+            yield
+        finally:
+            self.scene._reset_mask = previous
+
+    def _move_objects(self, due: torch.Tensor) -> None:
+        """Move the target object of the ``due`` envs that do not hold it to ``extra["move_to"]``."""
+        due = due & ~self._target_grasped()
+        for i in due.nonzero().flatten().tolist():
             lay = self.layouts[i]
-            if lay is None or bool(grasped[i]) or "move_to" not in lay.extra:
-                continue
-            actor = self.objects[lay.target_object]
             x, y = lay.extra["move_to"]
             yaw = lay.object_xy_yaw[0][2]
-            raw = actor.pose.raw_pose.clone()
-            raw[i] = torch.tensor(
-                [
-                    x,
-                    y,
-                    object_half_height(lay.target_object) + 0.001,
-                    math.cos(yaw / 2),
-                    0,
-                    0,
-                    math.sin(yaw / 2),
-                ]
-            )
-            actor.set_pose(Pose.create(raw))
-            actor.set_linear_velocity(torch.zeros_like(actor.linear_velocity))
-            actor.set_angular_velocity(torch.zeros_like(actor.angular_velocity))
             lay.moved_to = (x, y)
             lay.object_xy_yaw[0] = (x, y, yaw)
-            self._moved[i] = True
+        for k, name in enumerate(_OBJECTS):
+            mask = due & (self._target_obj == k)
+            if not mask.any():
+                continue
+            envs = mask.nonzero().flatten().tolist()
+            raw = self._tensor([_upright(*self.layouts[i].moved_to, object_half_height(name) + 0.001,
+                                         self.layouts[i].object_xy_yaw[0][2]) for i in envs], torch.float32)  # fmt: skip
+            actor = self.objects[name]
+            with self._only_envs(mask):
+                if self.gpu_sim_enabled:
+                    actor.set_pose(Pose.create(raw))
+                else:  # one env per CPU scene
+                    full = actor.pose.raw_pose.clone()
+                    full[mask] = raw
+                    actor.set_pose(Pose.create(full))
+                zeros = torch.zeros((len(envs) if self.gpu_sim_enabled else self.num_envs, 3), device=self.device)
+                actor.set_linear_velocity(zeros)
+                actor.set_angular_velocity(zeros)
+        if self.gpu_sim_enabled:
+            self.scene.px.gpu_apply_rigid_dynamic_data()  # the step's fetch reads them back
+        self._moved |= due
 
     # --- target geometry (batched over envs) -------------------------------------------
     def _target_actor_pose(self, which: str) -> torch.Tensor:
         """(num_envs, 7) raw poses of each env's target object / receptacle."""
+        names, target = (_OBJECTS, self._target_obj) if which == "obj" else (_RECEPTACLES, self._target_rec)
         pool = self.objects if which == "obj" else self.receptacles
-        rows = []
-        for i, lay in enumerate(self.layouts):
-            name = lay.target_object if which == "obj" else lay.target_receptacle
-            raw = pool[name].pose.raw_pose
-            rows.append(raw[i] if raw.shape[0] > 1 else raw[0])
-        return torch.stack(rows)
+        out = torch.zeros((self.num_envs, 7), device=self.device)
+        for k in target.unique().tolist():
+            mask = target == k
+            out[mask] = pool[names[k]].pose.raw_pose.to(self.device).expand(self.num_envs, 7)[mask]
+        return out
 
     def _target_grasped(self) -> torch.Tensor:
         out = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
-        for name in {lay.target_object for lay in self.layouts}:
-            mask = torch.tensor([lay.target_object == name for lay in self.layouts], device=self.device)
-            out |= mask & self.agent.is_grasping(self.objects[name])
+        for k in self._target_obj.unique().tolist():
+            out |= (self._target_obj == k) & self.agent.is_grasping(self.objects[_OBJECTS[k]])
         return out
 
     def target_info(self) -> dict[str, torch.Tensor]:
         """Privileged geometry the scripted expert and the dense reward use (task frame)."""
         obj = self._target_actor_pose("obj")
         rec = self._target_actor_pose("rec")
-        rec_top = torch.tensor(
-            [receptacle_top(lay.target_receptacle) for lay in self.layouts], device=self.device
-        )
-        obj_half = torch.tensor(
-            [object_half_height(lay.target_object) for lay in self.layouts], device=self.device
-        )
         goal = rec[:, :3].clone()
-        goal[:, 2] = rec[:, 2] + rec_top + obj_half
-        return dict(obj_pose=obj, rec_pose=rec, goal_pos=goal, rec_top=rec_top, obj_half_height=obj_half)
+        goal[:, 2] = rec[:, 2] + self._rec_top + self._obj_half
+        return dict(
+            obj_pose=obj, rec_pose=rec, goal_pos=goal, rec_top=self._rec_top.clone(),
+            obj_half_height=self._obj_half.clone(),
+        )  # fmt: skip
 
     def _inside_receptacle(self, obj_xy: torch.Tensor, rec_xy: torch.Tensor) -> torch.Tensor:
+        """Per env: the object's centre inside its target receptacle's rim by 5 mm."""
         d = obj_xy - rec_xy
-        out = []
-        for i, lay in enumerate(self.layouts):
-            kind, size = RECEPTACLE_SHAPES[lay.target_receptacle]
-            if kind == "box":
-                out.append(bool(abs(d[i, 0]) < size[0] - 0.005 and abs(d[i, 1]) < size[1] - 0.005))
-            else:
-                out.append(bool(torch.linalg.norm(d[i]) < size[0] - 0.005))
-        return torch.tensor(out, device=self.device)
+        in_box = (d.abs() < self._rec_inner).all(dim=1)
+        in_disc = torch.linalg.norm(d, dim=1) < self._rec_inner[:, 0]
+        return torch.where(self._rec_is_box, in_box, in_disc)
 
     def evaluate(self):
-        if not self.layouts or self.layouts[0] is None:
+        if not self.layouts or any(lay is None for lay in self.layouts):
             z = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
             return dict(success=z, is_grasped=z, is_obj_on_receptacle=z)
         t = self.target_info()
