@@ -44,8 +44,8 @@ def test_gpu_batched_path_needs_cuda():
 
     if torch.cuda.is_available():  # a GPU machine: the batched simulation must come up
         env = make_gpu_batched_env(2, obs_mode="state")
-        obs, _ = env.reset(seed=0)
-        assert obs.shape[0] == 2
+        obs, infos = env.reset(seeds=[0, 1])
+        assert len(obs) == len(infos) == 2 and [i["seed"] for i in infos] == [0, 1]
         env.close()
         return
     with pytest.raises(EnvUnavailable, match="make_vector_env"):

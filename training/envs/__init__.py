@@ -15,7 +15,8 @@
 * Simulators are imported only when an environment is made; if one cannot run here,
   :class:`EnvUnavailable` says what is missing and how to fix it.
 * CPU parallelism: one environment per process (:func:`make_vector_env`); ManiSkill's batched
-  GPU simulation: :func:`make_gpu_batched_env` (untested here: this machine has no GPU).
+  GPU simulation: :func:`make_gpu_batched_env` (not run here: no GPU; the same batched wrapper
+  runs with one env on the CPU, :func:`make_batched_env`).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ __all__ = [
     "get_split",
     "list_splits",
     "list_tasks",
+    "make_batched_env",
     "make_env",
     "make_expert",
     "make_gpu_batched_env",
@@ -54,6 +56,13 @@ def make_expert(env, **kwargs):
 def make_vector_env(*args, **kwargs):
     """One environment per process (gymnasium AsyncVectorEnv); see :mod:`.vector`."""
     from simbridge.training.envs.vector import make_vector_env as _make
+
+    return _make(*args, **kwargs)
+
+
+def make_batched_env(*args, **kwargs):
+    """One batched ManiSkill scene behind the contract (``num_envs=1`` on the CPU); see :mod:`.vector`."""
+    from simbridge.training.envs.vector import make_batched_env as _make
 
     return _make(*args, **kwargs)
 

@@ -82,8 +82,12 @@ def _make_maniskill(
     dense_reward: bool = False,
     sim_backend: str = "physx_cpu",
     render_human: bool = False,
+    num_envs: int = 1,
     **kwargs,
 ):
+    """``num_envs > 1``: one batched scene (ManiSkill allows it on ``physx_cuda`` only) behind a
+    :class:`~simbridge.training.envs.batched.BatchedContractEnv`, as is ``batched=True``."""
+    batched = bool(kwargs.pop("batched", False)) or num_envs > 1
     split_obj = get_split(spec.split)  # fail on a bad name before paying for the simulator
     require_maniskill()
     import gymnasium as gym
@@ -94,7 +98,7 @@ def _make_maniskill(
     try:
         ms_env = gym.make(
             task_id,
-            num_envs=1,
+            num_envs=num_envs,
             obs_mode=spec.obs_mode,
             control_mode=CONTROL_MODE,
             reward_mode="normalized_dense",
@@ -109,6 +113,12 @@ def _make_maniskill(
         if "vulkan" in str(exc).lower() or "device" in str(exc).lower():
             raise EnvUnavailable(f"SAPIEN could not create a render device ({exc}). {VULKAN_FIX}") from exc
         raise
+    if batched:
+        from simbridge.training.envs.batched import BatchedContractEnv
+
+        return BatchedContractEnv(
+            ms_env, spec, task=task_id, split=split_obj, seed=seed, dense_reward=dense_reward
+        )
     return ContractEnv(ms_env, spec, task=task_id, split=split_obj, seed=seed, dense_reward=dense_reward)
 
 

@@ -7,9 +7,10 @@
   ``info["final_observation"]`` / ``info["final_info"]``). The RL layer's Ray env workers are
   an alternative built on the same ``make_env``.
 * GPU: :func:`make_gpu_batched_env` — ManiSkill's batched simulation (``sim_backend="physx_cuda"``,
-  ``num_envs > 1``) of the same task. **Untested here: this machine has no GPU.** It returns the
-  raw ManiSkill vector environment (batched torch tensors, ``pd_ee_pose`` absolute targets);
-  the task's per-episode sampling and success/reward code is written batched.
+  ``num_envs > 1``) of the same task behind :class:`~simbridge.training.envs.batched.BatchedContractEnv`
+  (per-env target poses, partial resets). ManiSkill refuses ``num_envs > 1`` on ``physx_cpu``,
+  so on this machine the batched path runs with ``num_envs=1`` (:func:`make_batched_env`);
+  **the GPU path itself is not run here (no GPU).**
 """
 
 from __future__ import annotations
@@ -88,11 +89,16 @@ class ProcessVectorEnv:
         self.contract = replies[0][1]
 
     def reset(
-        self, seeds: Sequence[int] | None = None, options: dict | None = None
+        self, seeds: Sequence[int] | None = None, options: dict | None = None, env_idx: Sequence[int] | None = None
     ) -> tuple[list, list[dict]]:
-        for i, c in enumerate(self._conns):
-            c.send(("reset", {"seed": None if seeds is None else int(seeds[i]), "options": options}))
-        results = [c.recv() for c in self._conns]
+        """Reset the workers ``env_idx`` (default: all; ``seeds``: one per reset worker).
+
+        A partial reset returns only the reset workers' observations / infos, in ``env_idx`` order.
+        """
+        idx = list(range(self.num_envs)) if env_idx is None else [int(i) for i in env_idx]
+        for k, i in enumerate(idx):
+            self._conns[i].send(("reset", {"seed": None if seeds is None else int(seeds[k]), "options": options}))
+        results = [self._conns[i].recv() for i in idx]
         return [r[0] for r in results], [r[1] for r in results]
 
     def step(self, actions: np.ndarray) -> tuple[list, np.ndarray, np.ndarray, np.ndarray, list[dict]]:
@@ -134,13 +140,35 @@ def make_vector_env(num_envs: int, **make_env_kwargs: Any) -> ProcessVectorEnv:
     return ProcessVectorEnv(num_envs, **make_env_kwargs)
 
 
-def make_gpu_batched_env(num_envs: int, spec: SimEnvSpec | None = None, **kwargs: Any):
-    """ManiSkill's GPU-batched ``PutOnTarget-v1`` (``physx_cuda``). Untested here (no GPU).
+def make_batched_env(
+    num_envs: int, spec: SimEnvSpec | None = None, *, seed: int = 0, sim_backend: str = "physx_cuda", **kwargs: Any
+):
+    """``num_envs`` envs of ``PutOnTarget-v1`` in one batched ManiSkill scene, behind the contract
+    (:class:`~simbridge.training.envs.batched.BatchedContractEnv`).
 
-    Keywords named like a :class:`SimEnvSpec` field override ``spec``; the others go to ``gym.make``.
-    Raises :class:`EnvUnavailable` when CUDA is not available.
+    ManiSkill batches on ``physx_cuda`` only; ``sim_backend="physx_cpu"`` allows ``num_envs=1``
+    (the batched code path on this CPU) and raises :class:`EnvUnavailable` for more.
     """
+    from simbridge.training.envs.registry import _make_maniskill
+
     spec = SimEnvSpec.of(spec, **SimEnvSpec.pop_fields(kwargs))
+    if num_envs < 1:
+        raise ValueError(f"num_envs: at least 1, got {num_envs}")
+    if sim_backend in ("physx_cpu", "cpu") and num_envs > 1:
+        raise EnvUnavailable(
+            f"ManiSkill cannot batch {num_envs} envs on the CPU backend (one scene per process): use "
+            "make_vector_env(num_envs, ...) here, or sim_backend='physx_cuda' on a GPU."
+        )
+    return _make_maniskill(spec, seed=seed, sim_backend=sim_backend, num_envs=num_envs, batched=True, **kwargs)
+
+
+def make_gpu_batched_env(num_envs: int, spec: SimEnvSpec | None = None, **kwargs: Any):
+    """ManiSkill's GPU-batched ``PutOnTarget-v1`` (``physx_cuda``) behind the contract: see
+    :func:`make_batched_env`. Not run on this machine (no GPU).
+
+    Keywords named like a :class:`SimEnvSpec` field override ``spec``; ``seed`` and the others go
+    to :func:`make_batched_env`. Raises :class:`EnvUnavailable` when CUDA is not available.
+    """
     import torch
 
     if not torch.cuda.is_available():
@@ -148,21 +176,4 @@ def make_gpu_batched_env(num_envs: int, spec: SimEnvSpec | None = None, **kwargs
             "GPU-batched simulation needs CUDA (sim_backend='physx_cuda'); none found. On the CPU use "
             "make_vector_env(num_envs, ...) (one environment per process)."
         )
-    import gymnasium as gym
-
-    import simbridge.training.envs.put_on_target  # noqa: F401  (registers the task)
-    from simbridge.training.envs.splits import get_split
-    from simbridge.training.envs.wrapper import CONTROL_MODE
-
-    return gym.make(
-        "PutOnTarget-v1",
-        num_envs=num_envs,
-        obs_mode=spec.obs_mode,
-        control_mode=CONTROL_MODE,
-        reward_mode="normalized_dense",
-        sim_backend="physx_cuda",
-        max_episode_steps=spec.max_episode_steps,
-        split=get_split(spec.split),
-        cameras=spec.cameras,
-        **kwargs,
-    )
+    return make_batched_env(num_envs, spec, sim_backend="physx_cuda", **kwargs)

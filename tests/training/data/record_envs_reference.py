@@ -44,7 +44,7 @@ def record() -> dict[str, np.ndarray]:
         }  # fmt: skip
         for a in acts:
             obs, r, term, _, info = env.step(a)
-            rec["ctrl"].append(np.concatenate([env._target_p, env._target_q]))
+            rec["ctrl"].append(np.concatenate([env._target_p, env._target_q], axis=-1).reshape(-1))
             rec["ee"].append(obs.ee_pose)
             rec["q"].append(obs.joint_positions)
             rec["g"].append(obs.gripper_width)
