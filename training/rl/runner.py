@@ -48,7 +48,13 @@ from simbridge.data.runs import RunDir
 from simbridge.training.rl.algorithms import ALGORITHMS
 from simbridge.training.rl.config import RLConfig
 from simbridge.training.rl.paths import absolute_paths
-from simbridge.training.rl.placement import ResourceShortfall, create_worker_groups, use_visible_gpus
+from simbridge.training.rl.placement import (
+    ResourceShortfall,
+    check_resources,
+    create_worker_groups,
+    resource_plan,
+    use_visible_gpus,
+)
 from simbridge.training.rl.rollout import RolloutCollector, RolloutStats
 
 log = logging.getLogger(__name__)
@@ -148,6 +154,8 @@ def train(cfg: RLConfig) -> Path:
     groups = None
     try:
         contract = env_contract(cfg.env)
+        # A run the cluster cannot hold stops here, before it leaves an empty run directory behind.
+        check_resources(resource_plan(cfg), ray.cluster_resources(), cfg.cluster.placement)
         run = RunDir(cfg.runner.resume, config=cfg) if resume_from else RunDir.create(cfg.runner.root, cfg.runner.name, cfg)
         try:
             groups = create_worker_groups(cfg, contract, episodic=algorithm_cls.episodic, run_dir=str(run.path))
