@@ -4,6 +4,7 @@
     simbridge export --watch runs/ppo/<stamp> -o exports/ppo     # follows the trainer
     simbridge export --gen-key keys/exporter                     # keys/exporter (0600) + keys/exporter.pub
     simbridge export <checkpoint> -o bundles/sft-100 --sign keys/exporter
+    simbridge export <checkpoint> -o bundles/sft-100-int8 --quantize int8 --optimize extended
 
 Watch mode reads ``<run-dir>/checkpoints/announce.jsonl`` (one line per checkpoint the trainer
 saved), exports each new checkpoint to ``<export-dir>/<checkpoint-name>/`` and moves the
@@ -59,6 +60,16 @@ class ExportConfig:
     opset: int = 17
     #: torch.onnx exporter: auto = tracing (fast), then torch.export if tracing fails.
     exporter: Literal["auto", "torchscript", "dynamo"] = "auto"
+    #: Speed lever: int8 = dynamic quantization (weights int8, MatMul/Gemm), gated by parity on decoded actions.
+    quantize: Literal["none", "int8"] = "none"
+    #: Speed lever: write the model optimized offline by onnxruntime (CPU provider only; re-export for CUDA).
+    optimize: Literal["none", "basic", "extended"] = "none"
+    #: Graph optimization level the runtime's session applies (recorded in the manifest).
+    graph_optimization: Literal["disable", "basic", "extended", "all"] = "all"
+    #: Lossy levers: max |torch - bundle| of a decoded action, as a fraction of its range (default 0.05).
+    action_tolerance: float | None = None
+    #: Intra-op threads recorded for the runtime (default: onnxruntime's choice).
+    intra_op_threads: int | None = None
     #: Watch mode: seconds between polls of announce.jsonl.
     poll: float = 1.0
     #: Watch mode: stop after this many seconds (default: until interrupted).
@@ -103,6 +114,11 @@ def run(args: argparse.Namespace) -> int:
         parity_store=cfg.parity_store,
         exporter=cfg.exporter,
         signing_key=cfg.sign,
+        quantize=cfg.quantize,
+        optimize=cfg.optimize,
+        graph_optimization=cfg.graph_optimization,
+        action_tolerance=cfg.action_tolerance,
+        intra_op_threads=cfg.intra_op_threads,
     )
     try:
         if cfg.watch is not None:

@@ -83,6 +83,16 @@ OPTIONAL_FIELDS: dict[str, type | tuple[type, ...]] = {
     "parity.max_abs_diff": dict,
     "parity.token_mismatches": int,
     "parity.problems": list,
+    # speed levers (simbridge.deploy.export.levers); absent in bundles written before them
+    "model.session": dict,
+    "model.session.graph_optimization_level": str,
+    "model.session.intra_op_threads": int,
+    "model.levers": dict,
+    "parity.mode": str,  # "exact" (tokens identical) or "decoded-actions" (lossy levers)
+    "parity.action_tolerance": (int, float),  # fraction of each action dimension's range
+    "parity.max_action_diff_fraction": list,
+    "parity.token_flips": int,
+    "parity.tokens_compared": int,
 }
 
 #: Per-camera preprocessing fields (``observation.cameras[i]``).

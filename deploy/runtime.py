@@ -26,6 +26,12 @@ the same module). TensorRT is opt-in (``providers=["TensorrtExecutionProvider",
 "CUDAExecutionProvider", "CPUExecutionProvider"]``): building its engine takes minutes on the
 first start, so it is never picked automatically; engines are cached per bundle.
 
+Session options come from the manifest's optional ``model.session`` (written by the export's
+speed levers, :mod:`simbridge.deploy.export.levers`): ``graph_optimization_level`` (default
+``"all"``) and ``intra_op_threads`` (an ``intra_op_threads`` argument wins; default: onnxruntime's).
+A model optimized offline (``model.levers.offline_optimization``) is specific to the provider it
+was optimized for; running it on another one logs a warning.
+
 Start-up cost: the sha256 pass over the bundle's files reads only the files that changed since
 they last verified (:mod:`simbridge.deploy.bundle_cache`); ``load_seconds`` and
 ``files_hashed`` say what a load cost.
@@ -57,6 +63,14 @@ from simbridge.deploy.manifest_validation import validate_staged_manifest
 __all__ = ["PREFERRED_PROVIDERS", "BundleError", "BundlePolicy", "resolve_bundle", "select_providers"]
 
 log = logging.getLogger(__name__)
+
+#: ``model.session.graph_optimization_level`` -> onnxruntime's GraphOptimizationLevel member.
+_LEVELS = {
+    "disable": "ORT_DISABLE_ALL",
+    "basic": "ORT_ENABLE_BASIC",
+    "extended": "ORT_ENABLE_EXTENDED",
+    "all": "ORT_ENABLE_ALL",
+}
 
 #: Picked automatically, in this order; CPU is always last and always there. TensorRT: opt-in only.
 PREFERRED_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
@@ -263,7 +277,15 @@ class BundlePolicy:
         self.chunk_size = int(m["action"]["chunk_size"])
 
         opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        session = m["model"].get("session", {})  # bundles without it: level "all", onnxruntime's threads
+        level = session.get("graph_optimization_level", "all")
+        if level not in _LEVELS:
+            raise BundleError(
+                f"{self.path / MANIFEST_NAME}: field 'model.session.graph_optimization_level' is {level!r:.40}; "
+                f"expected one of {list(_LEVELS)}"
+            )
+        opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _LEVELS[level])
+        intra_op_threads = intra_op_threads or session.get("intra_op_threads")  # the caller's wins
         if intra_op_threads:
             opts.intra_op_num_threads = int(intra_op_threads)
         # ORT's worker threads otherwise spin after every run: on a robot PC that also captures
@@ -282,6 +304,11 @@ class BundlePolicy:
         self.providers = list(self.session.get_providers())
         self._check_io()
         self.load_seconds = time.perf_counter() - t0
+        offline = (m["model"].get("levers") or {}).get("offline_optimization")
+        if offline and self.providers[0] != offline.get("provider"):
+            log.warning("bundle %s was optimized offline for %s but runs on %s; re-export it without "
+                        "--optimize for this provider", self.bundle_id, offline.get("provider"),
+                        self.providers[0])  # fmt: skip
         dropped = [p for p in requested if p not in self.providers]
         if dropped:  # onnxruntime-gpu lists CUDA even where no GPU or CUDA library answers
             log.warning("bundle %s: %s could not be used (no GPU, or its CUDA libraries are missing)",

@@ -9,6 +9,15 @@ Token ids fed to the graph and the action tokens must be identical, continuous o
 (actions, log-prob, value) within ``tolerance``. The check runs the whole batch (dynamic batch
 dimension) and single observations (what the robot sends).
 
+Lossy levers (int8 quantization, :mod:`.levers`) cannot match tokens exactly: with an
+``action_tolerance`` the check runs in ``"decoded-actions"`` mode. Tokenization must still be
+identical; the decoded actions (physical units) must agree within ``action_tolerance`` times each
+action dimension's range (contract ``action.high - action.low``); token flips are counted and
+reported, not failed on by themselves (a flip that moves an action beyond the tolerance fails);
+log-prob and value differences are recorded, not gated. The record then carries ``mode``,
+``action_tolerance``, ``max_action_diff_fraction``, ``token_flips`` and ``tokens_compared`` instead
+of the exact mode's ``tolerance`` and ``token_mismatches``.
+
 Torch is imported lazily (:func:`torch_reference`); the observation generators need only numpy.
 """
 
@@ -39,9 +48,21 @@ class ParityReport:
     batch_sizes: list[int] = field(default_factory=list)
     providers: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    mode: str = "exact"  # "exact" | "decoded-actions" (lossy levers)
+    action_tolerance: float | None = None  # decoded-actions mode: fraction of each dimension's range
+    max_action_diff_fraction: list[float] = field(default_factory=list)  # per action dimension
+    token_flips: int = 0  # decoded-actions mode: action tokens that differ from torch's
+    tokens_compared: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        if self.mode == "exact":
+            for key in ("action_tolerance", "max_action_diff_fraction", "token_flips", "tokens_compared"):
+                out.pop(key)
+        else:  # the exact mode's gates (absolute tolerance, identical tokens) do not apply
+            out.pop("tolerance")
+            out.pop("token_mismatches")
+        return out
 
 
 # --- observations for the parity check ----------------------------------------------------
@@ -169,9 +190,11 @@ def check_parity(
     observations: Sequence[Observation],
     tolerance: float,
     source: str,
+    action_tolerance: float | None = None,
 ) -> ParityReport:
     """Torch vs the bundle runtime (on the staged, not yet committed files): the whole batch,
-    then single observations. Preprocessing is compared too (token ids must be identical)."""
+    then single observations. Preprocessing is compared too (token ids must be identical).
+    ``action_tolerance``: decoded-actions mode (module docstring), else exact mode."""
     from simbridge.deploy.runtime import BundlePolicy
 
     try:  # the draft stays in memory: nothing claims a parity that has not been checked yet
@@ -182,6 +205,14 @@ def check_parity(
         passed=True, num_observations=len(observations), source=source, tolerance=tolerance,
         providers=list(runtime.providers),
     )  # fmt: skip
+    lossy = action_tolerance is not None
+    action_range = np.maximum(
+        np.asarray(manifest["action"]["high"], np.float64) - np.asarray(manifest["action"]["low"], np.float64),
+        1e-12,
+    )
+    worst = np.zeros_like(action_range)  # max |torch - bundle| per action dimension, physical units
+    if lossy:
+        report.mode, report.action_tolerance = "decoded-actions", float(action_tolerance)
     for batch in (list(observations), [observations[0]], [observations[-1]]):
         report.batch_sizes.append(len(batch))
         expected = torch_reference(policy, batch)
@@ -193,14 +224,35 @@ def check_parity(
                 )
         got = runtime.infer(batch)
         mismatches = int(np.sum(expected["tokens"] != got["tokens"]))
-        report.token_mismatches += mismatches
-        if mismatches:
-            report.problems.append(f"{mismatches} action token(s) differ at batch size {len(batch)}")
+        report.tokens_compared += int(expected["tokens"].size)
+        if lossy:
+            report.token_flips += mismatches
+        else:
+            report.token_mismatches += mismatches
+            if mismatches:
+                report.problems.append(f"{mismatches} action token(s) differ at batch size {len(batch)}")
+        delta = np.abs(expected["actions"].astype(np.float64) - got["actions"].astype(np.float64))
+        worst = np.maximum(worst, delta.reshape(-1, delta.shape[-1]).max(axis=0))
         for key in ("actions", "logprob", "value"):
             diff = float(np.max(np.abs(expected[key].astype(np.float64) - got[key].astype(np.float64))))
             report.max_abs_diff[key] = max(report.max_abs_diff.get(key, 0.0), diff)
-    for key, diff in report.max_abs_diff.items():
-        if not diff <= tolerance:  # also catches NaN
-            report.problems.append(f"{key} differ by up to {diff:.3g} > tolerance {tolerance:g}")
+    fraction = worst / action_range
+    report.max_action_diff_fraction = [float(f) for f in fraction]
+    if lossy:
+        over = [d for d in range(len(fraction)) if not fraction[d] <= action_tolerance]  # NaN fails
+        if over:
+            names = manifest["action"].get("names") or [str(d) for d in range(len(fraction))]
+            dims = ", ".join(
+                f"{names[d]} by {worst[d]:.3g} ({fraction[d]:.1%} of its range)" for d in over
+            )
+            report.problems.append(
+                f"decoded actions differ beyond the action tolerance {action_tolerance:.1%} of each "
+                f"dimension's range: {dims}; {report.token_flips} of {report.tokens_compared} action "
+                "tokens flipped"
+            )
+    else:
+        for key, diff in report.max_abs_diff.items():
+            if not diff <= tolerance:  # also catches NaN
+                report.problems.append(f"{key} differ by up to {diff:.3g} > tolerance {tolerance:g}")
     report.passed = not report.problems
     return report

@@ -2,7 +2,8 @@
 
 :func:`export_checkpoint` runs the steps in order, everything into a staging directory that
 :class:`~simbridge.deploy.bundle.BundleWriter` renames into place only at the end: load the
-checkpoint (:func:`load_policy`), trace the graph (:mod:`.graph`), copy the tokenizer and build
+checkpoint (:func:`load_policy`), trace the graph (:mod:`.graph`), apply the speed levers asked
+for (:mod:`.levers`: int8, offline optimization, session options), copy the tokenizer and build
 the manifest (:mod:`.manifest`), run the parity check (:mod:`.parity`), then commit (and sign).
 If any step fails, nothing is written.
 
@@ -21,7 +22,8 @@ from typing import Any
 
 from simbridge.data.spec import Observation, PolicyContract
 from simbridge.deploy.bundle import BundleWriter, hash_tree
-from simbridge.deploy.export.manifest import build_manifest, write_tokenizer
+from simbridge.deploy.export.levers import action_tolerance, apply_levers, check_lever_options
+from simbridge.deploy.export.manifest import build_manifest, graph_opset, write_tokenizer
 from simbridge.deploy.export.options import MODEL_FILE, TOKENIZER_FILE, ExportError, ExportOptions
 from simbridge.deploy.export.parity import (
     ParityReport,
@@ -42,11 +44,21 @@ class ExportResult:
 
     def summary(self) -> str:
         diffs = ", ".join(f"{k} {v:.1e}" for k, v in self.parity.max_abs_diff.items())
+        if self.parity.mode == "exact":
+            agreement = f"tokens identical, max abs diff {diffs}"
+        else:
+            agreement = (
+                f"decoded actions within {max(self.parity.max_action_diff_fraction):.2%} of their range "
+                f"(tolerance {self.parity.action_tolerance:.1%}), {self.parity.token_flips} of "
+                f"{self.parity.tokens_compared} tokens flipped, max abs diff {diffs}"
+            )
+        levers = self.manifest["model"].get("levers") or {}
+        applied = [k for k in ("quantization", "offline_optimization") if levers.get(k)]
         return (
             f"exported {self.manifest['source'].get('checkpoint')} -> {self.bundle} "
             f"(bundle {self.manifest['bundle_id']}, {self.manifest['family']}, chunk {self.manifest['action']['chunk_size']}) "
-            f"in {self.seconds:.1f} s; parity on {self.parity.num_observations} observations: "
-            f"tokens identical, max abs diff {diffs}"
+            f"{'with ' + ' + '.join(applied) + ' ' if applied else ''}"
+            f"in {self.seconds:.1f} s; parity on {self.parity.num_observations} observations: {agreement}"
         )
 
 
@@ -88,6 +100,7 @@ def export_checkpoint(
     """
     options = options or ExportOptions()
     signing_key = load_signing_key(options)  # a bad key fails now, not after a minute of exporting
+    check_lever_options(options)
     say = progress or (lambda msg: print(f"[export] {msg}", file=sys.stderr, flush=True))
     t0 = time.perf_counter()
     checkpoint = Path(checkpoint).absolute()
@@ -142,6 +155,10 @@ def export_checkpoint(
             opset=options.opset,
             options_exporter=options.exporter,
         )
+        if options.lossy or options.optimize != "none":
+            say(f"levers: quantize {options.quantize}, offline optimization {options.optimize}")
+        model |= apply_levers(staging / MODEL_FILE, options)  # model.levers, model.session
+        model["opset"] = graph_opset(staging / MODEL_FILE)
         instruction = write_tokenizer(policy, staging / TOKENIZER_FILE)
         manifest = build_manifest(policy, info, model, instruction)
         manifest["source"] = {
@@ -153,7 +170,9 @@ def export_checkpoint(
         manifest["software_version"] = _software_version()
         manifest["created"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         say(f"parity check on {len(observations)} observations ({source})")
-        report = check_parity(policy, staging, manifest, observations, options.tolerance, source)
+        report = check_parity(
+            policy, staging, manifest, observations, options.tolerance, source, action_tolerance(options)
+        )
         if not report.passed:
             raise ExportError(
                 f"parity check failed for {checkpoint}: {'; '.join(report.problems)}; no bundle written "
