@@ -47,6 +47,7 @@ class ForwardOutput:
     values: torch.Tensor  # (B,)
     regression: torch.Tensor | None = None
     greedy_ids: torch.Tensor | None = None  # (B, T) full-vocabulary argmax (greedy_full_vocab)
+    action_hidden: torch.Tensor | None = None  # (B, T, H) OFT's action-query states (SFT's auxiliary head)
 
 
 class ActionDecoding:

@@ -127,4 +127,5 @@ class OpenVLAOFTPolicy(VLAPolicy):
             values=self.value_head(h_act[:, 0]).squeeze(-1),
             regression=regression,
             greedy_ids=greedy,
+            action_hidden=h_act,
         )

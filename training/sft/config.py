@@ -133,6 +133,9 @@ class SFTConfig:
     l1_weight: float = 1.0
     #: Std (in bins) of Gaussian soft targets for the token cross-entropy; 0 = one-hot targets.
     bin_sigma: float = 0.0
+    #: Weight of the auxiliary loss on where the object and the target are relative to the TCP,
+    #: taken from the demonstrations' grasp and release points (see sft/auxiliary.py); 0 = off.
+    aux_weight: float = 0.0
     log_every: int = 10
     val_every: int = 200
     checkpoint_every: int = 500
@@ -147,3 +150,7 @@ class SFTConfig:
     def __post_init__(self) -> None:
         if self.bin_sigma < 0:
             raise ValueError("bin_sigma: 0 (one-hot targets) or a positive width in bins, e.g. 1.5")
+        if self.aux_weight < 0:
+            raise ValueError("aux_weight: 0 (off) or a positive weight of the auxiliary loss, e.g. 1.0")
+        if self.aux_weight > 0 and self.model.family != "openvla-oft":
+            raise ValueError("aux_weight: the auxiliary head reads OFT's action-query states; use model.family=openvla-oft")

@@ -23,9 +23,10 @@ from simbridge.training.models import PRESETS, ActionStats, InstructionTokenizer
 from simbridge.training.models.adapters import apply_lora
 from simbridge.training.models.precision import configure_training, trainable_adamw
 from simbridge.training.sft.action_error import ActionError, flatten, predicted_actions
+from simbridge.training.sft.auxiliary import WaypointHead, auxiliary_loss, waypoint_targets
 from simbridge.training.sft.config import OptimConfig, SFTConfig
 from simbridge.training.sft.data import Demos, augment_images, load_demos, split_episodes
-from simbridge.training.sft.loss import make_batch, sft_forward, sft_loss
+from simbridge.training.sft.loss import make_batch, sft_forward
 from simbridge.training.sft.report import evaluate_on_training_distribution, plot_losses, write_action_error
 
 
@@ -88,22 +89,32 @@ def build_for_demos(cfg: SFTConfig, demos: Demos) -> VLAPolicy:
 
 
 def evaluate_loss(
-    policy: VLAPolicy, demos: Demos, cfg: SFTConfig, max_rows: int = 256, errors: ActionError | None = None
+    policy: VLAPolicy,
+    demos: Demos,
+    cfg: SFTConfig,
+    max_rows: int = 256,
+    errors: ActionError | None = None,
+    aux_head: WaypointHead | None = None,
 ) -> dict[str, float]:
-    """Validation metrics on up to ``max_rows`` samples: the loss terms and the teacher-forced
-    action error per phase in mm / rad (``val/action_error/<phase>/...``, see :mod:`.action_error`);
-    pass ``errors`` to keep the per-phase sums."""
+    """Validation metrics on up to ``max_rows`` samples: the loss terms, the auxiliary head's
+    errors (with ``aux_head``) and the teacher-forced action error per phase in mm / rad
+    (``val/action_error/<phase>/...``, see :mod:`.action_error`); pass ``errors`` to keep the
+    per-phase sums."""
     rows = np.arange(len(demos))
     if len(rows) > max_rows:
         rows = np.random.default_rng(0).choice(rows, max_rows, replace=False)
     policy.eval()
     totals: dict[str, float] = {}
     errors = errors if errors is not None else ActionError()
+    waypoints = waypoint_targets(demos.proprio, demos.actions, demos.episode_end) if aux_head else None
     with torch.no_grad():
         for start in range(0, len(rows), cfg.optim.batch_size):
             part = rows[start : start + cfg.optim.batch_size]
             batch, target = make_batch(policy, demos, part)
             _, m, out = sft_forward(policy, batch, target, cfg.l1_weight, cfg.bin_sigma)
+            if aux_head is not None and waypoints is not None:
+                m |= auxiliary_loss(aux_head, out.action_hidden, torch.as_tensor(waypoints[0][part]),
+                                    torch.as_tensor(waypoints[1][part]))[1]  # fmt: skip
             errors.add(predicted_actions(policy, out), demos.chunk(part, policy.config.chunk_size))
             for k, v in m.items():
                 totals[k] = totals.get(k, 0.0) + v * len(part)
@@ -135,11 +146,21 @@ def train_sft(cfg: SFTConfig, demos: Demos | None = None) -> Path:
         run = RunDir.create(cfg.root, cfg.name, config=cfg)
     configure_training(policy, cfg.model.precision, cfg.model.gradient_checkpointing)
     optim = trainable_adamw(policy, cfg.optim.lr, cfg.optim.weight_decay)  # no state for frozen weights
+    aux_head, waypoints = None, None
+    if cfg.aux_weight > 0:  # SFT-only: trained with the policy, not part of the checkpoint's model
+        aux_head = WaypointHead(policy.config.hidden_size)
+        waypoints = waypoint_targets(train.proprio, train.actions, train.episode_end)
+        optim.add_param_group({"params": list(aux_head.parameters()), "weight_decay": cfg.optim.weight_decay})
     params = [p for g in optim.param_groups for p in g["params"]]
     step = 0
     gen = torch.Generator().manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     if state is not None:
+        if (aux_head is None) != ("aux_head" not in state):
+            raise ConfigError(f"resume: {resume_dir} was trained with{'out' if aux_head else ''} the auxiliary "
+                              f"head; resume it with the aux_weight it was trained with (its config.yaml)")  # fmt: skip
+        if aux_head is not None:
+            aux_head.load_state_dict(state["aux_head"])
         optim.load_state_dict(state["optimizer"])
         step = int(state["step"])
         gen.set_state(state["torch_generator"])
@@ -149,6 +170,8 @@ def train_sft(cfg: SFTConfig, demos: Demos | None = None) -> Path:
     def checkpoint(metrics: dict[str, Any]) -> Path:
         training_state = {"optimizer": optim.state_dict(), "step": step, "torch_generator": gen.get_state(),
                           "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state()}  # fmt: skip
+        if aux_head is not None:
+            training_state["aux_head"] = aux_head.state_dict()
         return save_checkpoint(policy, run, step, metrics, config=to_dict(cfg), training_state=training_state,
                                extra={"num_train_episodes": len(train_eps), "num_val_episodes": len(val_eps),
                                       "num_train_steps": len(train)})  # fmt: skip
@@ -168,7 +191,12 @@ def train_sft(cfg: SFTConfig, demos: Demos | None = None) -> Path:
             lr = _lr_at(step, cfg.optim)
             for group in optim.param_groups:
                 group["lr"] = lr
-            loss, metrics = sft_loss(policy, batch, target, cfg.l1_weight, cfg.bin_sigma)
+            loss, metrics, out = sft_forward(policy, batch, target, cfg.l1_weight, cfg.bin_sigma)
+            if aux_head is not None and waypoints is not None:
+                aux_loss, aux_metrics = auxiliary_loss(aux_head, out.action_hidden, torch.as_tensor(waypoints[0][rows]),
+                                                       torch.as_tensor(waypoints[1][rows]))  # fmt: skip
+                loss = loss + cfg.aux_weight * aux_loss
+                metrics |= aux_metrics
             optim.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
@@ -180,7 +208,7 @@ def train_sft(cfg: SFTConfig, demos: Demos | None = None) -> Path:
                 run.log(step, **{f"train/{k}": v for k, v in last.items()}, elapsed_s=time.time() - started)
                 bar.set_postfix(loss=f"{metrics['loss']:.3f}", acc=f"{metrics['token_accuracy']:.2f}")
             if val is not None and (step % cfg.val_every == 0 or step == cfg.optim.steps):
-                last.update(evaluate_loss(policy, val, cfg))
+                last.update(evaluate_loss(policy, val, cfg, aux_head=aux_head))
                 run.log(step, **{k: v for k, v in last.items() if k.startswith("val/")})
             if step % cfg.checkpoint_every == 0 or step == cfg.optim.steps:
                 checkpoint(last)

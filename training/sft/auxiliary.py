@@ -1,0 +1,90 @@
+"""SFT-only auxiliary targets: where the object and the placement target are, relative to the TCP.
+
+Behaviour cloning from 200-600 demonstrations gives the vision encoder one weak signal (the
+action tokens) to learn localization from. A dense auxiliary regression of the scene's geometry
+is a cheap, known fix (privileged-state auxiliary losses; e.g. robomimic's and RT-1's ablations).
+The geometry comes from the demonstration itself, so it needs no simulator field and works on
+teleoperated episodes too:
+
+* the **grasp point** is the TCP position at the step the gripper is commanded closed (the expert
+  and a teleoperator close with the fingers around the object);
+* the **place point** is the TCP position at the step it is commanded open again (the episode's
+  last TCP position when it never opens).
+
+For each step the targets are ``object - tcp`` and ``place - tcp`` in decimetres, where the object
+is at the grasp point until the grasp, in the hand (at the TCP) while held, and at the place point
+after the release. A small head on the mean of the policy's action-query states predicts them; its
+loss is added to SFT's with ``aux_weight`` and the head is dropped at the end: the exported policy is
+unchanged. ``val/aux/object_error_mm`` (before the grasp) says whether the vision localizes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+#: Targets are in decimetres so that they are O(1) like the normalized actions.
+SCALE = 10.0
+NUM_TARGETS = 6  # object - tcp (3), place - tcp (3)
+
+
+def waypoint_targets(
+    proprio: np.ndarray, actions: np.ndarray, episode_end: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 6) float32 ``[object - tcp, place - tcp]`` in metres for every demonstration row, and
+    (N,) bool: the row is at or before its episode's grasp.
+
+    ``proprio`` (N, 8) holds the TCP xyz first, ``actions`` (N, 7) the gripper command last
+    (+1 open ... -1 closed); ``episode_end`` (N,) is each row's exclusive episode end.
+    """
+    targets = np.zeros((len(proprio), NUM_TARGETS), np.float32)
+    before_grasp = np.zeros(len(proprio), bool)
+    start = 0
+    for end in np.unique(episode_end):
+        tcp = proprio[start:end, :3]
+        closed = actions[start:end, 6] < 0
+        grasp_t = int(np.argmax(closed)) if closed.any() else len(tcp) - 1
+        reopened = np.flatnonzero(~closed[grasp_t:])
+        place_t = grasp_t + int(reopened[0]) if closed.any() and len(reopened) else len(tcp) - 1
+        obj = np.repeat(tcp[grasp_t][None], len(tcp), 0)
+        obj[grasp_t + 1 : place_t] = tcp[grasp_t + 1 : place_t]  # in the hand
+        obj[place_t:] = tcp[place_t]  # released on the target
+        targets[start:end, :3] = obj - tcp
+        targets[start:end, 3:] = tcp[place_t] - tcp
+        before_grasp[start : start + grasp_t + 1] = True
+        start = int(end)
+    return targets, before_grasp
+
+
+class WaypointHead(nn.Module):
+    """Mean of the action-query states (B, T, H) -> (B, 6) offsets in decimetres."""
+
+    def __init__(self, hidden_size: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(hidden_size, hidden_size), nn.GELU(), nn.Linear(hidden_size, NUM_TARGETS)
+        )
+
+    def forward(self, action_hidden: torch.Tensor) -> torch.Tensor:
+        return self.net(action_hidden.float().mean(dim=1))
+
+
+def auxiliary_loss(
+    head: WaypointHead,
+    action_hidden: torch.Tensor | None,
+    targets_m: torch.Tensor,
+    before_grasp: torch.Tensor,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """L1 in decimetres + the errors in millimetres (object: rows before the grasp only)."""
+    if action_hidden is None:
+        raise ValueError("aux_weight > 0 needs a policy that returns its action-query states (openvla-oft)")
+    pred = head(action_hidden)
+    loss = F.l1_loss(pred, targets_m * SCALE)
+    with torch.no_grad():
+        err_mm = (pred / SCALE - targets_m).reshape(-1, 2, 3).norm(dim=-1) * 1000.0
+        metrics = {"aux/l1": loss.item(), "aux/place_error_mm": err_mm[:, 1].mean().item()}
+        if before_grasp.any():
+            metrics["aux/object_error_mm"] = err_mm[before_grasp, 0].mean().item()
+    return loss, metrics
