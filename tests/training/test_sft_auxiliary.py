@@ -69,12 +69,14 @@ def test_train_sft_with_aux_weight_logs_it_resumes_and_exports_without_the_head(
     overrides = [f"data.store={store}", f"root={tmp_path}", "optim.steps=40", "optim.batch_size=8",
                  "optim.warmup_steps=2", "log_every=1", "val_every=20", "checkpoint_every=20",
                  "eval.enabled=false", "progress=false", "data.val_fraction=0.2", "threads=1",
-                 "aux_weight=1.0", "optim.lr=1e-3"]  # fmt: skip
+                 "model.keypoint_stem=8", "aux_weight=1.0", "optim.lr=1e-3"]  # fmt: skip
     run = train_sft(load_config(SFTConfig, overrides=overrides))
     metrics = read_metrics(run)
     l1 = [m["train/aux/l1"] for m in metrics if "train/aux/l1" in m]
     assert len(l1) == 40 and np.mean(l1[-5:]) < 0.5 * np.mean(l1[:5])  # it learns the geometry
-    assert any("val/aux/object_error_mm" in m for m in metrics)
+    kp = [m["train/aux/keypoint_l1"] for m in metrics if "train/aux/keypoint_l1" in m]
+    assert len(kp) == 40 and np.mean(kp[-5:]) < 0.5 * np.mean(kp[:5])  # and so do the keypoints
+    assert any("val/aux/object_error_mm" in m and "val/aux/keypoint_object_error_mm" in m for m in metrics)
     ckpt = list_checkpoints(run)[-1]
     assert not any("aux" in k for k in load_checkpoint(ckpt).state_dict())  # the policy is unchanged
     assert "aux_head" in load_training_state(ckpt)

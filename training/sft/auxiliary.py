@@ -13,9 +13,12 @@ teleoperated episodes too:
 
 For each step the targets are ``object - tcp`` and ``place - tcp`` in decimetres, where the object
 is at the grasp point until the grasp, in the hand (at the TCP) while held, and at the place point
-after the release. A small head on the mean of the policy's action-query states predicts them; its
-loss is added to SFT's with ``aux_weight`` and the head is dropped at the end: the exported policy is
-unchanged. ``val/aux/object_error_mm`` (before the grasp) says whether the vision localizes.
+after the release. A small head on the mean of the policy's action-query states predicts them; when
+the policy has a keypoint stem a second head predicts them from the stem's keypoints and the TCP
+position alone, a short gradient path that teaches the stem to find the object and the target.
+The losses are added to SFT's with ``aux_weight`` and the heads are dropped at the end: the
+exported policy is unchanged. ``val/aux/object_error_mm`` (before the grasp) says whether the
+policy localizes, ``val/aux/keypoint_object_error_mm`` whether its keypoints do.
 """
 
 from __future__ import annotations
@@ -71,6 +74,35 @@ class WaypointHead(nn.Module):
         return self.net(action_hidden.float().mean(dim=1))
 
 
+class KeypointWaypointHead(nn.Module):
+    """Keypoints of every camera (B, N·K·2) + the normalized TCP xyz (B, 3) -> (B, 6) decimetres.
+
+    It reads the keypoint stem's output through a forward hook on its spatial softmax (the model's
+    forward is unchanged): call :meth:`attach` once, then :meth:`forward` after each policy forward.
+    """
+
+    def __init__(self, num_cameras: int, num_keypoints: int, hidden: int = 256) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(num_cameras * num_keypoints * 2 + 3, hidden), nn.GELU(), nn.Linear(hidden, NUM_TARGETS)
+        )
+        self.num_cameras = num_cameras
+        self._points: torch.Tensor | None = None
+
+    def attach(self, stem: nn.Module) -> None:
+        def keep(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
+            self._points = output
+
+        stem.softmax.register_forward_hook(keep)
+
+    def forward(self, proprio: torch.Tensor) -> torch.Tensor:
+        if self._points is None:
+            raise RuntimeError("KeypointWaypointHead: no keypoints captured; run the policy forward first")
+        points, self._points = self._points, None
+        b = proprio.shape[0]
+        return self.net(torch.cat([points.float().reshape(b, -1), proprio[:, :3].float()], dim=1))
+
+
 def auxiliary_loss(
     head: WaypointHead,
     action_hidden: torch.Tensor | None,
@@ -88,3 +120,41 @@ def auxiliary_loss(
         if before_grasp.any():
             metrics["aux/object_error_mm"] = err_mm[before_grasp, 0].mean().item()
     return loss, metrics
+
+
+def keypoint_auxiliary_loss(
+    head: KeypointWaypointHead, proprio: torch.Tensor, targets_m: torch.Tensor, before_grasp: torch.Tensor
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """:func:`auxiliary_loss` for the keypoint head (metrics prefixed ``aux/keypoint_``)."""
+    pred = head(proprio)
+    loss = F.l1_loss(pred, targets_m * SCALE)
+    with torch.no_grad():
+        err_mm = (pred / SCALE - targets_m).reshape(-1, 2, 3).norm(dim=-1) * 1000.0
+        metrics = {"aux/keypoint_l1": loss.item(), "aux/keypoint_place_error_mm": err_mm[:, 1].mean().item()}
+        if before_grasp.any():
+            metrics["aux/keypoint_object_error_mm"] = err_mm[before_grasp, 0].mean().item()
+    return loss, metrics
+
+
+class AuxiliaryHeads(nn.Module):
+    """The SFT-only heads of a policy: on its action-query states, and on its keypoints if it has a
+    keypoint stem. :meth:`loss` after each policy forward gives their summed loss and metrics."""
+
+    def __init__(self, policy: nn.Module) -> None:
+        super().__init__()
+        cfg = policy.config
+        self.states = WaypointHead(cfg.hidden_size)
+        self.keypoints: KeypointWaypointHead | None = None
+        if getattr(policy, "keypoint_stem", None) is not None:
+            self.keypoints = KeypointWaypointHead(len(policy.contract.observation.cameras), cfg.keypoint_stem)
+            self.keypoints.attach(policy.keypoint_stem)
+
+    def loss(
+        self, out: object, proprio: torch.Tensor, targets_m: np.ndarray, before_grasp: np.ndarray
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        targets, before = torch.as_tensor(targets_m), torch.as_tensor(before_grasp)
+        loss, metrics = auxiliary_loss(self.states, getattr(out, "action_hidden", None), targets, before)
+        if self.keypoints is not None:
+            kp_loss, kp_metrics = keypoint_auxiliary_loss(self.keypoints, proprio, targets, before)
+            loss, metrics = loss + kp_loss, metrics | kp_metrics
+        return loss, metrics

@@ -23,7 +23,7 @@ from simbridge.training.models import PRESETS, ActionStats, InstructionTokenizer
 from simbridge.training.models.adapters import apply_lora
 from simbridge.training.models.precision import configure_training, trainable_adamw
 from simbridge.training.sft.action_error import ActionError, flatten, predicted_actions
-from simbridge.training.sft.auxiliary import WaypointHead, auxiliary_loss, waypoint_targets
+from simbridge.training.sft.auxiliary import AuxiliaryHeads, waypoint_targets
 from simbridge.training.sft.config import OptimConfig, SFTConfig
 from simbridge.training.sft.data import Demos, augment_images, load_demos, split_episodes
 from simbridge.training.sft.loss import make_batch, sft_forward
@@ -94,7 +94,7 @@ def evaluate_loss(
     cfg: SFTConfig,
     max_rows: int = 256,
     errors: ActionError | None = None,
-    aux_head: WaypointHead | None = None,
+    aux_head: AuxiliaryHeads | None = None,
 ) -> dict[str, float]:
     """Validation metrics on up to ``max_rows`` samples: the loss terms, the auxiliary head's
     errors (with ``aux_head``) and the teacher-forced action error per phase in mm / rad
@@ -113,8 +113,7 @@ def evaluate_loss(
             batch, target = make_batch(policy, demos, part)
             _, m, out = sft_forward(policy, batch, target, cfg.l1_weight, cfg.bin_sigma)
             if aux_head is not None and waypoints is not None:
-                m |= auxiliary_loss(aux_head, out.action_hidden, torch.as_tensor(waypoints[0][part]),
-                                    torch.as_tensor(waypoints[1][part]))[1]  # fmt: skip
+                m |= aux_head.loss(out, batch["proprio"], waypoints[0][part], waypoints[1][part])[1]
             errors.add(predicted_actions(policy, out), demos.chunk(part, policy.config.chunk_size))
             for k, v in m.items():
                 totals[k] = totals.get(k, 0.0) + v * len(part)
@@ -148,7 +147,7 @@ def train_sft(cfg: SFTConfig, demos: Demos | None = None) -> Path:
     optim = trainable_adamw(policy, cfg.optim.lr, cfg.optim.weight_decay)  # no state for frozen weights
     aux_head, waypoints = None, None
     if cfg.aux_weight > 0:  # SFT-only: trained with the policy, not part of the checkpoint's model
-        aux_head = WaypointHead(policy.config.hidden_size)
+        aux_head = AuxiliaryHeads(policy)
         waypoints = waypoint_targets(train.proprio, train.actions, train.episode_end)
         optim.add_param_group({"params": list(aux_head.parameters()), "weight_decay": cfg.optim.weight_decay})
     params = [p for g in optim.param_groups for p in g["params"]]
@@ -193,8 +192,7 @@ def train_sft(cfg: SFTConfig, demos: Demos | None = None) -> Path:
                 group["lr"] = lr
             loss, metrics, out = sft_forward(policy, batch, target, cfg.l1_weight, cfg.bin_sigma)
             if aux_head is not None and waypoints is not None:
-                aux_loss, aux_metrics = auxiliary_loss(aux_head, out.action_hidden, torch.as_tensor(waypoints[0][rows]),
-                                                       torch.as_tensor(waypoints[1][rows]))  # fmt: skip
+                aux_loss, aux_metrics = aux_head.loss(out, batch["proprio"], waypoints[0][rows], waypoints[1][rows])
                 loss = loss + cfg.aux_weight * aux_loss
                 metrics |= aux_metrics
             optim.zero_grad(set_to_none=True)
