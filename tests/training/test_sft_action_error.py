@@ -18,6 +18,7 @@ from simbridge.training.sft.action_error import (
     PHASES,
     ActionError,
     action_phases,
+    episode_start_error,
     format_action_error,
     predicted_actions,
 )
@@ -106,11 +107,24 @@ def test_train_sft_reports_action_error_per_phase(tmp_path):
     summary = json.loads((run / "sft_summary.json").read_text())
     phases = summary["action_error"]["phases"]
     assert summary["action_error"]["episodes"] == "validation"
-    assert set(phases) == {*PHASES, "all"}
+    assert set(phases) == {*PHASES, "all", "start"}
     # One validation episode of 10 steps, chunks of 4 actions: 40 labelled actions.
     assert sum(phases[p]["steps"] for p in PHASES) == phases["all"]["steps"] == 40
+    assert phases["start"]["steps"] == 1  # the first step of its one episode
     assert all(0 <= phases[p]["gripper_agreement"] <= 1 and phases[p]["translation_mm"] >= 0 for p in phases)
     val = next(m for m in read_metrics(run) if "val/loss" in m)
     assert val["val/action_error/all/translation_mm"] == pytest.approx(phases["all"]["translation_mm"], rel=1e-4)
     text = (run / "action_error.txt").read_text()
     assert "validation episodes" in text and "transport" in text
+
+
+def test_episode_start_error_scores_the_first_step_of_each_episode_only():
+    d = demos(episodes=3)
+    policy = build_for_demos(load_config(SFTConfig, overrides=["model.use_regression_head=true"]), d)
+    start = episode_start_error(policy, d, batch_size=2)
+    assert start["steps"] == 3
+    batch, _ = make_batch(policy, d, np.array([0, 10, 20]))
+    with torch.no_grad():
+        first = predicted_actions(policy, policy.forward(**batch))[:, 0].numpy()
+    expected = np.linalg.norm(first[:, :3] - d.actions[[0, 10, 20], :3], axis=1).mean() * 1000
+    assert start["translation_mm"] == pytest.approx(expected, rel=1e-4)

@@ -26,7 +26,9 @@ before a grasp or a release fall below it, its transfers are 1-5 cm per step):
 * ``transport``: gripper closed, translation >= 5 mm (lift, carry, lower).
 
 Every phase's numbers come with the number of action steps they average over; ``all`` is
-the whole set.
+the whole set. ``start`` (:func:`episode_start_error`) is the first step of every episode on its
+first frame: where the policy must find the object from the first view alone. A policy that
+fits the later steps but not this one descends wherever it is (docs/experiments/sft_recipe.md).
 """
 
 from __future__ import annotations
@@ -118,3 +120,18 @@ def format_action_error(result: dict[str, dict[str, float]]) -> str:
         lines.append(f"{phase:10s} {r['steps']:6d} {r['translation_mm']:15.2f} {r['rotation_rad']:13.4f} "
                      f"{100 * r['gripper_agreement']:13.1f}%")  # fmt: skip
     return "\n".join(lines)
+
+
+def episode_start_error(policy: Any, demos: Any, batch_size: int = 32) -> dict[str, float]:
+    """The first predicted step's error on the first frame of every episode of ``demos``
+    (an :class:`~simbridge.training.sft.data.Demos`), as one block of :meth:`ActionError.result`."""
+    from simbridge.training.sft.loss import make_batch
+
+    starts = np.r_[0, np.unique(demos.episode_end)[:-1]]
+    errors = ActionError()
+    with torch.no_grad():
+        for i in range(0, len(starts), batch_size):
+            rows = starts[i : i + batch_size]
+            batch, _ = make_batch(policy, demos, rows)
+            errors.add(predicted_actions(policy, policy.forward(**batch))[:, 0], demos.actions[rows])
+    return errors.result()["all"]

@@ -22,7 +22,7 @@ from simbridge.training.checkpoint import latest_checkpoint, load_training_state
 from simbridge.training.models import PRESETS, ActionStats, InstructionTokenizer, VLAPolicy, build_policy
 from simbridge.training.models.adapters import apply_lora
 from simbridge.training.models.precision import configure_training, trainable_adamw
-from simbridge.training.sft.action_error import ActionError, flatten, predicted_actions
+from simbridge.training.sft.action_error import ActionError, episode_start_error, flatten, predicted_actions
 from simbridge.training.sft.auxiliary import AuxiliaryHeads, waypoint_targets
 from simbridge.training.sft.config import OptimConfig, SFTConfig
 from simbridge.training.sft.data import Demos, augment_images, load_demos, split_episodes
@@ -117,7 +117,8 @@ def evaluate_loss(
             errors.add(predicted_actions(policy, out), demos.chunk(part, policy.config.chunk_size))
             for k, v in m.items():
                 totals[k] = totals.get(k, 0.0) + v * len(part)
-    return {**{f"val/{k}": v / len(rows) for k, v in totals.items()}, **flatten(errors.result(), "val/action_error")}
+    phases = errors.result() | {"start": episode_start_error(policy, demos, cfg.optim.batch_size)}
+    return {**{f"val/{k}": v / len(rows) for k, v in totals.items()}, **flatten(phases, "val/action_error")}
 
 
 def train_sft(cfg: SFTConfig, demos: Demos | None = None) -> Path:
@@ -217,9 +218,11 @@ def train_sft(cfg: SFTConfig, demos: Demos | None = None) -> Path:
                    "num_val_episodes": len(val_eps), "num_train_samples": len(train)}  # fmt: skip
         plot_losses(run.path)
         errors = ActionError()  # on the validation episodes (the training ones without any)
-        evaluate_loss(policy, val if val is not None else train, cfg, errors=errors)
+        held = val if val is not None else train
+        evaluate_loss(policy, held, cfg, errors=errors)
+        phases = errors.result() | {"start": episode_start_error(policy, held, cfg.optim.batch_size)}
         summary["action_error"] = {"episodes": "validation" if val is not None else "training",
-                                   "phases": errors.result()}  # fmt: skip
+                                   "phases": phases}  # fmt: skip
         write_action_error(run.path, summary["action_error"])
         if cfg.eval.enabled:
             summary["evaluation"] = evaluate_on_training_distribution(final, cfg, run.path)
