@@ -230,7 +230,15 @@ def plan_rl(cfg: Any) -> MemoryPlan:
     policy = meta_policy(cfg.policy.family, cfg.policy.preset, cfg.policy.init_checkpoint, contract, lora, overrides)
     fused = _gpu_memory(cfg.cluster.gpu_memory_gb) is not None
     a = cfg.actor
-    actor = train_group("actor", policy, a.minibatch_size, a.precision, a.gradient_checkpointing, fused)
+    # One process holds its share of a minibatch, one micro-batch at a time (gradient accumulation).
+    per_process = -(-a.minibatch_size // a.num_workers)
+    batch = min(a.micro_batch_size or per_process, per_process)
+    actor = train_group("actor", policy, batch, a.precision, a.gradient_checkpointing, fused)
+    if a.parallel == "fsdp2" and a.num_workers > 1:  # fully_shard splits them over the actor's GPUs
+        n = a.num_workers
+        actor.params, actor.grads, actor.optimizer = actor.params // n, actor.grads // n, actor.optimizer // n
+        actor.notes.append(f"fsdp2 over {n} GPUs: parameters, gradients and Adam state per GPU (+ one block "
+                           "gathered while it runs)")  # fmt: skip
     rollout_batch = cfg.env.num_envs // cfg.env.pipeline_stage_num
     frozen = copy.copy(policy)
     rollout = GroupPlan("rollout", params=actor.params, grads=0, optimizer=0, activations=0, activations_plain=0,
@@ -238,8 +246,9 @@ def plan_rl(cfg: Any) -> MemoryPlan:
                         notes=[f"inference on {rollout_batch} envs per stage, fp32, no grad"])  # fmt: skip
     gpus = [["actor"], ["rollout"]] if cfg.cluster.placement == "disaggregated" else [["actor", "rollout"]]
     keys = {"lora": "policy.kwargs.lora_rank", "ckpt": "actor.gradient_checkpointing",
-            "precision": "actor.precision", "batch": "actor.minibatch_size",
-            "gpus": "more GPUs (cluster.placement=disaggregated: the actor and the rollout on a GPU each)"}  # fmt: skip
+            "precision": "actor.precision", "batch": "actor.micro_batch_size: gradient accumulation, the minibatch stays",
+            "gpus": "more GPUs (cluster.placement=disaggregated: the actor and the rollout on a GPU each; "
+                    "actor.num_workers=N actor.parallel=fsdp2: the actor's state split over N GPUs)"}  # fmt: skip
     return _plan(policy, [actor, rollout], gpus, cfg.cluster.gpu_memory_gb,
                  _options(actor, lora.rank, a.gradient_checkpointing, a.precision, keys))  # fmt: skip
 

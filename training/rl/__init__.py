@@ -6,6 +6,7 @@ Modules, in the order data flows:
 * ``factories``   env / policy backends (ManiSkill tasks + VLA policies, or the toy task)
 * ``workers``     EnvWorker, RolloutWorker, ActorWorker (RLinf's three worker groups)
 * ``placement``   collocated / disaggregated / hybrid placement groups, resource checks
+* ``distributed``, ``actor_group``  the data-parallel actor (DDP / FSDP2, gradient accumulation)
 * ``records``     StageResult, RolloutRecord, EpisodeRecord: what the workers send through Ray
 * ``rollout``     RolloutCollector: pipelined or sequential trajectory collection
 * ``buffer``      RolloutBuffer (one iteration's arrays) and ColumnLayout (column <-> env id)

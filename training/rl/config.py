@@ -162,12 +162,34 @@ class ActorConfig:
     precision: Literal["fp32", "bf16"] = "fp32"
     #: Recompute the LM's and the vision towers' activations in the backward pass (less memory).
     gradient_checkpointing: bool = False
+    #: Processes of the actor worker group (one GPU each with gpus_per_worker >= 1). Each takes
+    #: 1/num_workers of every minibatch; the update is the one of a single process.
+    num_workers: int = 1
+    #: How the actor processes hold the policy (simbridge.training.rl.distributed): "none" (one
+    #: process), "ddp" (a full copy each, gradients all-reduced), "fsdp2" (torch's fully_shard:
+    #: parameters, gradients and Adam state split across the processes).
+    parallel: Literal["none", "ddp", "fsdp2"] = "none"
+    #: Samples per forward/backward in one process (gradient accumulation): each minibatch is split
+    #: over the processes, then into micro-batches of at most this size, so minibatch_size does not
+    #: depend on GPU memory. None: one micro-batch per process.
+    micro_batch_size: int | None = None
 
     def __post_init__(self) -> None:
         if self.lr <= 0 or self.value_lr <= 0:
             raise ValueError("lr/value_lr: must be > 0")
         if self.minibatch_size < 1 or self.update_epochs < 1:
             raise ValueError("minibatch_size/update_epochs: must be >= 1")
+        if self.num_workers < 1:
+            raise ValueError("num_workers: must be >= 1")
+        if self.micro_batch_size is not None and self.micro_batch_size < 1:
+            raise ValueError("micro_batch_size: must be >= 1 (or null: one micro-batch per process)")
+        if self.num_workers > 1 and self.parallel == "none":
+            raise ValueError(f"parallel: 'none' trains in one process; set actor.parallel=ddp or fsdp2 for "
+                             f"actor.num_workers={self.num_workers}, or actor.num_workers=1")  # fmt: skip
+        if self.num_workers > 1 and self.gpus_per_worker > 0 and self.gpus_per_worker != int(self.gpus_per_worker):
+            raise ValueError(f"gpus_per_worker: {self.gpus_per_worker:g} is a fraction of a GPU; with "
+                             f"actor.num_workers={self.num_workers} every actor process needs whole GPUs of its "
+                             "own (NCCL refuses two processes on one GPU): set 1")  # fmt: skip
 
 
 @config
@@ -257,6 +279,12 @@ class RLConfig:
     runner: RunnerConfig = field(default_factory=RunnerConfig)
 
     def __post_init__(self) -> None:
+        if self.actor.num_workers > 1 and self.actor.gpus_per_worker > 0 and self.cluster.placement != "disaggregated":
+            raise ValueError(
+                f"actor.num_workers: {self.actor.num_workers} actor processes on GPUs need "
+                f"cluster.placement=disaggregated (a GPU each); '{self.cluster.placement}' puts the actor on "
+                "the rollout's GPU. Set cluster.placement=disaggregated, or actor.num_workers=1"
+            )
         if self.algorithm.name == "grpo" and self.env.num_envs % self.algorithm.group_size:
             raise ValueError(
                 f"algorithm.group_size: must divide the number of envs "

@@ -4,10 +4,12 @@ Resources are expressed as Ray placement-group bundles (CPU cores here, GPUs whe
 
 * ``collocated``: one bundle shared by every group; the rollout runs phase by phase
   (simulate, then infer), as when env, rollout and actor share the same device.
-* ``disaggregated``: one bundle per env worker, one for the rollout, one for the actor;
-  env and rollout are pipelined.
+* ``disaggregated``: one bundle per env worker, one for the rollout, one per actor process
+  (``actor.num_workers``); env and rollout are pipelined.
 * ``hybrid``: one bundle per env worker and one for the rollout (pipelined); the actor
   shares the rollout's bundle and uses every core of the run while it updates.
+
+The actor processes form one :class:`~.actor_group.ActorGroup` (data parallel, :mod:`.distributed`).
 
 :func:`resource_plan` computes the bundles; :func:`check_resources` compares them with the
 cluster *before* anything starts and raises :class:`ResourceShortfall` naming what is missing.
@@ -21,7 +23,9 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from simbridge.data.config import ConfigError
 from simbridge.data.spec import PolicyContract
+from simbridge.training.rl.actor_group import ActorGroup
 from simbridge.training.rl.config import RLConfig
 from simbridge.training.rl.paths import RunDirUnreachable
 
@@ -41,6 +45,11 @@ class ResourcePlan:
     shares: dict[str, float]  # CPUs each actor of a group requests inside its bundle
     gpu_shares: dict[str, float]
     breakdown: dict[str, str] = field(default_factory=dict)
+    #: Bundle of each actor process (``actor.num_workers``; the first is ``actor_bundle``).
+    actor_bundles: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.actor_bundles = self.actor_bundles or [self.actor_bundle]
 
     @property
     def total_cpus(self) -> float:
@@ -62,17 +71,18 @@ def _bundle(cpus: float, gpus: float) -> dict[str, float]:
 
 def resource_plan(cfg: RLConfig) -> ResourcePlan:
     env, ro, ac = cfg.env, cfg.rollout, cfg.actor
-    w = env.num_workers
+    w, n = env.num_workers, ac.num_workers
     env_desc = f"env {env.num_workers} worker(s) x {env.cpus_per_worker:g} CPU"
     if cfg.cluster.placement == "collocated":
         cpus = max(w * env.cpus_per_worker, ro.cpus_per_worker, ac.cpus_per_worker)
         gpus = max(ro.gpus_per_worker, ac.gpus_per_worker)
-        share = _q(cpus / (w + 2))
+        share = _q(cpus / (w + 1 + n))
         return ResourcePlan(
             bundles=[_bundle(cpus, gpus)],
             env_bundles=[0] * w,
             rollout_bundle=0,
             actor_bundle=0,
+            actor_bundles=[0] * n,
             shares={"env": share, "rollout": share, "actor": share},
             gpu_shares={"rollout": gpus / 2, "actor": gpus / 2},
             breakdown={"collocated": f"one shared bundle of {cpus:g} CPU = max({env_desc}, rollout, actor)"},
@@ -81,13 +91,14 @@ def resource_plan(cfg: RLConfig) -> ResourcePlan:
     bundles.append(_bundle(ro.cpus_per_worker, ro.gpus_per_worker))
     breakdown = {"env": env_desc, "rollout": f"{ro.cpus_per_worker:g} CPU"}
     if cfg.cluster.placement == "disaggregated":
-        bundles.append(_bundle(ac.cpus_per_worker, ac.gpus_per_worker))
-        breakdown["actor"] = f"{ac.cpus_per_worker:g} CPU"
+        bundles += [_bundle(ac.cpus_per_worker, ac.gpus_per_worker) for _ in range(n)]
+        breakdown["actor"] = f"{n} worker(s) x {ac.cpus_per_worker:g} CPU"
         return ResourcePlan(
             bundles=bundles,
             env_bundles=list(range(w)),
             rollout_bundle=w,
             actor_bundle=w + 1,
+            actor_bundles=list(range(w + 1, w + 1 + n)),
             shares={"env": _q(env.cpus_per_worker), "rollout": _q(ro.cpus_per_worker),
                     "actor": _q(ac.cpus_per_worker)},
             gpu_shares={"rollout": ro.gpus_per_worker, "actor": ac.gpus_per_worker},
@@ -99,8 +110,9 @@ def resource_plan(cfg: RLConfig) -> ResourcePlan:
         env_bundles=list(range(w)),
         rollout_bundle=w,
         actor_bundle=w,
+        actor_bundles=[w] * n,
         shares={"env": _q(env.cpus_per_worker), "rollout": _q(ro.cpus_per_worker / 2),
-                "actor": _q(ro.cpus_per_worker / 2)},
+                "actor": _q(ro.cpus_per_worker / 2 / n)},
         gpu_shares={"rollout": ro.gpus_per_worker / 2, "actor": ro.gpus_per_worker / 2},
         breakdown=breakdown,
     )
@@ -130,15 +142,20 @@ def check_resources(plan: ResourcePlan, cluster: dict[str, float], placement: st
 class WorkerGroups:
     env_workers: list[Any]
     rollout: Any
-    actor: Any
+    actor: Any  # rank 0 of the actor group
     placement_group: Any
     plan: ResourcePlan
+    #: Every actor process; the runner goes through it (``actor`` alone would leave the others waiting).
+    actors: ActorGroup | None = None
+
+    def __post_init__(self) -> None:
+        self.actors = self.actors or ActorGroup([self.actor])
 
     def shutdown(self) -> None:
         import ray
         from ray.util.placement_group import placement_group_table, remove_placement_group
 
-        for handle in [*self.env_workers, self.rollout, self.actor]:
+        for handle in [*self.env_workers, self.rollout, *self.actors.handles]:  # type: ignore[union-attr]
             with contextlib.suppress(Exception):  # already dead: nothing to release
                 ray.kill(handle, no_restart=True)
         remove_placement_group(self.placement_group)
@@ -195,15 +212,18 @@ def create_worker_groups(cfg: RLConfig, contract: PolicyContract, episodic: bool
                  scheduling_strategy=strategy(plan.rollout_bundle))
         .remote(cfg, contract, plan.shares["rollout"], plan.gpu_shares["rollout"], run_dir)
     )
-    actor = (
-        ray.remote(ActorWorker)
-        .options(num_cpus=plan.shares["actor"], num_gpus=plan.gpu_shares["actor"],
-                 scheduling_strategy=strategy(plan.actor_bundle))
-        .remote(cfg, contract, plan.shares["actor"], plan.gpu_shares["actor"], run_dir)
-    )
-    groups = WorkerGroups(env_workers, rollout, actor, pg, plan)
+    actor_cls = ray.remote(ActorWorker)
+    actor_handles = [
+        actor_cls.options(num_cpus=plan.shares["actor"], num_gpus=plan.gpu_shares["actor"],
+                          scheduling_strategy=strategy(bundle))
+        .remote(cfg, contract, plan.shares["actor"], plan.gpu_shares["actor"], run_dir, rank)
+        for rank, bundle in enumerate(plan.actor_bundles)
+    ]  # fmt: skip
+    actors = ActorGroup(actor_handles, cfg.actor.parallel)
+    groups = WorkerGroups(env_workers, rollout, actor_handles[0], pg, plan, actors)
     try:
-        ray.get([w.ping.remote() for w in [*env_workers, rollout, actor]])
+        ray.get([w.ping.remote() for w in [*env_workers, rollout, *actor_handles]])
+        actors.connect(ready_timeout_s)
     except ray.exceptions.RayActorError as exc:
         groups.shutdown()
         cause = str(exc)
@@ -225,6 +245,19 @@ def use_visible_gpus(cfg: RLConfig, visible: int) -> RLConfig:
     cluster = replace(cfg.cluster, num_gpus=int(visible))
     if visible <= 0 or cfg.rollout.gpus_per_worker > 0 or cfg.actor.gpus_per_worker > 0:
         return replace(cfg, cluster=cluster)
+    n = cfg.actor.num_workers
+    if n > 1:  # a GPU per actor process and one for the rollout, each in its own bundle
+        if cfg.cluster.placement != "disaggregated" or visible < n + 1:
+            raise ConfigError(
+                f"actor.num_workers={n} with {visible} GPU(s) visible: {n} actor processes need a GPU each and "
+                f"the rollout one more, under cluster.placement=disaggregated (have '{cfg.cluster.placement}'). "
+                "Set cluster.placement=disaggregated on a machine with enough GPUs, set actor.gpus_per_worker / "
+                "rollout.gpus_per_worker yourself, or cluster.num_gpus=0 to train on the CPU"
+            )
+        log.info("cluster.num_gpus unset and %d GPU(s) visible: the rollout and %d actor processes run on one each",
+                 visible, n)  # fmt: skip
+        return replace(cfg, cluster=cluster, rollout=replace(cfg.rollout, gpus_per_worker=1.0),
+                       actor=replace(cfg.actor, gpus_per_worker=1.0))  # fmt: skip
     # hybrid: the actor shares the rollout's GPU; collocated: one shared GPU; disaggregated: one each
     # (or half of the one GPU each).
     each = 1.0 if cfg.cluster.placement != "disaggregated" or visible >= 2 else 0.5

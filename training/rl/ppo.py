@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from simbridge.training.rl.advantages import compute_gae
 from simbridge.training.rl.batch import RolloutBatch
 from simbridge.training.rl.config import ActorConfig, AlgorithmConfig
+from simbridge.training.rl.distributed import DataParallel
 
 #: The critic's module in every policy family (``VLAPolicy.value_head``, ``ToyPolicy.value_head``).
 VALUE_HEAD = "value_head"
@@ -102,12 +103,19 @@ class PPO:
         return flat, {"explained_variance": float(explained), "train_steps": int(mask.sum())}
 
     # 2. Loss on one minibatch --------------------------------------------------------------
-    def loss(self, ev, mb: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+    def prepare_minibatch(self, mb: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Whole-minibatch statistics, taken before the minibatch is split into processes and
+        micro-batches (so the split does not change them): advantage normalisation."""
         advantages = mb["advantages"]
         if self.cfg.normalize_advantages and advantages.numel() > 1:
-            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+            mb = {**mb, "advantages": (advantages - advantages.mean()) / (advantages.std() + 1e-8)}
+        return mb
+
+    def loss(self, ev, mb: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        """Mean loss of a (micro-)batch of :meth:`prepare_minibatch`'s rows, and its mean metrics."""
         return ppo_loss(
-            ev.logprobs, mb["logprobs"], advantages, ev.values, mb["values"], mb["returns"], ev.entropy, self.cfg
+            ev.logprobs, mb["logprobs"], mb["advantages"], ev.values, mb["values"], mb["returns"], ev.entropy,
+            self.cfg,
         )
 
     # 3. Update: epochs x shuffled minibatches, gradient clipping ---------------------------
@@ -120,8 +128,15 @@ class PPO:
         device: torch.device | str = "cpu",
         iteration: int = 0,
         temperature: float = 1.0,
+        parallel: DataParallel | None = None,
     ) -> dict[str, float]:
-        """``temperature``: the rollout's sampling temperature; its log-probs are of that distribution."""
+        """``temperature``: the rollout's sampling temperature; its log-probs are of that distribution.
+
+        ``parallel``: this process's share of a data-parallel actor (:mod:`.distributed`); every
+        process calls ``update`` on the whole batch with the same seed and takes its slice of each
+        minibatch, in micro-batches of ``actor.micro_batch_size`` (gradient accumulation).
+        """
+        parallel = parallel or DataParallel(policy, device=device)
         flat, metrics = self.compute_advantages(batch)
         # Critic warm-up: only the value head learns (the policy's parameters get no gradient,
         # so Adam leaves them and their moments untouched).
@@ -139,19 +154,26 @@ class PPO:
             order = rng.permutation(num)
             for start in range(0, num, self.actor.minibatch_size):
                 idx = torch.as_tensor(order[start : start + self.actor.minibatch_size], device=device)
-                mb = {k: v[idx] for k, v in tensors.items()}
-                obs = {k[4:]: v for k, v in mb.items() if k.startswith("obs.")}
-                ev = policy.evaluate(obs, mb["tokens"], temperature=temperature)
-                loss, m = self.loss(ev, mb)
+                mb = self.prepare_minibatch({k: v[idx] for k, v in tensors.items()})
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                pieces = parallel.micro_batches(len(idx), self.actor.micro_batch_size)
+                mb_sums: dict[str, float] = defaultdict(float)
+                for i, (rows, weight) in enumerate(pieces):
+                    micro = {k: v[torch.as_tensor(rows, device=device)] for k, v in mb.items()}
+                    obs = {k[4:]: v for k, v in micro.items() if k.startswith("obs.")}
+                    with parallel.gradient_sync(i == len(pieces) - 1):
+                        ev = parallel.evaluate(obs, micro["tokens"], temperature)
+                        loss, m = self.loss(ev, micro)
+                        parallel.backward(loss, weight, ev)
+                    for k, v in m.items():
+                        mb_sums[k] += weight * v  # the minibatch's means, once summed over the processes
+                m = parallel.sum_metrics(mb_sums)
                 if warmup:
                     for name, p in policy.named_parameters():
                         if not is_critic_parameter(name):
                             p.grad = None
-                grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), self.actor.max_grad_norm)
+                m["grad_norm"] = parallel.clip_grad_norm(self.actor.max_grad_norm)
                 optimizer.step()
-                m["grad_norm"] = float(grad_norm)
                 for k, v in m.items():
                     sums[k] += v
                 count += 1

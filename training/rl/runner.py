@@ -165,7 +165,7 @@ def train(cfg: RLConfig) -> Path:
         start = 0
         if resume_from is not None:
             start = resume_from.iteration
-            ray.get(groups.actor.load.remote(str(resume_from.checkpoint)))
+            groups.actors.load(str(resume_from.checkpoint))
             log.info("resumed %s from %s (iteration %d)", run.path, resume_from.checkpoint, start)
         with run:
             budget = cfg.runner.time_budget_min
@@ -193,12 +193,12 @@ def _loop(
                desc=f"{cfg.algorithm.name} {cfg.runner.name}", disable=not cfg.runner.progress, unit="it")
     for it in bar:
         t0 = time.perf_counter()
-        weights = groups.actor.get_weights.remote()
+        weights = groups.actors.get_weights()
         version = ray.get(groups.rollout.set_weights.remote(weights))
         sync_time = time.perf_counter() - t0
 
         batch, stats = collector.collect(it, version)
-        update = ray.get(groups.actor.update.remote(batch, update_threads))
+        update = groups.actors.update(batch, update_threads)
         metrics = iteration_metrics(stats, update, sync_time)
         metrics["weights_version"] = version
         if stats.crashes:
@@ -214,7 +214,7 @@ def _loop(
         # Stop before an iteration that would end past the deadline (iterations take about as long as the last).
         out_of_time = deadline is not None and time.perf_counter() + (time.perf_counter() - t0) > deadline
         if done % cfg.runner.checkpoint_every == 0 or done == cfg.runner.iterations or out_of_time:
-            ray.get(groups.actor.save.remote(str(run.path), done, _scalars(metrics), {"algorithm": cfg.algorithm.name}))
+            groups.actors.save(str(run.path), done, _scalars(metrics), {"algorithm": cfg.algorithm.name})
         if out_of_time and done < cfg.runner.iterations:
             log.warning("runner.time_budget_min=%s reached after iteration %d of %d: checkpoint saved, stopping "
                         "(continue with runner.resume=%s)", cfg.runner.time_budget_min, done, cfg.runner.iterations,
