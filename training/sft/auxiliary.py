@@ -103,37 +103,30 @@ class KeypointWaypointHead(nn.Module):
         return self.net(torch.cat([points.float().reshape(b, -1), proprio[:, :3].float()], dim=1))
 
 
+def waypoint_loss(
+    pred: torch.Tensor, targets_m: torch.Tensor, before_grasp: torch.Tensor, prefix: str = "aux/"
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """L1 in decimetres of predicted (B, 6) waypoints + the errors in millimetres (object: rows
+    before the grasp only), metrics named ``<prefix>l1``, ``<prefix>place_error_mm``, ..."""
+    loss = F.l1_loss(pred, targets_m * SCALE)
+    with torch.no_grad():
+        err_mm = (pred / SCALE - targets_m).reshape(-1, 2, 3).norm(dim=-1) * 1000.0
+        metrics = {f"{prefix}l1": loss.item(), f"{prefix}place_error_mm": err_mm[:, 1].mean().item()}
+        if before_grasp.any():
+            metrics[f"{prefix}object_error_mm"] = err_mm[before_grasp, 0].mean().item()
+    return loss, metrics
+
+
 def auxiliary_loss(
     head: WaypointHead,
     action_hidden: torch.Tensor | None,
     targets_m: torch.Tensor,
     before_grasp: torch.Tensor,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """L1 in decimetres + the errors in millimetres (object: rows before the grasp only)."""
+    """:func:`waypoint_loss` of the head on the action-query states."""
     if action_hidden is None:
         raise ValueError("aux_weight > 0 needs a policy that returns its action-query states (openvla-oft)")
-    pred = head(action_hidden)
-    loss = F.l1_loss(pred, targets_m * SCALE)
-    with torch.no_grad():
-        err_mm = (pred / SCALE - targets_m).reshape(-1, 2, 3).norm(dim=-1) * 1000.0
-        metrics = {"aux/l1": loss.item(), "aux/place_error_mm": err_mm[:, 1].mean().item()}
-        if before_grasp.any():
-            metrics["aux/object_error_mm"] = err_mm[before_grasp, 0].mean().item()
-    return loss, metrics
-
-
-def keypoint_auxiliary_loss(
-    head: KeypointWaypointHead, proprio: torch.Tensor, targets_m: torch.Tensor, before_grasp: torch.Tensor
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """:func:`auxiliary_loss` for the keypoint head (metrics prefixed ``aux/keypoint_``)."""
-    pred = head(proprio)
-    loss = F.l1_loss(pred, targets_m * SCALE)
-    with torch.no_grad():
-        err_mm = (pred / SCALE - targets_m).reshape(-1, 2, 3).norm(dim=-1) * 1000.0
-        metrics = {"aux/keypoint_l1": loss.item(), "aux/keypoint_place_error_mm": err_mm[:, 1].mean().item()}
-        if before_grasp.any():
-            metrics["aux/keypoint_object_error_mm"] = err_mm[before_grasp, 0].mean().item()
-    return loss, metrics
+    return waypoint_loss(head(action_hidden), targets_m, before_grasp)
 
 
 class AuxiliaryHeads(nn.Module):
@@ -155,6 +148,6 @@ class AuxiliaryHeads(nn.Module):
         targets, before = torch.as_tensor(targets_m), torch.as_tensor(before_grasp)
         loss, metrics = auxiliary_loss(self.states, getattr(out, "action_hidden", None), targets, before)
         if self.keypoints is not None:
-            kp_loss, kp_metrics = keypoint_auxiliary_loss(self.keypoints, proprio, targets, before)
+            kp_loss, kp_metrics = waypoint_loss(self.keypoints(proprio), targets, before, "aux/keypoint_")
             loss, metrics = loss + kp_loss, metrics | kp_metrics
         return loss, metrics
