@@ -60,8 +60,12 @@ class ExportConfig:
     opset: int = 17
     #: torch.onnx exporter: auto = tracing (fast), then torch.export if tracing fails.
     exporter: Literal["auto", "torchscript", "dynamo"] = "auto"
-    #: Speed lever: int8 = dynamic quantization (weights int8, MatMul/Gemm), gated by parity on decoded actions.
+    #: Speed lever: int8 = dynamic quantization (weights int8, MatMul), gated by parity on decoded actions.
     quantize: Literal["none", "int8"] = "none"
+    #: int8: regexes of nodes left fp32 (default: lm_head, patch embedding, keypoint/vision stems, proprio projector; int8_exclude=[]: none but the image resize).
+    int8_exclude: list[str] | None = None
+    #: int8: weight scales per output channel (--no-int8-per-channel: one per tensor).
+    int8_per_channel: bool = True
     #: Speed lever: write the model optimized offline by onnxruntime (CPU provider only; re-export for CUDA).
     optimize: Literal["none", "basic", "extended"] = "none"
     #: Graph optimization level the runtime's session applies (recorded in the manifest).
@@ -115,6 +119,8 @@ def run(args: argparse.Namespace) -> int:
         exporter=cfg.exporter,
         signing_key=cfg.sign,
         quantize=cfg.quantize,
+        int8_exclude=None if cfg.int8_exclude is None else tuple(cfg.int8_exclude),
+        int8_per_channel=cfg.int8_per_channel,
         optimize=cfg.optimize,
         graph_optimization=cfg.graph_optimization,
         action_tolerance=cfg.action_tolerance,

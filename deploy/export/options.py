@@ -4,7 +4,8 @@ and the names of the files and graph outputs every bundle it writes has.
 The speed levers (:mod:`simbridge.deploy.export.levers`) are options here: ``graph_optimization``
 (the level the runtime's session applies, recorded in the manifest), ``optimize`` (an offline-
 optimized model file, CPU-provider specific), ``quantize="int8"`` (dynamic int8 weights, gated by
-parity on decoded actions within ``action_tolerance`` of each action dimension's range) and
+parity on decoded actions within ``action_tolerance`` of each action dimension's range; the nodes
+``int8_exclude`` names and the image preprocessing stay fp32) and
 ``intra_op_threads`` (recorded for the runtime).
 
 Plain Python: no torch, no onnxruntime (the other modules of the package import these).
@@ -44,7 +45,10 @@ class ExportOptions:
     # --- speed levers (simbridge.deploy.export.levers); the manifest records which were applied ---
     graph_optimization: str = "all"  # level the runtime's session applies (one of OPTIMIZATION_LEVELS)
     optimize: Literal["none", "basic", "extended"] = "none"  # write the model optimized offline (CPU EP)
-    quantize: Literal["none", "int8"] = "none"  # int8: dynamic quantization, weights int8, MatMul/Gemm
+    quantize: Literal["none", "int8"] = "none"  # int8: dynamic quantization, weights int8, MatMul
+    # int8: regexes of nodes left fp32 (None: levers.INT8_EXCLUDE; () : only the image preprocessing)
+    int8_exclude: tuple[str, ...] | None = None
+    int8_per_channel: bool = True  # int8: weight scales per output channel (False: per tensor)
     action_tolerance: float | None = None  # lossy levers: fraction of each action dim's range (None: 0.05)
     intra_op_threads: int | None = None  # recorded for the runtime (None: onnxruntime's default)
 
