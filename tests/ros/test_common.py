@@ -92,3 +92,31 @@ def test_spin_nodes_closes_each_node_once_and_a_later_close_nodes_does_not_repea
     close_nodes(nodes)
     assert [n.closed for n in nodes] == [1, 1]
     assert all("close" not in vars(n) for n in nodes)  # the method is not replaced by a no-op
+
+
+@pytest.mark.parametrize("count", [1, 2])  # a SingleThreadedExecutor, then a MultiThreadedExecutor
+def test_spin_nodes_returns_quietly_when_the_context_is_shut_down_while_it_waits(count: int) -> None:
+    """SIGINT from ``ros2 launch`` shuts the context down while spin_once waits: a normal stop, so
+    the nodes are closed and no ExternalShutdownException traceback reaches the launch log."""
+    import threading
+
+    import rclpy
+    from rclpy.context import Context
+    from rclpy.node import Node
+    from simbridge_ros.common import spin_nodes
+
+    context = Context()
+    rclpy.init(context=context)
+
+    class Closing(Node):
+        closed = False
+
+        def close(self) -> None:
+            self.closed = True
+
+    nodes = [Closing(f"external_shutdown_{count}_{i}", context=context) for i in range(count)]
+    timer = threading.Timer(0.5, context.try_shutdown)
+    timer.start()
+    spin_nodes(nodes, context=context)  # raised ExternalShutdownException before the fix
+    timer.join()
+    assert all(n.closed for n in nodes)

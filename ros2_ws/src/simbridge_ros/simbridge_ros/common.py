@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 from geometry_msgs.msg import PoseStamped
-from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image, JointState
@@ -226,6 +226,8 @@ def spin_nodes(nodes: Sequence[Node], context=None, threads: int | None = None,
     try:
         while executor.context.ok() and not (should_stop and should_stop()):
             executor.spin_once(timeout_sec=0.1)
+    except ExternalShutdownException:
+        pass  # SIGINT/SIGTERM shut the context down between the check and the wait: a normal stop
     finally:
         for node in reversed(list(nodes)):
             executor.remove_node(node)
