@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 #: Targets are in decimetres so that they are O(1) like the normalized actions.
@@ -88,12 +87,19 @@ class KeypointWaypointHead(nn.Module):
         )
         self.num_cameras = num_cameras
         self._points: torch.Tensor | None = None
+        self._hook: torch.utils.hooks.RemovableHandle | None = None
 
     def attach(self, stem: nn.Module) -> None:
         def keep(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
             self._points = output
 
-        stem.softmax.register_forward_hook(keep)
+        self._hook = stem.softmax.register_forward_hook(keep)
+
+    def detach(self) -> None:
+        """Stop capturing the stem's keypoints (a head used only for the warm-up)."""
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook, self._points = None, None
 
     def forward(self, proprio: torch.Tensor) -> torch.Tensor:
         if self._points is None:
@@ -108,7 +114,12 @@ def waypoint_loss(
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """L1 in decimetres of predicted (B, 6) waypoints + the errors in millimetres (object: rows
     before the grasp only), metrics named ``<prefix>l1``, ``<prefix>place_error_mm``, ..."""
-    loss = F.l1_loss(pred, targets_m * SCALE)
+    # The object term only up to the grasp: after it the object is in the hand, which the TCP
+    # position alone does not tell, and the ambiguous rows pulled the head to the mean (measured).
+    l1 = (pred - targets_m * SCALE).abs()
+    weight = torch.ones_like(l1)
+    weight[:, :3] = before_grasp[:, None].to(l1.dtype)
+    loss = (l1 * weight).sum() / weight.sum().clamp(min=1.0)
     with torch.no_grad():
         err_mm = (pred / SCALE - targets_m).reshape(-1, 2, 3).norm(dim=-1) * 1000.0
         metrics = {f"{prefix}l1": loss.item(), f"{prefix}place_error_mm": err_mm[:, 1].mean().item()}

@@ -136,6 +136,11 @@ class SFTConfig:
     #: Weight of the auxiliary loss on where the object and the target are relative to the TCP,
     #: taken from the demonstrations' grasp and release points (see sft/auxiliary.py); 0 = off.
     aux_weight: float = 0.0
+    #: Steps of the keypoint stem's warm-up before SFT: the stem alone learns the same waypoints
+    #: (see sft/stem_warmup.py); 0 = off. Needs model.keypoint_stem > 0.
+    stem_warmup_steps: int = 0
+    stem_warmup_lr: float = 1e-3
+    stem_warmup_batch_size: int = 64
     log_every: int = 10
     val_every: int = 200
     checkpoint_every: int = 500
@@ -152,5 +157,10 @@ class SFTConfig:
             raise ValueError("bin_sigma: 0 (one-hot targets) or a positive width in bins, e.g. 1.5")
         if self.aux_weight < 0:
             raise ValueError("aux_weight: 0 (off) or a positive weight of the auxiliary loss, e.g. 1.0")
+        if self.stem_warmup_steps < 0 or not self.stem_warmup_lr > 0 or self.stem_warmup_batch_size < 1:
+            raise ValueError("stem_warmup_steps: >= 0 steps (0 = off) with a positive stem_warmup_lr and batch size")
+        if self.stem_warmup_steps > 0 and not self.model.keypoint_stem:
+            raise ValueError("stem_warmup_steps: the warm-up trains the keypoint stem; set model.keypoint_stem "
+                             "(e.g. 32) or stem_warmup_steps=0")
         if self.aux_weight > 0 and self.model.family != "openvla-oft":
             raise ValueError("aux_weight: the auxiliary head reads OFT's action-query states; use model.family=openvla-oft")

@@ -23,11 +23,12 @@ from simbridge.training.models import PRESETS, ActionStats, InstructionTokenizer
 from simbridge.training.models.adapters import apply_lora
 from simbridge.training.models.precision import configure_training, trainable_adamw
 from simbridge.training.sft.action_error import ActionError, episode_start_error, flatten, predicted_actions
-from simbridge.training.sft.auxiliary import AuxiliaryHeads, waypoint_targets
+from simbridge.training.sft.auxiliary import AuxiliaryHeads, KeypointWaypointHead, waypoint_targets
 from simbridge.training.sft.config import OptimConfig, SFTConfig
 from simbridge.training.sft.data import Demos, augment_images, load_demos, split_episodes
 from simbridge.training.sft.loss import make_batch, sft_forward
 from simbridge.training.sft.report import evaluate_on_training_distribution, plot_losses, write_action_error
+from simbridge.training.sft.stem_warmup import warm_up_keypoint_stem
 
 
 def _contract_for(demos: Demos, chunk_size: int) -> PolicyContract:
@@ -121,6 +122,30 @@ def evaluate_loss(
     return {**{f"val/{k}": v / len(rows) for k, v in totals.items()}, **flatten(phases, "val/action_error")}
 
 
+def _warm_up_stem(policy: VLAPolicy, aux_head: AuxiliaryHeads | None, train: Demos, cfg: SFTConfig,
+                  gen: torch.Generator, rng: np.random.Generator, run: RunDir) -> None:
+    """The keypoint stem's warm-up (sft/stem_warmup.py), with the auxiliary keypoint head when SFT
+    keeps training it, else with a head of its own that is dropped afterwards."""
+    if policy.keypoint_stem is None:
+        raise ConfigError("stem_warmup_steps: the policy has no keypoint stem; set model.keypoint_stem=32")
+    head = aux_head.keypoints if aux_head is not None else None
+    own_head = head is None
+    if head is None:
+        head = KeypointWaypointHead(len(policy.contract.observation.cameras), policy.config.keypoint_stem)
+        head.attach(policy.keypoint_stem)
+    started = time.time()
+    final = warm_up_keypoint_stem(
+        policy, head, train, waypoint_targets(train.proprio, train.actions, train.episode_end),
+        steps=cfg.stem_warmup_steps, lr=cfg.stem_warmup_lr, batch_size=cfg.stem_warmup_batch_size,
+        augment=cfg.augment, generator=gen, rng=rng, progress=cfg.progress,
+        log=lambda step, metrics: run.log(0, warmup_step=step, **metrics, elapsed_s=time.time() - started),
+    )  # fmt: skip
+    if own_head:
+        head.detach()
+    print(f"keypoint stem warm-up: {cfg.stem_warmup_steps} steps in {(time.time() - started) / 60:.1f} min, "
+          f"object error {final.get('warmup/object_error_mm', float('nan')):.1f} mm (training batches)")
+
+
 def train_sft(cfg: SFTConfig, demos: Demos | None = None) -> Path:
     """Train; returns the run directory. ``demos`` overrides ``cfg.data.store`` (tests, notebooks)."""
     torch.set_num_threads(max(1, cfg.threads))
@@ -176,9 +201,12 @@ def train_sft(cfg: SFTConfig, demos: Demos | None = None) -> Path:
                                extra={"num_train_episodes": len(train_eps), "num_val_episodes": len(val_eps),
                                       "num_train_steps": len(train)})  # fmt: skip
 
+    started = time.time()
+    if state is None and cfg.stem_warmup_steps > 0:  # a resumed run has had its warm-up
+        _warm_up_stem(policy, aux_head, train, cfg, gen, rng, run)
+
     from tqdm.auto import tqdm
 
-    started = time.time()
     bar = tqdm(total=cfg.optim.steps, initial=step, desc=f"sft {cfg.model.family}/{cfg.model.preset}",
                disable=not cfg.progress, dynamic_ncols=True)  # fmt: skip
     last: dict[str, Any] = {}
