@@ -122,8 +122,9 @@ def evaluate_loss(
     return {**{f"val/{k}": v / len(rows) for k, v in totals.items()}, **flatten(phases, "val/action_error")}
 
 
-def _warm_up_stem(policy: VLAPolicy, aux_head: AuxiliaryHeads | None, train: Demos, cfg: SFTConfig,
-                  gen: torch.Generator, rng: np.random.Generator, run: RunDir) -> None:
+def _warm_up_stem(policy: VLAPolicy, aux_head: AuxiliaryHeads | None, train: Demos,
+                  waypoints: tuple[np.ndarray, np.ndarray], cfg: SFTConfig, gen: torch.Generator,
+                  rng: np.random.Generator, run: RunDir) -> None:
     """The keypoint stem's warm-up (sft/stem_warmup.py), with the auxiliary keypoint head when SFT
     keeps training it, else with a head of its own that is dropped afterwards."""
     if policy.keypoint_stem is None:
@@ -135,7 +136,7 @@ def _warm_up_stem(policy: VLAPolicy, aux_head: AuxiliaryHeads | None, train: Dem
         head.attach(policy.keypoint_stem)
     started = time.time()
     final = warm_up_keypoint_stem(
-        policy, head, train, waypoint_targets(train.proprio, train.actions, train.episode_end),
+        policy, head, train, waypoints,
         steps=cfg.stem_warmup_steps, lr=cfg.stem_warmup_lr, batch_size=cfg.stem_warmup_batch_size,
         augment=cfg.augment, generator=gen, rng=rng, progress=cfg.progress,
         log=lambda step, metrics: run.log(0, warmup_step=step, **metrics, elapsed_s=time.time() - started),
@@ -172,9 +173,10 @@ def train_sft(cfg: SFTConfig, demos: Demos | None = None) -> Path:
     configure_training(policy, cfg.model.precision, cfg.model.gradient_checkpointing)
     optim = trainable_adamw(policy, cfg.optim.lr, cfg.optim.weight_decay)  # no state for frozen weights
     aux_head, waypoints = None, None
+    if cfg.aux_weight > 0 or cfg.stem_warmup_steps > 0:
+        waypoints = waypoint_targets(train.proprio, train.actions, train.episode_end)
     if cfg.aux_weight > 0:  # SFT-only: trained with the policy, not part of the checkpoint's model
         aux_head = AuxiliaryHeads(policy)
-        waypoints = waypoint_targets(train.proprio, train.actions, train.episode_end)
         optim.add_param_group({"params": list(aux_head.parameters()), "weight_decay": cfg.optim.weight_decay})
     params = [p for g in optim.param_groups for p in g["params"]]
     step = 0
@@ -202,8 +204,8 @@ def train_sft(cfg: SFTConfig, demos: Demos | None = None) -> Path:
                                       "num_train_steps": len(train)})  # fmt: skip
 
     started = time.time()
-    if state is None and cfg.stem_warmup_steps > 0:  # a resumed run has had its warm-up
-        _warm_up_stem(policy, aux_head, train, cfg, gen, rng, run)
+    if state is None and waypoints is not None and cfg.stem_warmup_steps > 0:  # a resumed run had its warm-up
+        _warm_up_stem(policy, aux_head, train, waypoints, cfg, gen, rng, run)
 
     from tqdm.auto import tqdm
 

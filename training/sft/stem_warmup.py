@@ -44,8 +44,7 @@ def warm_up_keypoint_stem(
     """Train ``policy.keypoint_stem`` and ``head`` (attached to it) for ``steps`` steps on the
     waypoint loss; the rest of the policy is untouched. Returns the last step's metrics."""
     stem = policy.keypoint_stem
-    if stem is None:
-        raise ValueError("stem_warmup_steps needs a policy with a keypoint stem (model.keypoint_stem=32)")
+    assert stem is not None, "warm_up_keypoint_stem: the policy has no keypoint stem"
     params = list(stem.parameters()) + list(head.parameters())
     optim = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     targets, before_grasp = waypoints
