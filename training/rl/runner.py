@@ -92,6 +92,7 @@ def _init_ray(cfg: RLConfig) -> bool:
         ray.init(address=cfg.cluster.address, log_to_driver=True)
     else:
         ray.init(
+            address="local",  # always a private instance: two runs on one machine never share one by accident
             num_cpus=cfg.cluster.num_cpus or None,
             num_gpus=cfg.cluster.num_gpus,
             include_dashboard=False,
