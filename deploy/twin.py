@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 
 from simbridge.data.scene import COLOURS, IMAGE_SIZE, OBJECT_SHAPES, RECEPTACLE_SHAPES, receptacle_top
-from simbridge.deploy.twin_mjcf import build_scene, object_park_xyz, receptacle_park_xyz
+from simbridge.deploy.twin_mjcf import ROBOT_PREFIX, build_scene, object_park_xyz, receptacle_park_xyz
 from simbridge.deploy.twin_scene import TASK_TO_BASE_X, TwinLayout, TwinScene, sample_twin_layout
 
 __all__ = [
@@ -125,6 +125,7 @@ class TwinSim:
         self._snap_ready = threading.Event()
         self._snap_qpos: np.ndarray | None = None
         self._snap_time = 0.0
+        self._snap_held: frozenset[int] = frozenset()  # body ids both fingers touch, at the snapshot
         self._holds_switch_interval = False
         self._render_data: Any = None
         self._renderers: dict[tuple[int, int, int], Any] = {}
@@ -223,6 +224,10 @@ class TwinSim:
             self._ids[f"qpos:{name}"] = int(model.jnt_qposadr[jid])
             self._ids[f"dof:{name}"] = int(model.jnt_dofadr[jid])
         self._ids["geom:tablecloth"] = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_GEOM, "tablecloth")
+        self._fingers = tuple(mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, f"{ROBOT_PREFIX}{side}_finger")
+                              for side in ("left", "right"))  # fmt: skip
+        if min(self._fingers) < 0:
+            raise RuntimeError(f"franky-sim's model has no {ROBOT_PREFIX}left_finger / right_finger bodies")
         self._light_diffuse0 = model.light_diffuse.copy()
         self._cameras = {
             mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_CAMERA, i): i for i in range(model.ncam)
@@ -232,15 +237,19 @@ class TwinSim:
         """Draw an episode layout from :attr:`scene` (deterministic for a given seed)."""
         return sample_twin_layout(self.scene, seed)
 
-    def reset(self, seed: int | None = None, scene: TwinScene | None = None, wait: bool = True) -> TwinLayout:
+    def reset(self, seed: int | None = None, scene: TwinScene | None = None, wait: bool = True,
+              layout: TwinLayout | None = None) -> TwinLayout:  # fmt: skip
         """Lay out a new episode (objects, receptacle, colours, light); the arm is not moved.
 
         Home the arm through the driver first (``FrankyRobot.home()``), as on the real robot.
-        ``scene`` replaces :attr:`scene` (an evaluation condition); returns the applied layout.
+        ``scene`` replaces :attr:`scene` (an evaluation condition); ``layout`` is applied as given
+        instead of sampled (e.g. a ManiSkill episode's, :func:`~simbridge.deploy.twin_scene.twin_layout_from_task`).
+        Returns the applied layout.
         """
         if scene is not None:
             self.scene = scene
-        layout = self.sample_layout(seed)
+        if layout is None:
+            layout = self.sample_layout(seed)
         self.layout = layout
 
         def edit(model: Any, data: Any) -> None:
@@ -251,7 +260,7 @@ class TwinSim:
                 if spec is None:
                     self._set_free_pose(data, body, object_park_xyz(name))
                 else:
-                    self._set_free_pose(data, body, (*spec["xy"], half_h + 0.001))
+                    self._set_free_pose(data, body, (*spec["xy"], half_h + 0.001), yaw=spec.get("yaw", 0.0))
                     model.geom_rgba[self._ids[f"geom:{body}"], :3] = COLOURS[spec["colour"]]
             for name in RECEPTACLE_SHAPES:
                 body = f"rec_{name}"
@@ -267,9 +276,9 @@ class TwinSim:
         self._queue_edit(edit, wait=wait)
         return layout
 
-    def _set_free_pose(self, data: Any, body: str, xyz: tuple[float, ...]) -> None:
+    def _set_free_pose(self, data: Any, body: str, xyz: tuple[float, ...], yaw: float = 0.0) -> None:
         a, d = self._ids[f"qpos:{body}"], self._ids[f"dof:{body}"]
-        data.qpos[a : a + 7] = [*xyz, 1.0, 0.0, 0.0, 0.0]
+        data.qpos[a : a + 7] = [*xyz, math.cos(yaw / 2), 0.0, 0.0, math.sin(yaw / 2)]
         data.qvel[d : d + 6] = 0.0
 
     def move_object(self, body: str, xy: tuple[float, float], lift: float = 0.0) -> None:
@@ -299,16 +308,29 @@ class TwinSim:
         if self._snap_request.is_set():
             self._snap_qpos = sim.data.qpos.copy()
             self._snap_time = float(sim.data.time)
+            self._snap_held = self._held_bodies(sim.model, sim.data)
             self._snap_request.clear()
             self._snap_ready.set()
+
+    def _held_bodies(self, model: Any, data: Any) -> frozenset[int]:
+        """Bodies in contact with both fingers: what the hand holds (SAPIEN's ``is_grasping`` in the task)."""
+        touched: tuple[set[int], set[int]] = (set(), set())
+        for contact in data.contact[: data.ncon]:
+            a, b = int(model.geom_bodyid[contact.geom1]), int(model.geom_bodyid[contact.geom2])
+            for side, finger in enumerate(self._fingers):
+                if finger in (a, b):
+                    touched[side].add(b if a == finger else a)
+        return frozenset(touched[0] & touched[1])
 
     # --- observation ----------------------------------------------------------------------
 
     def snapshot(self, timeout_s: float = 2.0) -> np.ndarray:
-        """A consistent copy of the simulator's ``qpos``, taken between two physics steps."""
+        """A consistent copy of the simulator's ``qpos``, taken between two physics steps (what the
+        fingers hold at that instant goes to :meth:`held`)."""
         if self._sim is None:
             raise RuntimeError("the twin is not started")
         if self._server is None or not self._server.running:
+            self._snap_held = self._held_bodies(self._sim.model, self._sim.data)
             return self._sim.data.qpos.copy()
         self._snap_ready.clear()
         self._snap_request.set()
@@ -325,11 +347,22 @@ class TwinSim:
             out[name] = qpos[a : a + 7].copy()
         return out
 
+    def held(self, body: str, fresh: bool = True) -> bool:
+        """Whether both fingers touch ``body`` (e.g. ``"obj_cube"``): at a new snapshot, or with
+        ``fresh=False`` at the last one (that of the last :meth:`object_poses`)."""
+        if fresh:
+            self.snapshot()
+        return self._ids[f"body:{body}"] in self._snap_held
+
     def success(self, poses: dict[str, np.ndarray] | None = None) -> bool:
-        """The target object rests on the target receptacle (centre inside its rim, bottom on its top)."""
+        """The target object rests on the target receptacle (centre inside its rim, bottom on its top)
+        and the hand has let go of it (the task's success: placed, not held)."""
         if self.layout is None:
             return False
-        poses = poses or self.object_poses()
+        if poses is None:
+            poses = self.object_poses()
+        if self.held(self.layout.target_object, fresh=False):
+            return False
         obj, rec = self.layout.target_object, self.layout.target_receptacle
         p_obj, p_rec = poses[obj][:3], poses[rec][:3]
         rkind, rsize = RECEPTACLE_SHAPES[rec.removeprefix("rec_")]

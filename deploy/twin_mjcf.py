@@ -127,6 +127,14 @@ def build_scene(sim: Any) -> None:
         quality.set("shadowsize", "1024")
         quality.set("offsamples", "0")
     ET.SubElement(scene.find("visual"), "global", offwidth=str(OFFSCREEN_SIZE[0]), offheight=str(OFFSCREEN_SIZE[1]))
+    # Grasps held by friction: MuJoCo's default pyramidal cones with impratio 1 let a squeezed object
+    # creep out of the fingers while the arm moves; elliptic cones with impratio 10 are the setting
+    # MuJoCo's documentation recommends against such slip.
+    option = scene.find("option")
+    if option is None:
+        option = ET.SubElement(scene, "option")
+    option.set("cone", "elliptic")
+    option.set("impratio", "10")
     _lights(scene, wb)
     ground = wb.find("geom[@name='ground']")
     if ground is not None:  # the robot stands on the table top (z = 0), the floor is below

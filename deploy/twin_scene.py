@@ -93,7 +93,7 @@ class TwinLayout:
     instruction: str
     target_object: str  # body name, e.g. "obj_cube"
     target_receptacle: str  # body name, e.g. "rec_plate"
-    objects: dict[str, dict[str, Any]] = field(default_factory=dict)  # body -> {colour, xy}
+    objects: dict[str, dict[str, Any]] = field(default_factory=dict)  # body -> {colour, xy, yaw (optional, rad)}
     receptacles: dict[str, dict[str, Any]] = field(default_factory=dict)
     tablecloth: str = "beige"
     light: float = 1.0
@@ -142,5 +142,38 @@ def sample_twin_layout(sc: TwinScene, seed: int | None) -> TwinLayout:
         receptacles={f"rec_{rec_shape}": {"colour": rec_colour, "xy": points[0]}},
         tablecloth=sc.tablecloth_colours[int(rng.integers(len(sc.tablecloth_colours)))],
         light=float(rng.uniform(lo, hi)),
+        seed=seed,
+    )
+
+
+def twin_layout_from_task(
+    *,
+    instruction: str,
+    objects: list[tuple[str, str]],
+    receptacles: list[tuple[str, str]],
+    object_xy_yaw: list[tuple[float, float, float]],
+    receptacle_xy: list[tuple[float, float]],
+    tablecloth: tuple[str, ...],
+    seed: int | None = None,
+) -> TwinLayout:
+    """The twin's copy of a ManiSkill episode layout (the fields of ``training.envs.layout.EpisodeLayout``,
+    task frame): same shapes, colours, positions and yaws, in the base frame; index 0 is the target.
+
+    The twin has one body per shape, so a layout naming a shape twice cannot be copied; a two-colour
+    tablecloth texture becomes its first colour.
+    """
+    for kind, items in (("object", objects), ("receptacle", receptacles)):
+        shapes = [shape for shape, _ in items]
+        if len(set(shapes)) != len(shapes):
+            raise ValueError(f"the twin has one body per {kind} shape; this layout repeats one: {shapes}")
+    return TwinLayout(
+        instruction=instruction,
+        target_object=f"obj_{objects[0][0]}",
+        target_receptacle=f"rec_{receptacles[0][0]}",
+        objects={f"obj_{shape}": {"colour": colour, "xy": task_to_base((x, y)), "yaw": float(yaw)}
+                 for (shape, colour), (x, y, yaw) in zip(objects, object_xy_yaw, strict=True)},
+        receptacles={f"rec_{shape}": {"colour": colour, "xy": task_to_base(xy)}
+                     for (shape, colour), xy in zip(receptacles, receptacle_xy, strict=True)},
+        tablecloth=tablecloth[0],
         seed=seed,
     )

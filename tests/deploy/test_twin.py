@@ -69,6 +69,29 @@ def test_success_is_computed_from_object_poses(twin):
     assert not twin.success(poses)
 
 
+def test_a_maniskill_layout_is_copied_into_the_twin(twin):
+    """Same shapes, colours, positions (task -> base frame) and yaws as the task's episode."""
+    from simbridge.data.expert import yaw_of
+    from simbridge.data.scene import task_to_base
+    from simbridge.deploy.twin_scene import twin_layout_from_task
+    from simbridge.training.envs.layout import sample_layout
+    from simbridge.training.envs.splits import get_split
+
+    task = sample_layout(get_split("semantic_object"), 5)
+    fields = dict(instruction=task.instruction, objects=task.objects, receptacles=task.receptacles,
+                  object_xy_yaw=task.object_xy_yaw, receptacle_xy=task.receptacle_xy, tablecloth=task.tablecloth)  # fmt: skip
+    layout = twin.reset(layout=twin_layout_from_task(**fields, seed=5))
+    twin.wait(0.2)
+    pose = twin.object_poses()[f"obj_{task.target_object}"]
+    x, y, yaw = task.object_xy_yaw[0]
+    np.testing.assert_allclose(pose[:2], task_to_base((x, y)), atol=2e-3)
+    assert yaw_of(pose[3:]) == pytest.approx(yaw, abs=0.02)
+    assert layout.instruction == task.instruction and layout.tablecloth == task.tablecloth[0]
+    with pytest.raises(ValueError, match="one body per object shape"):
+        twin_layout_from_task(**{**fields, "objects": [task.objects[0]] * 2,
+                                 "object_xy_yaw": [task.object_xy_yaw[0]] * 2})  # fmt: skip
+
+
 def test_cameras_render_the_scene_headless_and_see_changes(twin):
     layout = twin.reset(seed=4)
     twin.wait(0.2)

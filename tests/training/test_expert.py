@@ -7,6 +7,7 @@ closes at grasp height with no hover; ``gated`` is the original expert the older
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -18,6 +19,7 @@ from simbridge.training.envs.expert import (
     GRIPPER_OPENING,
     ScriptedExpert,
     funnel_height,
+    maniskill_state,
     needs_yaw,
     width_excess,
 )
@@ -37,10 +39,10 @@ def rollout(env: ContractEnv, seed: int, split: str, style: str = "funnel", max_
     expert.reset()
     steps = []  # (phase after predict, tcp position, grasp z, xy error, action)
     for _ in range(max_steps):
-        s = expert._state()
+        s = maniskill_state(env)
         action = expert.predict(obs)[0]
         pos = np.asarray(obs.ee_pose[:3], np.float64)
-        steps.append((expert.phase, pos, max(s["obj"][2] - 0.003, 0.02), np.linalg.norm(pos[:2] - s["obj"][:2]), action))
+        steps.append((expert.phase, pos, max(s.obj[2] - 0.003, 0.02), np.linalg.norm(pos[:2] - s.obj[:2]), action))
         obs, _, terminated, truncated, info = env.step(action)
         if terminated or truncated:
             break
@@ -60,18 +62,18 @@ def test_the_experts_waypoint_height_grows_with_the_xy_error(env):
     """The real waypoint over a real object: grasp height when centred, rising with the offset, capped."""
     env.reset(seed=0, options={"split": "train"})
     expert = make_expert(env)
-    s = dict(expert._state(), shape="cube")  # fits the opening at any yaw: the height is the xy error's
-    grasp_z = max(s["obj"][2] - 0.003, 0.02)
+    s = dataclasses.replace(maniskill_state(env), shape="cube")  # fits the opening at any yaw: the height is the xy error's
+    grasp_z = max(s.obj[2] - 0.003, 0.02)
     heights = []
     for off in np.linspace(0.0, 0.1, 41):
         expert.reset()
-        pos = s["obj"] + np.array([off, 0.0, 0.2])  # high above: the sideways motion is not held back
+        pos = s.obj + np.array([off, 0.0, 0.2])  # high above: the sideways motion is not held back
         target, _ = expert._funnel(s, pos, np.array([0.0, 1.0, 0.0, 0.0]))
         heights.append(target[2] - grasp_z)
-        np.testing.assert_allclose(target[:2], s["obj"][:2], atol=1e-9)
+        np.testing.assert_allclose(target[:2], s.obj[:2], atol=1e-9)
     heights = np.array(heights)
     assert heights[0] == pytest.approx(0.0, abs=1e-9)
-    assert np.all(np.diff(heights) >= -1e-12) and heights[-1] == pytest.approx(s["obj"][2] + 0.08 - grasp_z)
+    assert np.all(np.diff(heights) >= -1e-12) and heights[-1] == pytest.approx(s.obj[2] + 0.08 - grasp_z)
 
 
 def test_the_yaw_gate_is_skipped_for_shapes_that_fit_the_opening():
@@ -88,13 +90,13 @@ def test_the_yaw_gate_is_skipped_for_shapes_that_fit_the_opening():
 def test_the_funnel_keeps_the_yaw_for_a_cube_and_turns_for_a_brick(env):
     env.reset(seed=0, options={"split": "train"})
     expert = make_expert(env)
-    s = expert._state()
+    s = maniskill_state(env)
     down = np.array([0.0, 1.0, 0.0, 0.0])  # closing axis along world y (angle pi/2)
     heights = {}
     for shape, turns in (("cube", False), ("brick", True)):
-        state = dict(s, shape=shape, obj_yaw=math.pi / 2 - math.atan2(0.035, 0.02))  # fingers across the diagonal
+        state = dataclasses.replace(s, shape=shape, obj_yaw=math.pi / 2 - math.atan2(0.035, 0.02))  # fingers across the diagonal
         expert.reset()
-        pos = state["obj"] + np.array([0.0, 0.0, 0.2])  # centred, high above
+        pos = state.obj + np.array([0.0, 0.0, 0.2])  # centred, high above
         target, _ = expert._funnel(state, pos, down)
         action = expert._action(pos, down, target, 1.0)
         assert bool(abs(action[5]) > 0.1) is turns, (shape, action)  # yaw rate about base z
