@@ -25,6 +25,7 @@ from simbridge.data.expert import ExpertState, WaypointExpert, yaw_of
 from simbridge.data.scene import OBJECT_SHAPES, receptacle_top
 from simbridge.data.spec import Observation, Policy, PolicyContract
 from simbridge.data.teleop.robot_env import RobotEnv
+from simbridge.deploy.chunking import ChunkExecutor, RecedingHorizon
 from simbridge.deploy.twin import TwinSim
 from simbridge.deploy.twin_scene import TwinLayout, TwinScene
 
@@ -64,10 +65,12 @@ class TwinEpisode:
 
 def run_twin_episode(twin: TwinSim, robot: Any, policy: Policy, contract: PolicyContract, *, seed: int,
                      scene: TwinScene | None = None, layout: TwinLayout | None = None,
-                     home_joints: tuple[float, ...] | None = None, max_steps: int = 80) -> TwinEpisode:  # fmt: skip
+                     home_joints: tuple[float, ...] | None = None, max_steps: int = 80,
+                     chunker: ChunkExecutor | None = None) -> TwinEpisode:  # fmt: skip
     """Home the arm (to ``home_joints``, default the driver's), lay out episode ``seed`` of ``scene``
     (or ``layout`` as given), and run ``policy`` at the contract's rate on the twin's simulated clock
-    until success or ``max_steps``; the arm is stopped at the end."""
+    until success or ``max_steps``; the arm is stopped at the end. ``chunker`` executes the policy's
+    chunks (default: the whole chunk, then predict again, as ``simbridge eval`` does)."""
     cameras = {name: (lambda n=name: twin.render(n, size=contract.observation.camera(n).shape[:2]))
                for name in contract.observation.camera_names}  # fmt: skip
     env = RobotEnv(robot, cameras, contract, reset_fn=lambda s: twin.reset(seed=s, scene=scene, layout=layout).instruction,
@@ -79,11 +82,12 @@ def run_twin_episode(twin: TwinSim, robot: Any, policy: Policy, contract: Policy
     reset_fn = getattr(policy, "reset", None)
     if reset_fn is not None:
         reset_fn()
+    chunker = chunker or RecedingHorizon(contract.chunk_size)
+    chunker.reset()
     success, truncated, steps = False, False, 0
     try:
         while not (success or truncated):
-            action = np.asarray(policy.predict(obs))[0]
-            obs, _, success, truncated, _ = env.step(action)
+            obs, _, success, truncated, _ = env.step(chunker.act(policy, obs))
             steps += 1
     finally:
         env.stop()
