@@ -92,6 +92,20 @@ def maniskill_policy_side(bundle: str, split: str, first_seed: int, episodes: in
     return {int(r["seed"]): bool(r["success"]) for r in map(json.loads, lines)}
 
 
+def play_in_twin(twin, robot, policy, contract, sim_rows: list[dict], max_steps: int, desc: str) -> list:
+    """Each ManiSkill episode's layout (and initial joints) in the twin, played by ``policy``."""
+    from simbridge.deploy.twin_expert import run_twin_episode
+    from simbridge.deploy.twin_scene import twin_layout_from_task
+
+    episodes = []
+    for sim in tqdm(sim_rows, desc=desc, unit="ep"):
+        lay = dict(sim["layout"])
+        home = tuple(lay.pop("robot_qpos"))
+        episodes.append(run_twin_episode(twin, robot, policy, contract, seed=sim["seed"], home_joints=home,
+                                         layout=twin_layout_from_task(**lay, seed=sim["seed"]), max_steps=max_steps))  # fmt: skip
+    return episodes
+
+
 def summarize(rows: list[dict], sim_key: str, twin_key: str) -> dict:
     n = len(rows)
     k_sim, k_twin = sum(r[sim_key] for r in rows), sum(r[twin_key] for r in rows)
@@ -127,8 +141,7 @@ def main() -> None:
     from simbridge.deploy.franky_config import FrankyRobotConfig
     from simbridge.deploy.franky_robot import FrankyRobot
     from simbridge.deploy.twin import TwinSim
-    from simbridge.deploy.twin_expert import make_twin_expert, run_twin_episode
-    from simbridge.deploy.twin_scene import twin_layout_from_task
+    from simbridge.deploy.twin_expert import make_twin_expert
 
     # The expert reads no images; one small camera keeps the loop's observation real and cheap.
     contract = PolicyContract(observation=ObservationSpec(cameras=(CameraSpec("scene", 64, 64),)))
@@ -153,16 +166,11 @@ def main() -> None:
             seeds = list(range(args.seed, args.seed + args.episodes))
             with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
                 sim_rows = pool.submit(maniskill_side, split, seeds, args.max_steps).result()
-            rows = []
-            for sim in tqdm(sim_rows, desc=f"expert {split} (twin)", unit="ep"):
-                lay = dict(sim["layout"])
-                home = tuple(lay.pop("robot_qpos"))
-                ep = run_twin_episode(twin, robot, expert, contract, seed=sim["seed"],
-                                      layout=twin_layout_from_task(**lay, seed=sim["seed"]), home_joints=home,
-                                      max_steps=args.max_steps)  # fmt: skip
-                rows.append({"seed": sim["seed"], "object": lay["objects"][0][0], "maniskill": sim["success"],
-                             "maniskill_steps": sim["steps"], "twin": ep.success, "twin_steps": ep.steps,
-                             "twin_wall_s": ep.wall_s, "twin_last_phase": ep.phases[-1] if ep.phases else ""})  # fmt: skip
+            twin_eps = play_in_twin(twin, robot, expert, contract, sim_rows, args.max_steps, f"expert {split} (twin)")
+            rows = [{"seed": sim["seed"], "object": sim["layout"]["objects"][0][0], "maniskill": sim["success"],
+                     "maniskill_steps": sim["steps"], "twin": ep.success, "twin_steps": ep.steps,
+                     "twin_wall_s": ep.wall_s, "twin_last_phase": ep.phases[-1] if ep.phases else ""}
+                    for sim, ep in zip(sim_rows, twin_eps, strict=True)]  # fmt: skip
             out["splits"][split] = summarize(rows, "maniskill", "twin")
             out["minutes"] = round((time.monotonic() - t_start) / 60, 1)
             path.write_text(json.dumps(out, indent=2))
@@ -176,15 +184,11 @@ def main() -> None:
                         ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
                     sim_ok = pool.submit(maniskill_policy_side, args.policy, split, args.seed, args.episodes, tmp).result()
                     sim_rows = pool.submit(maniskill_side, split, seeds, args.max_steps).result()  # the layouts
-                rows = []
-                for sim in tqdm(sim_rows, desc=f"policy {split} (twin)", unit="ep"):
-                    lay = dict(sim["layout"])
-                    home = tuple(lay.pop("robot_qpos"))
-                    ep = run_twin_episode(twin, robot, policy, policy.contract, seed=sim["seed"],
-                                          layout=twin_layout_from_task(**lay, seed=sim["seed"]), home_joints=home,
-                                          max_steps=args.max_steps)  # fmt: skip
-                    rows.append({"seed": sim["seed"], "object": lay["objects"][0][0], "maniskill": sim_ok[sim["seed"]],
-                                 "twin": ep.success, "twin_steps": ep.steps, "twin_wall_s": ep.wall_s})  # fmt: skip
+                twin_eps = play_in_twin(twin, robot, policy, policy.contract, sim_rows, args.max_steps,
+                                        f"policy {split} (twin)")  # fmt: skip
+                rows = [{"seed": sim["seed"], "object": sim["layout"]["objects"][0][0], "maniskill": sim_ok[sim["seed"]],
+                         "twin": ep.success, "twin_steps": ep.steps, "twin_wall_s": ep.wall_s}
+                        for sim, ep in zip(sim_rows, twin_eps, strict=True)]  # fmt: skip
                 out["policy"]["splits"][split] = summarize(rows, "maniskill", "twin")
                 out["minutes"] = round((time.monotonic() - t_start) / 60, 1)
                 path.write_text(json.dumps(out, indent=2))
