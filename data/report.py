@@ -196,7 +196,7 @@ def build_report(results: Iterable[EpisodeResult], baseline: str | None = None, 
 # --- writing -------------------------------------------------------------------------------
 
 
-def to_markdown(report: Report) -> str:
+def to_markdown(report: Report, title: str = "SFT vs RL generalization report") -> str:
     others = report.policies[1:]
     head = ["category", "condition", *report.policies, *[f"{p} - {report.baseline} (p)" for p in others]]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -217,7 +217,7 @@ def to_markdown(report: Report) -> str:
     ]
     if report.unlabelled:
         notes.append(f"{report.unlabelled} episode(s) without a success label were left out.")
-    return "\n".join(["# SFT vs RL generalization report", "", *lines, *notes, *_failure_table(report), ""])
+    return "\n".join([f"# {title}", "", *lines, *notes, *_failure_table(report), ""])
 
 
 def _failure_table(report: Report) -> list[str]:
@@ -279,7 +279,8 @@ def plot(report: Report, path: Path) -> Path:
 
 
 def write_report(
-    sources: Sequence[str], out_dir: Path, baseline: str | None = None, policy_names: Mapping[str, str] | None = None
+    sources: Sequence[str], out_dir: Path, baseline: str | None = None, policy_names: Mapping[str, str] | None = None,
+    title: str = "SFT vs RL generalization report",
 ) -> Report:
     """Read ``sources`` (``[label=]path``), build the report and write md/json/png to ``out_dir``."""
     results, unlabelled = [], 0
@@ -290,7 +291,7 @@ def write_report(
         unlabelled += skipped
     report = build_report(results, baseline, unlabelled)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "report.md").write_text(to_markdown(report))
+    (out_dir / "report.md").write_text(to_markdown(report, title))
     (out_dir / "report.json").write_text(json.dumps(report.to_dict(), indent=2))
     plot(report, out_dir / "report.png")
     return report

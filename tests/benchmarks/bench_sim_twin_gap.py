@@ -118,6 +118,24 @@ def summarize(rows: list[dict], sim_key: str, twin_key: str) -> dict:
     }
 
 
+def write_gap_report(agent: str, splits: dict) -> Path:
+    """The per-episode outcomes as two ``simbridge eval``-style runs (ManiSkill, twin) and
+    ``simbridge report``'s table + plot of them: per split, the two simulators side by side."""
+    from simbridge.data.report import write_report
+    from simbridge.training.envs.splits import get_split
+
+    base = RESULTS / "sim_twin_gap" / agent
+    for sim_name, key in (("maniskill", "maniskill"), ("twin", "twin")):
+        (base / sim_name).mkdir(parents=True, exist_ok=True)
+        lines = [json.dumps({"policy": sim_name, "split": split, "category": get_split(split).category,
+                             "seed": row["seed"], "success": bool(row[key])})
+                 for split, rows in splits.items() for row in rows]  # fmt: skip
+        (base / sim_name / "episodes.jsonl").write_text("\n".join(lines) + "\n")
+    write_report([f"ManiSkill={base / 'maniskill'}", f"twin={base / 'twin'}"], base / "report", baseline="ManiSkill",
+                 title=f"Sim-to-twin gap: the {agent} on the same layouts in ManiSkill and in the franky-sim twin")
+    return base / "report"
+
+
 def print_table(title: str, splits: dict) -> None:
     print(f"\n{title}\n{'split':24s} {'ManiSkill':>16s} {'twin':>16s} {'gap (points)':>13s}")
     for split, r in splits.items():
@@ -160,6 +178,8 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / "sim_twin_gap.json"
     t_start = time.monotonic()
+    expert_rows: dict[str, list[dict]] = {}
+    policy_rows: dict[str, list[dict]] = {}
     with TwinSim(seed=0) as twin, FrankyRobot(FrankyRobotConfig(host=twin.hostname, sim=True), clock=twin.clock) as robot:
         expert = make_twin_expert(twin, contract)
         for split in [] if args.skip_expert else args.splits:
@@ -172,6 +192,7 @@ def main() -> None:
                      "twin_wall_s": ep.wall_s, "twin_last_phase": ep.phases[-1] if ep.phases else ""}
                     for sim, ep in zip(sim_rows, twin_eps, strict=True)]  # fmt: skip
             out["splits"][split] = summarize(rows, "maniskill", "twin")
+            expert_rows[split] = rows
             out["minutes"] = round((time.monotonic() - t_start) / 60, 1)
             path.write_text(json.dumps(out, indent=2))
         if args.policy:
@@ -190,9 +211,14 @@ def main() -> None:
                          "twin": ep.success, "twin_steps": ep.steps, "twin_wall_s": ep.wall_s}
                         for sim, ep in zip(sim_rows, twin_eps, strict=True)]  # fmt: skip
                 out["policy"]["splits"][split] = summarize(rows, "maniskill", "twin")
+                policy_rows[split] = rows
                 out["minutes"] = round((time.monotonic() - t_start) / 60, 1)
                 path.write_text(json.dumps(out, indent=2))
 
+    for agent, rows in (("expert", expert_rows), ("policy", policy_rows)):
+        if rows:
+            out[f"{agent}_report"] = str(write_gap_report(agent, rows))
+    path.write_text(json.dumps(out, indent=2))
     if out["splits"]:
         print_table("scripted expert", out["splits"])
         met = all(r["twin"]["rate"] >= 0.9 for r in out["splits"].values())
