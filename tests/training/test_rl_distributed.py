@@ -14,12 +14,12 @@ import torch
 import torch.multiprocessing as mp
 
 from simbridge.data.config import ConfigError, load_config
+from simbridge.training.rl.actor_worker import ActorWorker
 from simbridge.training.rl.batch import RolloutBatch
 from simbridge.training.rl.config import RLConfig
 from simbridge.training.rl.distributed import DataParallel, free_port
 from simbridge.training.rl.placement import resource_plan, use_visible_gpus
 from simbridge.training.rl.toy import TOY_CONTRACT
-from simbridge.training.rl.workers import ActorWorker
 
 T, N = 3, 4  # policy steps x envs: 12 training rows
 UPDATES = 2  # PPO: the first is critic warm-up (the policy's gradients dropped), the second a full one

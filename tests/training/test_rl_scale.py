@@ -12,12 +12,13 @@ import torch
 from simbridge.data.config import ConfigError, load_config
 from simbridge.training.models import build_policy
 from simbridge.training.models.adapters import trainable_names
+from simbridge.training.rl.actor_worker import ActorWorker
 from simbridge.training.rl.config import RLConfig
 from simbridge.training.rl.paths import RunDirUnreachable, absolute_paths, check_run_dir
 from simbridge.training.rl.placement import use_visible_gpus
 from simbridge.training.rl.toy import TOY_CONTRACT
 from simbridge.training.rl.weight_sync import WeightPayload, WeightSyncError, make_payload
-from simbridge.training.rl.workers import ActorWorker, EnvWorker, RolloutWorker
+from simbridge.training.rl.workers import EnvWorker, RolloutWorker
 
 torch.set_num_threads(1)
 

@@ -4,7 +4,7 @@ Modules, in the order data flows:
 
 * ``config``      RLConfig (cluster, env, policy, rollout, actor, algorithm, reward, runner)
 * ``factories``   env / policy backends (ManiSkill tasks + VLA policies, or the toy task)
-* ``workers``     EnvWorker, RolloutWorker, ActorWorker (RLinf's three worker groups)
+* ``workers``, ``actor_worker``  EnvWorker, RolloutWorker; ActorWorker (RLinf's three worker groups)
 * ``placement``   collocated / disaggregated / hybrid placement groups, resource checks
 * ``distributed``, ``actor_group``  the data-parallel actor (DDP / FSDP2, gradient accumulation)
 * ``records``     StageResult, RolloutRecord, EpisodeRecord: what the workers send through Ray

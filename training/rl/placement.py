@@ -177,7 +177,8 @@ def create_worker_groups(cfg: RLConfig, contract: PolicyContract, episodic: bool
     from ray.util.placement_group import placement_group
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-    from simbridge.training.rl.workers import ActorWorker, EnvWorker, RolloutWorker
+    from simbridge.training.rl.actor_worker import ActorWorker
+    from simbridge.training.rl.workers import EnvWorker, RolloutWorker
 
     plan = resource_plan(cfg)
     check_resources(plan, ray.cluster_resources(), cfg.cluster.placement)
