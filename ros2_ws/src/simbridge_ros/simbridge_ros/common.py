@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 from geometry_msgs.msg import PoseStamped
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
+from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image, JointState
@@ -228,6 +229,10 @@ def spin_nodes(nodes: Sequence[Node], context=None, threads: int | None = None,
             executor.spin_once(timeout_sec=0.1)
     except ExternalShutdownException:
         pass  # SIGINT/SIGTERM shut the context down between the check and the wait: a normal stop
+    except _rclpy.RCLError:
+        # The same race one step earlier: the context went down while spin_once built its wait set.
+        if executor.context.ok():
+            raise
     finally:
         for node in reversed(list(nodes)):
             executor.remove_node(node)
