@@ -17,6 +17,7 @@ best hide the shorter of the two phases.
 
     .venv/bin/python tests/benchmarks/bench_rl_pipeline.py [--rounds 3] [--steps 8] [--preset tiny] [--wrist-camera]
     .venv/bin/python tests/benchmarks/bench_rl_pipeline.py --toy   # the ToyReach task (seconds)
+    .venv/bin/python tests/benchmarks/bench_rl_pipeline.py --sim-backend physx_cuda --envs 256  # GPU machine
 
 Prints JSON and writes tests/benchmarks/results/rl_pipeline.json.
 """
@@ -53,6 +54,10 @@ def build_config(mode: str, args: argparse.Namespace):
         overrides.append(f"env.kwargs={{step_cost_s: {args.toy_step_cost}}}")
     else:
         path = REPO / "launch/configs/ppo_maniskill.yaml"
+        if args.sim_backend != "physx_cpu":  # GPU simulation: one batched scene per stage
+            # Fractions, so both worker sets fit one GPU side by side (hybrid 0.5 + collocated 0.25).
+            overrides += [f"env.kwargs={{sim_backend: {args.sim_backend}}}", "env.gpus_per_worker=0.25",
+                          "rollout.gpus_per_worker=0.25", "actor.gpus_per_worker=0.25"]
     return load_config(RLConfig, path, overrides=overrides)
 
 
@@ -64,6 +69,8 @@ def main() -> None:
     parser.add_argument("--stages", type=int, default=2, help="pipeline stages")
     parser.add_argument("--preset", default="tiny", help="VLA preset (tiny | small)")
     parser.add_argument("--wrist-camera", action="store_true", help="render (and feed the policy) the wrist camera too")
+    parser.add_argument("--sim-backend", default="physx_cpu",
+                        help="physx_cuda on a GPU machine: each stage is one batched ManiSkill scene (e.g. --envs 256)")
     parser.add_argument("--toy", action="store_true", help="ToyReach + toy policy instead of ManiSkill + VLA")
     parser.add_argument("--toy-step-cost", type=float, default=0.02, help="CPU seconds burnt per toy env step")
     args = parser.parse_args()

@@ -263,6 +263,25 @@ def test_resource_plans_per_placement_mode():
     check_resources(hybrid, {"CPU": 3.0}, "hybrid")  # exactly enough: no error
 
 
+@pytest.mark.parametrize("placement", ["collocated", "disaggregated", "hybrid"])
+def test_env_workers_get_their_own_gpu_range(placement):
+    """GPU simulation: each env worker's GPUs are in the plan, next to the rollout's and actor's."""
+    cfg = load_config(RLConfig, data={"env": {"num_workers": 2, "gpus_per_worker": 1.0},
+                                      "rollout": {"gpus_per_worker": 1.0}, "actor": {"gpus_per_worker": 1.0},
+                                      "cluster": {"placement": placement}})  # fmt: skip
+    plan = resource_plan(cfg)
+    assert plan.gpu_shares["env"] > 0
+    if placement == "collocated":  # one bundle: its GPUs are shared by the 2 env workers, rollout, actor
+        assert plan.total_gpus == 2 and 2 * plan.gpu_shares["env"] + plan.gpu_shares["rollout"] + \
+            plan.gpu_shares["actor"] == pytest.approx(2)
+    else:
+        assert [plan.bundles[i].get("GPU") for i in plan.env_bundles] == [1.0, 1.0]
+        assert plan.total_gpus == (4 if placement == "disaggregated" else 3)
+        assert "env 2 worker(s) x 1 CPU + 1 GPU" in plan.breakdown["env"]
+    with pytest.raises(ResourceShortfall, match="GPU needed"):
+        check_resources(plan, {"CPU": 16.0, "GPU": 1.0}, placement)
+
+
 def test_cli_resolves_launch_configs_for_both_algorithms(capsys):
     from simbridge.data.cli import main
 

@@ -40,6 +40,7 @@ class BatchedContractEnv(ContractEnv):
         self._instructions = [""] * n
         self._splits: list[Split] = [self.split] * n
         self._rngs = [np.random.default_rng(0) for _ in range(n)]
+        self._gripper = np.ones(n, np.float32)  # last gripper command per env (held envs keep it)
 
     # --- per-env bookkeeping -------------------------------------------------------------
     def _env_rng(self, i: int) -> np.random.Generator:
@@ -77,6 +78,7 @@ class BatchedContractEnv(ContractEnv):
             self._next_seeds[i] = self._seeds[i] + 1
             self._rngs[i] = np.random.default_rng([self.split.salt, int(self._seeds[i]), 7])
             self._steps_n[i] = 0
+            self._gripper[i] = 1.0
             self._splits[i] = self.split
         if len(idx) < self.num_envs:
             options["env_idx"] = torch.as_tensor(idx, dtype=torch.int64, device=self.unwrapped_ms.device)
@@ -91,28 +93,58 @@ class BatchedContractEnv(ContractEnv):
         return self._observations(raw_obs), self._infos(raw_obs, ms_info, np.zeros(self.num_envs))
 
     def step(  # type: ignore[override]
-        self, actions: np.ndarray
-    ) -> tuple[list[Observation], np.ndarray, np.ndarray, np.ndarray, list[dict]]:
+        self,
+        actions: np.ndarray,
+        *,
+        active: np.ndarray | None = None,
+        observe: bool = True,
+        auto_reset: bool = True,
+    ) -> tuple[list[Observation | None], np.ndarray, np.ndarray, np.ndarray, list[dict]]:
         """``(num_envs, 7)`` contract actions -> per-env observations, rewards, terminated,
-        truncated, infos; finished envs are reset (their final observation / info in the info)."""
+        truncated, infos.
+
+        ``active`` (default: all): the envs that act; the others hold their target pose and last
+        gripper command (one scene steps all its envs), and neither count a step nor end.
+        ``observe=False``: the cameras are not rendered and the observations are ``None``, except
+        for envs whose episode ends on this step. ``auto_reset``: finished envs are reset (their
+        final observation / info in the info); otherwise the caller resets them.
+        """
         actions = np.asarray(actions, np.float32)
         if actions.shape != (self.num_envs, 7):
             raise ValueError(f"actions must have shape ({self.num_envs}, 7), got {actions.shape}")
+        act = np.ones(self.num_envs, bool) if active is None else np.asarray(active, bool)
         a = np.stack([self.contract.action.clip(row) for row in actions])
-        raw_obs, ms_reward, _, _, ms_info = self.ms_env.step(self._controller_actions(a))
-        self._steps_n += 1
+        a[~act] = 0.0
+        a[~act, 6] = self._gripper[~act]  # zero motion: the controller holds the target
+        held_p, held_q = self._target_p[~act].copy(), self._target_q[~act].copy()
+        self.unwrapped_ms.render_sensors = observe
+        try:
+            raw_obs, ms_reward, _, _, ms_info = self.ms_env.step(self._controller_actions(a))
+        finally:
+            self.unwrapped_ms.render_sensors = True
+        self._target_p[~act], self._target_q[~act] = held_p, held_q
+        self._gripper[act] = a[act, 6]
+        self._steps_n[act] += 1
         dense = _np(ms_reward).reshape(self.num_envs).astype(np.float64)
-        obs, infos = self._observations(raw_obs), self._infos(raw_obs, ms_info, dense)
-        success = np.array([info["success"] for info in infos])
-        rewards = success.astype(np.float32) + (dense.astype(np.float32) if self.dense_reward else 0.0)
-        truncated = ~success & (self._steps_n >= self.max_episode_steps)
+        infos = self._infos(raw_obs, ms_info, dense)
+        success = act & np.array([info["success"] for info in infos])
+        rewards = np.where(act, success.astype(np.float32) + (dense.astype(np.float32) if self.dense_reward else 0.0), 0)
+        truncated = act & ~success & (self._steps_n >= self.max_episode_steps)
         done = np.flatnonzero(success | truncated)
-        if len(done):
+        obs: list[Observation | None]
+        if observe:
+            obs = list(self._observations(raw_obs))
+        elif len(done):  # a final observation is always real
+            rendered = self._observations(self.unwrapped_ms.get_obs(ms_info))
+            obs = [rendered[i] if i in done else None for i in range(self.num_envs)]
+        else:
+            obs, self._last_tcp = [None] * self.num_envs, self._tcp_poses_base()
+        if len(done) and auto_reset:
             final = {int(i): (obs[i], infos[i]) for i in done}
-            obs, infos = self.reset(env_idx=done.tolist())
+            obs, infos = self.reset(env_idx=done.tolist())  # type: ignore[assignment]
             for i, (final_obs, final_info) in final.items():
                 infos[i] = dict(infos[i], final_observation=final_obs, final_info=final_info)
-        return obs, rewards, success, truncated, infos
+        return obs, rewards.astype(np.float32), success, truncated, infos
 
     @property
     def elapsed_steps(self) -> np.ndarray:  # type: ignore[override]

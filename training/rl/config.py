@@ -74,6 +74,14 @@ class EnvConfig:
     #: the rollout worker infers on stage k+1 (RLinf's fine-grained pipelining).
     pipeline_stage_num: int = 2
     cpus_per_worker: float = 1.0
+    #: GPUs of each env worker (its range: Ray sets CUDA_VISIBLE_DEVICES); for ManiSkill's GPU
+    #: simulation (``kwargs.sim_backend: physx_cuda``).
+    gpus_per_worker: float = 0.0
+    #: How a ManiSkill env worker holds its envs. "auto": one batched scene per pipeline stage on
+    #: the GPU backend (``kwargs.sim_backend: physx_cuda``), one scene per env on the CPU.
+    #: "batched": batched scenes on any backend (ManiSkill's CPU backend allows one env per scene).
+    #: "single": one scene per env.
+    scene_batching: Literal["auto", "batched", "single"] = "auto"
     seed: int = 0
     #: 0: every episode starts from a new initial state (seeds seed, seed+1, ...). N > 0: episodes
     #: cycle through the N fixed initial states of seeds seed..seed+N-1, as LIBERO's benchmarks
@@ -94,6 +102,8 @@ class EnvConfig:
             )
         if self.cpus_per_worker <= 0:
             raise ValueError("cpus_per_worker: must be > 0")
+        if self.gpus_per_worker < 0:
+            raise ValueError("gpus_per_worker: must be >= 0")
         if self.num_initial_states < 0:
             raise ValueError("num_initial_states: 0 (a new initial state every episode) or a positive count")
         if self.spec.chunking != ChunkingConfig():
@@ -146,6 +156,8 @@ class RolloutConfig:
             raise ValueError("num_workers: only 1 rollout worker is supported in this version")
         if self.cpus_per_worker <= 0:
             raise ValueError("cpus_per_worker: must be > 0")
+        if self.gpus_per_worker < 0:
+            raise ValueError("gpus_per_worker: must be >= 0")
 
 
 @config

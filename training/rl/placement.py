@@ -72,11 +72,13 @@ def _bundle(cpus: float, gpus: float) -> dict[str, float]:
 def resource_plan(cfg: RLConfig) -> ResourcePlan:
     env, ro, ac = cfg.env, cfg.rollout, cfg.actor
     w, n = env.num_workers, ac.num_workers
-    env_desc = f"env {env.num_workers} worker(s) x {env.cpus_per_worker:g} CPU"
+    env_desc = f"env {env.num_workers} worker(s) x {env.cpus_per_worker:g} CPU" + (
+        f" + {env.gpus_per_worker:g} GPU" if env.gpus_per_worker > 0 else "")
     if cfg.cluster.placement == "collocated":
         cpus = max(w * env.cpus_per_worker, ro.cpus_per_worker, ac.cpus_per_worker)
-        gpus = max(ro.gpus_per_worker, ac.gpus_per_worker)
+        gpus = max(w * env.gpus_per_worker, ro.gpus_per_worker, ac.gpus_per_worker)
         share = _q(cpus / (w + 1 + n))
+        users = 2 + (w if env.gpus_per_worker > 0 else 0)  # who shares the GPU(s): rollout, actor (and env)
         return ResourcePlan(
             bundles=[_bundle(cpus, gpus)],
             env_bundles=[0] * w,
@@ -84,10 +86,11 @@ def resource_plan(cfg: RLConfig) -> ResourcePlan:
             actor_bundle=0,
             actor_bundles=[0] * n,
             shares={"env": share, "rollout": share, "actor": share},
-            gpu_shares={"rollout": gpus / 2, "actor": gpus / 2},
+            gpu_shares={"env": gpus / users if env.gpus_per_worker > 0 else 0.0, "rollout": gpus / users,
+                        "actor": gpus / users},
             breakdown={"collocated": f"one shared bundle of {cpus:g} CPU = max({env_desc}, rollout, actor)"},
         )
-    bundles = [_bundle(env.cpus_per_worker, 0) for _ in range(w)]
+    bundles = [_bundle(env.cpus_per_worker, env.gpus_per_worker) for _ in range(w)]
     bundles.append(_bundle(ro.cpus_per_worker, ro.gpus_per_worker))
     breakdown = {"env": env_desc, "rollout": f"{ro.cpus_per_worker:g} CPU"}
     if cfg.cluster.placement == "disaggregated":
@@ -101,7 +104,7 @@ def resource_plan(cfg: RLConfig) -> ResourcePlan:
             actor_bundles=list(range(w + 1, w + 1 + n)),
             shares={"env": _q(env.cpus_per_worker), "rollout": _q(ro.cpus_per_worker),
                     "actor": _q(ac.cpus_per_worker)},
-            gpu_shares={"rollout": ro.gpus_per_worker, "actor": ac.gpus_per_worker},
+            gpu_shares={"env": env.gpus_per_worker, "rollout": ro.gpus_per_worker, "actor": ac.gpus_per_worker},
             breakdown=breakdown,
         )
     breakdown["actor"] = "shares the rollout bundle (hybrid)"
@@ -113,7 +116,7 @@ def resource_plan(cfg: RLConfig) -> ResourcePlan:
         actor_bundles=[w] * n,
         shares={"env": _q(env.cpus_per_worker), "rollout": _q(ro.cpus_per_worker / 2),
                 "actor": _q(ro.cpus_per_worker / 2 / n)},
-        gpu_shares={"rollout": ro.gpus_per_worker / 2, "actor": ro.gpus_per_worker / 2},
+        gpu_shares={"env": env.gpus_per_worker, "rollout": ro.gpus_per_worker / 2, "actor": ro.gpus_per_worker / 2},
         breakdown=breakdown,
     )
 
@@ -201,6 +204,7 @@ def create_worker_groups(cfg: RLConfig, contract: PolicyContract, episodic: bool
     env_workers = [
         env_cls.options(
             num_cpus=plan.shares["env"],
+            num_gpus=plan.gpu_shares.get("env", 0.0),
             max_restarts=cfg.cluster.env_max_restarts,
             max_task_retries=0,  # a crashed step is not replayed: its episode is dropped
             scheduling_strategy=strategy(plan.env_bundles[i]),

@@ -27,6 +27,7 @@ import torch
 from simbridge.data.spec import Observation, PolicyContract
 from simbridge.training.rl.buffer import ColumnLayout
 from simbridge.training.rl.config import RLConfig
+from simbridge.training.rl.env_stage import make_stage
 from simbridge.training.rl.factories import build_rl_policy, make_rl_env
 from simbridge.training.rl.paths import check_run_dir
 from simbridge.training.rl.records import EpisodeRecord, RolloutRecord, StageResult
@@ -79,7 +80,11 @@ def pad_text_inputs(policy: Any, batch: dict[str, torch.Tensor]) -> dict[str, to
 
 
 class EnvWorker:
-    """Environments ``[index * E, (index + 1) * E)`` of the run, stepped stage by stage."""
+    """Environments ``[index * E, (index + 1) * E)`` of the run, stepped stage by stage.
+
+    Each stage is an :class:`~.env_stage.EnvStage` (one batched ManiSkill scene on the GPU, one
+    scene per env on the CPU); the episode bookkeeping (seeds, returns, freezing) lives here.
+    """
 
     def __init__(self, cfg: RLConfig, index: int, episodic: bool, cpus: float = 1.0, run_dir: str | None = None):
         if run_dir is not None:
@@ -92,8 +97,11 @@ class EnvWorker:
         self.layout = ColumnLayout.from_config(env_cfg)  # the driver's buffer places results by the same layout
         self.per_stage = self.layout.per_stage
         self.env_ids = [self.layout.env_id(index, j) for j in range(env_cfg.envs_per_worker)]
-        self.envs = [make_rl_env(env_cfg, seed=env_cfg.seed + i) for i in self.env_ids]
-        n = len(self.envs)
+        self.stages = [
+            make_stage(env_cfg, [self.env_ids[j] for j in self._stage(s)], lambda i: make_rl_env(env_cfg, seed=env_cfg.seed + i))
+            for s in range(env_cfg.pipeline_stage_num)
+        ]  # fmt: skip
+        n = len(self.env_ids)
         self.obs: list[Observation | None] = [None] * n
         self.active = np.zeros(n, bool)
         self.is_reset = np.zeros(env_cfg.pipeline_stage_num, bool)
@@ -120,67 +128,53 @@ class EnvWorker:
         return episode_seed(self.cfg.env.seed, self.env_ids[j], self.cfg.env.num_envs, int(self.episode_counter[j]),
                             self.cfg.env.num_initial_states)  # fmt: skip
 
-    def _reset_env(self, j: int) -> None:
-        seed = self._seed_for(j)
-        self.obs[j], _ = self.envs[j].reset(seed=seed)
-        self.ep_seed[j], self.ep_return[j], self.ep_length[j] = seed, 0.0, 0
-        self.active[j] = True
+    def _reset_envs(self, stage: int, local: list[int]) -> None:
+        """Reset the worker's envs ``local`` (all in ``stage``) to their next episode's seed."""
+        if not local:
+            return
+        seeds = [self._seed_for(j) for j in local]
+        first = self._stage(stage).start
+        for j, seed, obs in zip(local, seeds, self.stages[stage].reset([j - first for j in local], seeds), strict=True):
+            self.obs[j] = obs
+            self.ep_seed[j], self.ep_return[j], self.ep_length[j] = seed, 0.0, 0
+            self.active[j] = True
 
     def reset_stage(self, stage: int, episode: int) -> StageResult:
         """Reset the stage's envs to episode number ``episode`` (GRPO: the iteration)."""
         t0 = time.perf_counter()
         for j in self._stage(stage):
             self.episode_counter[j] = episode if self.episodic else episode * 100_000
-            self._reset_env(j)
+        self._reset_envs(stage, list(self._stage(stage)))
         self.is_reset[stage] = True
         return self._result(stage, np.zeros(self.per_stage), np.zeros(self.per_stage, bool), [], t0)
 
+    def _shape_reward(self, reward: np.ndarray, dense: np.ndarray) -> np.ndarray:
+        return self.cfg.reward.success * reward + self.cfg.reward.dense_coef * dense
+
     def step_stage(self, stage: int, actions: np.ndarray, offset: int) -> StageResult:
-        """Execute the stage's action chunks ``actions[offset : offset + per_stage]``."""
+        """Execute the stage's action chunks ``actions[offset : offset + per_stage]`` (each env its
+        whole chunk of ``K`` actions, stopping at its episode's end)."""
         if not self.is_reset[stage]:
             raise EnvStageNotReset(f"env worker {self.index}: stage {stage} stepped before reset")
         t0 = time.perf_counter()
+        envs = self._stage(stage)
         chunk = np.asarray(actions)[offset : offset + self.per_stage]
-        rewards = np.zeros(self.per_stage)
-        dones = np.zeros(self.per_stage, bool)
+        res = self.stages[stage].step_chunk(chunk, self.active[envs.start : envs.stop].copy(), self._shape_reward)
         finished: list[EpisodeRecord] = []
-        steps = 0
-        for k, j in enumerate(self._stage(stage)):
-            if not self.active[j]:
-                continue  # frozen after its episode (GRPO): nothing to do until the next reset
-            last = len(chunk[k]) - 1
-            for i, action in enumerate(chunk[k]):  # the policy's whole chunk (K actions), stopping at episode end
-                # Only the chunk's last observation is read (by the next policy call): the envs may
-                # skip rendering the others (None), except at an episode's end.
-                obs, reward, terminated, truncated, info = self.envs[j].step(action, observe=i == last)
-                steps += 1
-                r = self.cfg.reward.success * float(reward) + self.cfg.reward.dense_coef * float(
-                    info.get("dense_reward", 0.0)
-                )
-                rewards[k] += r
-                self.ep_return[j] += r
-                self.ep_length[j] += 1
-                if obs is not None:
-                    self.obs[j] = obs
-                if terminated or truncated:
-                    dones[k] = True
-                    finished.append(
-                        EpisodeRecord(
-                            env_id=self.env_ids[j],
-                            seed=int(self.ep_seed[j]),
-                            episode_return=float(self.ep_return[j]),
-                            length=int(self.ep_length[j]),
-                            success=bool(info.get("success", False)),
-                        )
-                    )
-                    break
-            if dones[k]:
+        for k, j in enumerate(envs):
+            if res.obs[k] is not None:
+                self.obs[j] = res.obs[k]
+            self.ep_return[j] += res.rewards[k]
+            self.ep_length[j] += res.steps[k]
+            if res.ended[k]:
+                finished.append(EpisodeRecord(env_id=self.env_ids[j], seed=int(self.ep_seed[j]),
+                                              episode_return=float(self.ep_return[j]), length=int(self.ep_length[j]),
+                                              success=bool(res.success[k])))  # fmt: skip
                 self.episode_counter[j] += 1
-                if self.episodic:
-                    self.active[j] = False
-                else:
-                    self._reset_env(j)
-        return self._result(stage, rewards, dones, finished, t0, steps)
+                self.active[j] = False
+        if not self.episodic:  # envs that finished start their next episode now
+            self._reset_envs(stage, [j for k, j in enumerate(envs) if res.ended[k]])
+        return self._result(stage, res.rewards, res.ended, finished, t0, int(res.steps.sum()))
 
     def _result(
         self, stage: int, rewards: np.ndarray, dones: np.ndarray, finished: list[EpisodeRecord], t0: float, steps: int = 0
@@ -198,8 +192,8 @@ class EnvWorker:
         )
 
     def close(self) -> None:
-        for env in self.envs:
-            env.close()
+        for stage in self.stages:
+            stage.close()
 
 
 # --- rollout worker -----------------------------------------------------------------------------
