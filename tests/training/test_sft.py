@@ -221,6 +221,36 @@ def test_augmentation_changes_images_but_keeps_range():
     assert torch.equal(augment_images(x, AugmentConfig(enabled=False), gen), x)
 
 
+def test_hue_rotation_keeps_grey_and_luma_and_turns_colours():
+    from simbridge.training.sft.data import rotate_hue
+
+    grey = torch.full((1, 3, 2, 2), 0.4)
+    torch.testing.assert_close(rotate_hue(grey, torch.tensor([0.3])), grey)  # no colour, nothing to rotate
+    red = torch.tensor([0.8, 0.1, 0.1]).reshape(1, 3, 1, 1)
+    luma = torch.tensor([0.299, 0.587, 0.114]).reshape(1, 3, 1, 1)
+    turned = rotate_hue(red, torch.tensor([1 / 3]))  # a third of the wheel: red -> green-ish
+    torch.testing.assert_close((turned * luma).sum(1), (red * luma).sum(1))
+    assert turned[0, 1, 0, 0] > turned[0, 0, 0, 0]
+    torch.testing.assert_close(rotate_hue(red, torch.tensor([1.0])), red)  # a full turn
+
+
+def test_domain_randomization_is_off_by_default_and_draws_per_image():
+    x = torch.rand(8, 2, 3, 16, 16)
+    base = AugmentConfig(shift_px=0)
+    dr = AugmentConfig(shift_px=0, hue=0.02, channel_gain=0.15, gamma=0.3, noise_std=0.02)
+    a = augment_images(x, base, torch.Generator().manual_seed(1))
+    b = augment_images(x, AugmentConfig(shift_px=0, hue=0.0), torch.Generator().manual_seed(1))
+    assert torch.equal(a, b)  # the defaults draw exactly what they always drew
+    y = augment_images(x, dr, torch.Generator().manual_seed(1))
+    assert y.min() >= 0 and y.max() <= 1 and not torch.allclose(a, y)
+    gains = (y.mean(dim=(3, 4)) / a.mean(dim=(3, 4)).clamp_min(1e-6)).reshape(16, 3)
+    assert gains.std(dim=0).min() > 0.01  # each image and channel gets its own factors
+    with pytest.raises(ConfigError, match="channel_gain"):
+        load_config(SFTConfig, overrides=["augment.channel_gain=1.5"])
+    with pytest.raises(ConfigError, match="hue"):
+        load_config(SFTConfig, overrides=["augment.hue=0.7"])
+
+
 def test_train_sft_end_to_end_and_resume(store, tmp_path):
     overrides = [f"data.store={store}", f"root={tmp_path}", "optim.steps=12", "optim.batch_size=8",
                  "optim.warmup_steps=2", "log_every=2", "val_every=6", "checkpoint_every=6", "eval.enabled=false",

@@ -90,6 +90,26 @@ class AugmentConfig:
     brightness: float = 0.2
     contrast: float = 0.2
     saturation: float = 0.2
+    # Visual domain randomization (sim-to-real: another renderer or camera); 0 = off. Factors are
+    # drawn per image in [1 - x, 1 + x]. Hue shifts change colour names: keep ``hue`` small.
+    #: Hue rotation, a fraction of the colour wheel (+-).
+    hue: float = 0.0
+    #: Per-channel gain (white balance, the colour of the light).
+    channel_gain: float = 0.0
+    #: Gamma (exponent) factor: a renderer's or a camera's tone curve.
+    gamma: float = 0.0
+    #: Gaussian pixel noise, standard deviation in [0, 1] intensity units.
+    noise_std: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("shift_px", "brightness", "contrast", "saturation", "hue", "channel_gain", "gamma", "noise_std"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}: 0 (off) or a positive strength, got {getattr(self, name)}")
+        for name in ("brightness", "contrast", "saturation", "channel_gain", "gamma"):
+            if getattr(self, name) >= 1:
+                raise ValueError(f"{name}: a factor range [1 - x, 1 + x] needs x < 1, got {getattr(self, name)}")
+        if self.hue > 0.5:
+            raise ValueError(f"hue: at most 0.5 (half the colour wheel), got {self.hue}")
 
 
 @config

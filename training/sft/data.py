@@ -161,4 +161,29 @@ def augment_images(pixels: torch.Tensor, cfg: AugmentConfig, generator: torch.Ge
     if cfg.saturation > 0:
         gray = (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]).expand_as(x)
         x = (x - gray) * factor(cfg.saturation) + gray
+    # Domain randomization (off by default, so earlier runs draw the same numbers).
+    if cfg.hue > 0:
+        x = rotate_hue(x, (2.0 * torch.rand(b * n, generator=generator) - 1.0) * cfg.hue)
+    if cfg.channel_gain > 0:
+        x = x * (1.0 + (2.0 * torch.rand(b * n, c, 1, 1, generator=generator) - 1.0) * cfg.channel_gain)
+    if cfg.gamma > 0:
+        x = x.clamp(0.0, 1.0) ** factor(cfg.gamma)
+    if cfg.noise_std > 0:
+        x = x + torch.randn(x.shape, generator=generator) * cfg.noise_std
     return x.clamp(0.0, 1.0).reshape(b, n, c, h, w)
+
+
+#: RGB <-> YIQ: hue is the angle in the IQ plane (a linear, differentiable hue rotation).
+_RGB_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+
+
+def rotate_hue(x: torch.Tensor, turns: torch.Tensor) -> torch.Tensor:
+    """Rotate the hue of (M, 3, H, W) RGB images by ``turns`` (M,) fractions of the colour wheel."""
+    to_yiq = _RGB_TO_YIQ.to(x)
+    angle = 2.0 * torch.pi * turns.to(x)
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    rot = torch.zeros(len(angle), 3, 3, dtype=x.dtype, device=x.device)
+    rot[:, 0, 0] = 1.0
+    rot[:, 1, 1], rot[:, 1, 2], rot[:, 2, 1], rot[:, 2, 2] = cos, -sin, sin, cos
+    m = torch.linalg.inv(to_yiq) @ rot @ to_yiq  # (M, 3, 3)
+    return torch.einsum("mij,mjhw->mihw", m, x)
