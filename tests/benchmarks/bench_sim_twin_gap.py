@@ -23,7 +23,8 @@ the moved-object split is left out (its mid-episode move is the task's, not yet 
     .venv/bin/python tests/benchmarks/bench_sim_twin_gap.py [--splits train execution_position ...]
         [--episodes 20] [--seed 20000] [--policy runs/export/<bundle> --policy-splits train]
 
-Prints a table and writes tests/benchmarks/results/sim_twin_gap.json (updated after every split).
+Prints a table and writes tests/benchmarks/results/<--out>.json (default sim_twin_gap; updated after
+every split).
 """
 
 from __future__ import annotations
@@ -118,13 +119,13 @@ def summarize(rows: list[dict], sim_key: str, twin_key: str) -> dict:
     }
 
 
-def write_gap_report(agent: str, splits: dict) -> Path:
+def write_gap_report(agent: str, splits: dict, name: str = "sim_twin_gap") -> Path:
     """The per-episode outcomes as two ``simbridge eval``-style runs (ManiSkill, twin) and
     ``simbridge report``'s table + plot of them: per split, the two simulators side by side."""
     from simbridge.data.report import write_report
     from simbridge.training.envs.splits import get_split
 
-    base = RESULTS / "sim_twin_gap" / agent
+    base = RESULTS / name / agent
     for sim_name, key in (("maniskill", "maniskill"), ("twin", "twin")):
         (base / sim_name).mkdir(parents=True, exist_ok=True)
         lines = [json.dumps({"policy": sim_name, "split": split, "category": get_split(split).category,
@@ -153,6 +154,7 @@ def main() -> None:
     parser.add_argument("--policy", default="", help="an exported bundle to play on the same layouts")
     parser.add_argument("--policy-splits", nargs="+", default=["train", "execution_position"])
     parser.add_argument("--skip-expert", action="store_true", help="only the policy")
+    parser.add_argument("--out", default="sim_twin_gap", help="results/<out>.json and results/<out>/ (the report)")
     args = parser.parse_args()
 
     from simbridge.data.spec import CameraSpec, ObservationSpec, PolicyContract
@@ -169,14 +171,14 @@ def main() -> None:
         "command": "python tests/benchmarks/bench_sim_twin_gap.py " + " ".join(
             ["--splits", *args.splits, "--episodes", str(args.episodes), "--seed", str(args.seed)]
             + (["--policy", args.policy, "--policy-splits", *args.policy_splits] if args.policy else [])
-            + (["--skip-expert"] if args.skip_expert else [])),
+            + (["--skip-expert"] if args.skip_expert else []) + ["--out", args.out]),
         "machine": {"cpu_cores": os.cpu_count()}, "expert": "scripted expert (funnel)",
         "target": "expert >= 90% in the twin on every split; policy's twin success within 15 points (#22)",
         "splits": {}, "policy": {"bundle": args.policy, "splits": {}} if args.policy else None,
         "not_modelled": "image-space conditions do not affect the expert; execution_moved_object is left out",
     }  # fmt: skip
     RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / "sim_twin_gap.json"
+    path = RESULTS / f"{args.out}.json"
     t_start = time.monotonic()
     expert_rows: dict[str, list[dict]] = {}
     policy_rows: dict[str, list[dict]] = {}
@@ -217,7 +219,7 @@ def main() -> None:
 
     for agent, rows in (("expert", expert_rows), ("policy", policy_rows)):
         if rows:
-            out[f"{agent}_report"] = str(write_gap_report(agent, rows))
+            out[f"{agent}_report"] = str(write_gap_report(agent, rows, args.out))
     path.write_text(json.dumps(out, indent=2))
     if out["splits"]:
         print_table("scripted expert", out["splits"])
