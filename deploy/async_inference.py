@@ -44,6 +44,8 @@ class PlannedAction:
     chunk: int  # which prediction it came from
     step: int  # the control step it is for (counted in executed actions)
     observed: float  # the time of the observation it was planned from
+    inference_start: float = float("nan")  # wall clock (the runner's clock) around the prediction
+    inference_end: float = float("nan")
 
 
 @dataclass
@@ -82,7 +84,8 @@ class AsyncChunkRunner:
         self._queue: deque[PlannedAction] = deque()
         self._lock = threading.Lock()
         self._request: tuple[int, int, Observation] | None = None  # (generation, step, observation)
-        self._result: tuple[int, int, float, np.ndarray] | None = None  # (generation, step, obs time, chunk)
+        # (generation, step, obs time, chunk, inference start, inference end)
+        self._result: tuple[int, int, float, np.ndarray, float, float] | None = None
         self._executed = 0  # actions handed out this episode: the current control step
         self._in_flight = False
         self._generation = 0  # bumped by reset(): results of an earlier episode are thrown away
@@ -119,14 +122,15 @@ class AsyncChunkRunner:
             result, self._result = self._result, None
         if result is None:
             return
-        generation, step, obs_time, chunk = result
+        generation, step, obs_time, chunk, started, ended = result
         if generation != self._generation:
             return
         if now - obs_time > self.max_chunk_age_s:
             self.stats.chunks_stale += 1
             return
         self._chunks += 1
-        new = [PlannedAction(a, obs_time + k * self.period, self._chunks, step + k, obs_time) for k, a in enumerate(chunk)]
+        new = [PlannedAction(a, obs_time + k * self.period, self._chunks, step + k, obs_time, started, ended)
+               for k, a in enumerate(chunk)]
         done = [p for p in new if p.step < self._executed]  # executed from the previous chunk meanwhile
         self.stats.actions_skipped_late += len(done)
         new = new[len(done):]
@@ -137,7 +141,8 @@ class AsyncChunkRunner:
             for p in new:
                 prev = old.get(p.step)
                 action = p.action if prev is None else ((w * prev.action + p.action) / (1 + w)).astype(np.float32)
-                blended.append(PlannedAction(action, p.planned_time, p.chunk, p.step, p.observed))
+                blended.append(PlannedAction(action, p.planned_time, p.chunk, p.step, p.observed, p.inference_start,
+                                             p.inference_end))
             new = blended
         self._queue = deque(new)
         self.stats.chunks_merged += 1
@@ -152,7 +157,7 @@ class AsyncChunkRunner:
             if request is None:
                 continue
             generation, step, obs = request
-            t0 = time.perf_counter()
+            t0, started = time.perf_counter(), self.clock()
             try:
                 chunk = check_chunk(self.predict(obs), self.chunk_size)
             except Exception as err:  # the tick goes on without actions: the watchdog stops the arm
@@ -160,9 +165,10 @@ class AsyncChunkRunner:
                 self.stats.last_error = f"{type(err).__name__}: {err}"
                 chunk = None
             self.stats.inference_s = time.perf_counter() - t0
+            ended = self.clock()
             with self._lock:
                 if chunk is not None:
-                    self._result = (generation, step, float(obs.timestamp), chunk)
+                    self._result = (generation, step, float(obs.timestamp), chunk, started, ended)
                 self._in_flight = False
 
     def reset(self) -> None:

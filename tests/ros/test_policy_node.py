@@ -124,7 +124,7 @@ def test_inference_three_periods_slow_blocks_no_tick_when_async(graph, twin, bun
     probe = graph.add(Probe(graph.context))
     probe.listen(JointState, ACTION_TOPIC, 50, keep=True)
     graph.add(TwinNode(twin, context=graph.context))
-    graph.add(FrankaNode(context=graph.context, parameter_overrides=[
+    franka = graph.add(FrankaNode(context=graph.context, parameter_overrides=[
         Parameter("robot_ip", value=twin.hostname), Parameter("sim", value=True),
         Parameter("safety_limits_file", value=loaded_machine_limits)]))
     policy = graph.add(PolicyNode(SlowedBundle(BundlePolicy(bundle_dir), 0.3), context=graph.context,
@@ -135,6 +135,16 @@ def test_inference_three_periods_slow_blocks_no_tick_when_async(graph, twin, bun
     wait_until(lambda: len(probe.history.get(ACTION_TOPIC, [])) >= 10, 60, "10 commands")
     ticks = [(t, d) for t, d in list(policy.ticks) if d > 0][-20:]
     blocked = sum(d > 0.05 for _, d in ticks)
+    # Every command's latency record runs forward stage by stage (frame -> ... -> executed), and the
+    # model's 0.3 s shows up as the inference stage, not elsewhere.
+    executed = {published: (received, done) for published, received, done in franka.trace}
+    timings = [t.with_franka(*executed[t.published]) for t in list(policy.trace) if t.published in executed]
+    assert len(timings) >= 5
+    for t in timings:
+        times = [t.captured, t.received, t.assembled, t.inference_start, t.inference_end, t.published,
+                 t.franka_received, t.executed]  # fmt: skip
+        assert all(b >= a for a, b in itertools.pairwise(times)), t
+        assert 0.29 < t.inference_end - t.inference_start < 1.0, t
     if inference == "sync":
         assert blocked >= 2, ticks  # the 0.3 s model runs inside the tick
         return

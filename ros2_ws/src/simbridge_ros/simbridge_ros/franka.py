@@ -106,7 +106,9 @@ class FrankaNode(Node):
         self.commander_node = ""
         # Commands wait here for their control slot. Two deep: a burst of two (DDS / scheduler jitter)
         # executes one period apart instead of losing one; anything older is dropped (newest wins).
-        self.pending: deque[ActionCommand] = deque(maxlen=2)
+        self.pending: deque[tuple[ActionCommand, float]] = deque(maxlen=2)  # (command, received wall time)
+        # Per executed command: (its published time, received, executed), wall clock: latency diagnostics.
+        self.trace: deque[tuple[float, float, float]] = deque(maxlen=1000)
         self.last_command_time = 0.0  # monotonic, 0 = never
         self.last_exec_time = 0.0
         self.watchdog_tripped = False
@@ -167,7 +169,7 @@ class FrankaNode(Node):
                 return
             self.last_command_time = time.monotonic()
             self.watchdog_tripped = False
-            self.pending.append(cmd)
+            self.pending.append((cmd, time.time()))
             if time.monotonic() - self.last_exec_time >= self.min_gap:
                 self._execute_pending()
 
@@ -208,7 +210,7 @@ class FrankaNode(Node):
     def _execute_pending(self) -> None:
         if not self.pending or self.estopped:
             return
-        cmd = self.pending.popleft()
+        cmd, received = self.pending.popleft()
         if self.fault:
             self._reject(f"robot in error ({self.fault}); call ~/recover")
             return
@@ -225,6 +227,8 @@ class FrankaNode(Node):
             self._reject(f"safety filter rejected the action: {result.reason}")
             return
         self.counts["executed"] += 1
+        if cmd.published is not None:
+            self.trace.append((cmd.published, received, time.time()))
         if result is not None and result.clipped:
             self.last_reason = f"clipped {result.clipped}"
         self.pub_exec.publish(action_to_msg(np.asarray(sent, np.float32), cmd.source, cmd.stamp, cmd.intervention,

@@ -8,7 +8,8 @@ ensembling, :mod:`simbridge.deploy.chunking`), and publishes one action under th
 publish time (the franka node's safety filter bounds both ages: an image that was old before a
 slow inference started is caught, not only a late delivery). Observations older than ``max_observation_age_s`` (a stalled
 camera) produce no action at all, so the watchdog stops the arm. ``trace`` keeps, per recent
-command, the observation time and inference time (latency diagnostics and the benchmark).
+command, a :class:`~simbridge.deploy.latency.CommandTiming`: frame capture, receipt, observation
+assembly, inference start / end, publication (latency diagnostics and the benchmark).
 
 Before the first action it checks the bundle against the running cameras: every camera of the
 contract must have a publisher and deliver images of the contract's size. A mismatch is
@@ -35,6 +36,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -46,6 +48,7 @@ from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
 from simbridge.data.spec import Observation
+from simbridge.deploy.latency import NAN, CommandTiming
 from simbridge_ros.common import (
     ACTION_TOPIC,
     EE_POSE_TOPIC,
@@ -110,7 +113,11 @@ class PolicyNode(Node):
         # Public keys (PEM paths) of trusted exporters: when set, only bundles they signed are loaded.
         self.declare_parameter("trusted_keys", [""])
 
-        self.images: dict[str, tuple[np.ndarray, float]] = {}
+        self.images: dict[str, tuple[np.ndarray, float]] = {}  # camera -> (frame, capture stamp)
+        self._received: dict[str, float] = {}  # camera -> when its current frame arrived (wall clock)
+        # observation stamp -> (frame received, observation assembled): joined to the chunk planned from it
+        self._assembly: dict[float, tuple[float, float]] = {}
+        self._chunk_timing = CommandTiming(NAN, NAN, NAN, NAN, NAN, NAN)
         self.state: dict[str, Any] = {}
         self.status_text = "starting"
         self.refusal = ""
@@ -120,7 +127,7 @@ class PolicyNode(Node):
         self._started = time.monotonic()
         self.steps = 0
         self.predictions = 0
-        self.trace: deque[tuple[float, float, float]] = deque(maxlen=1000)  # (command, observation, inference s)
+        self.trace: deque[CommandTiming] = deque(maxlen=1000)  # per published command: where its latency went
         self.ticks: deque[tuple[float, float]] = deque(maxlen=1000)  # (tick start monotonic, tick duration s)
 
         self.pub_action = self.create_publisher(JointState, ACTION_TOPIC, 10)
@@ -222,6 +229,7 @@ class PolicyNode(Node):
     def _on_image(self, name: str, msg: Image) -> None:
         try:
             self.images[name] = (msg_to_image(msg), from_stamp(msg.header.stamp))
+            self._received[name] = time.time()
         except ValueError as err:
             self.get_logger().error(f"camera {name}: {err}", throttle_duration_sec=5.0)
 
@@ -247,11 +255,11 @@ class PolicyNode(Node):
         obs = self._observation()
         if obs is None:
             return
-        inference = 0.0
         if self.chunker.needs_prediction():
-            t0 = time.perf_counter()
+            started = time.time()
             chunk = np.asarray(self.policy.predict(obs), dtype=np.float32)
-            inference = time.perf_counter() - t0
+            received, assembled = self._assembly.get(obs.timestamp, (NAN, NAN))
+            self._chunk_timing = CommandTiming(obs.timestamp, received, assembled, started, time.time(), NAN)
             self.chunker.push(chunk)
             self.predictions += 1
             self._chunk_obs_time, self._chunk_step = obs.timestamp, 0
@@ -262,7 +270,7 @@ class PolicyNode(Node):
         stamp = self._chunk_obs_time + self._chunk_step * self._period
         self._chunk_step += 1
         published = time.time()
-        self.trace.append((published, obs.timestamp, inference))
+        self.trace.append(replace(self._chunk_timing, published=published, planned=stamp))
         self._publish(action, stamp, published)
 
     def _tick_async(self) -> None:
@@ -275,7 +283,9 @@ class PolicyNode(Node):
         self.steps += 1
         self.predictions = planned.chunk
         published = time.time()
-        self.trace.append((published, planned.observed, self.runner.stats.inference_s))
+        received, assembled = self._assembly.get(planned.observed, (NAN, NAN))
+        self.trace.append(CommandTiming(planned.observed, received, assembled, planned.inference_start,
+                                        planned.inference_end, published, planned.planned_time))  # fmt: skip
         self._publish(planned.action, planned.planned_time, published)
 
     def _publish(self, action: np.ndarray, stamp: float, published: float) -> None:
@@ -289,14 +299,18 @@ class PolicyNode(Node):
         if not instruction or "ee_pose" not in self.state or "joint_positions" not in self.state:
             self._set_status("waiting", "no instruction" if not instruction else "no robot state yet")
             return None
-        stamps = [s for _, s in self.images.values()]
-        oldest = min(stamps)
-        age = time.time() - oldest
+        oldest_camera = min(self.images, key=lambda name: self.images[name][1])
+        oldest = self.images[oldest_camera][1]
+        now = time.time()
+        age = now - oldest
         if age > float(self.get_parameter("max_observation_age_s").value):
             self._set_status("waiting", f"images are {age:.2f} s old: a camera stalled")
             return None
         if self.status_text != "running":
             self._set_status("running", self.source)
+        self._assembly[oldest] = (self._received.get(oldest_camera, NAN), now)
+        while len(self._assembly) > 64:  # only chunks in flight need theirs
+            del self._assembly[next(iter(self._assembly))]
         return Observation(
             images={n: img for n, (img, _) in self.images.items()}, ee_pose=self.state["ee_pose"],
             gripper_width=self.state["gripper_width"], joint_positions=self.state["joint_positions"],
