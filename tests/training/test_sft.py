@@ -251,6 +251,20 @@ def test_domain_randomization_is_off_by_default_and_draws_per_image():
         load_config(SFTConfig, overrides=["augment.hue=0.7"])
 
 
+def test_proprio_dropout_zeroes_whole_samples_of_the_model_input_only():
+    from simbridge.training.sft.data import drop_proprio
+
+    batch = {"proprio": torch.ones(400, 8), "pixel_values": torch.zeros(400, 1, 3, 4, 4)}
+    out = drop_proprio(batch, AugmentConfig(proprio_dropout=0.25), torch.Generator().manual_seed(0))
+    dropped = (out["proprio"] == 0).all(dim=1)
+    assert ((out["proprio"] == 0) | (out["proprio"] == 1)).all() and (out["proprio"] == 0).any(dim=1).eq(dropped).all()
+    assert 70 < int(dropped.sum()) < 130  # about a quarter of the samples
+    assert torch.equal(batch["proprio"], torch.ones(400, 8)) and out["pixel_values"] is batch["pixel_values"]
+    assert drop_proprio(batch, AugmentConfig(), torch.Generator()) is batch  # off by default
+    with pytest.raises(ConfigError, match="proprio_dropout"):
+        load_config(SFTConfig, overrides=["augment.proprio_dropout=1.5"])
+
+
 def test_train_sft_end_to_end_and_resume(store, tmp_path):
     overrides = [f"data.store={store}", f"root={tmp_path}", "optim.steps=12", "optim.batch_size=8",
                  "optim.warmup_steps=2", "log_every=2", "val_every=6", "checkpoint_every=6", "eval.enabled=false",

@@ -100,6 +100,9 @@ class AugmentConfig:
     gamma: float = 0.0
     #: Gaussian pixel noise, standard deviation in [0, 1] intensity units.
     noise_std: float = 0.0
+    #: Probability, per sample, that the policy is shown the demos' mean arm state (0 after
+    #: normalization) instead of its proprio: it learns to act from the images when proprio is off.
+    proprio_dropout: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("shift_px", "brightness", "contrast", "saturation", "hue", "channel_gain", "gamma", "noise_std"):
@@ -108,6 +111,8 @@ class AugmentConfig:
         for name in ("brightness", "contrast", "saturation", "channel_gain", "gamma"):
             if getattr(self, name) >= 1:
                 raise ValueError(f"{name}: a factor range [1 - x, 1 + x] needs x < 1, got {getattr(self, name)}")
+        if not 0.0 <= self.proprio_dropout <= 1.0:
+            raise ValueError(f"proprio_dropout: a probability in [0, 1], got {self.proprio_dropout}")
         if self.hue > 0.5:
             raise ValueError(f"hue: at most 0.5 (half the colour wheel), got {self.hue}")
 

@@ -173,6 +173,16 @@ def augment_images(pixels: torch.Tensor, cfg: AugmentConfig, generator: torch.Ge
     return x.clamp(0.0, 1.0).reshape(b, n, c, h, w)
 
 
+def drop_proprio(batch: dict[str, torch.Tensor], cfg: AugmentConfig, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """The model's inputs with ``proprio`` replaced by zeros (the normalized demo mean) in a random
+    ``cfg.proprio_dropout`` fraction of the samples; ``batch`` itself is left as it is."""
+    if not cfg.enabled or cfg.proprio_dropout <= 0 or "proprio" not in batch:
+        return batch
+    proprio = batch["proprio"]
+    keep = torch.rand(proprio.shape[0], generator=generator) >= cfg.proprio_dropout
+    return {**batch, "proprio": proprio * keep.to(proprio.dtype)[:, None]}
+
+
 #: RGB <-> YIQ: hue is the angle in the IQ plane (a linear, differentiable hue rotation).
 _RGB_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
 

@@ -25,7 +25,7 @@ from simbridge.training.models.precision import configure_training, trainable_ad
 from simbridge.training.sft.action_error import ActionError, episode_start_error, flatten, predicted_actions
 from simbridge.training.sft.auxiliary import AuxiliaryHeads, KeypointWaypointHead, waypoint_targets
 from simbridge.training.sft.config import OptimConfig, SFTConfig
-from simbridge.training.sft.data import Demos, augment_images, load_demos, split_episodes
+from simbridge.training.sft.data import Demos, augment_images, drop_proprio, load_demos, split_episodes
 from simbridge.training.sft.loss import make_batch, sft_forward
 from simbridge.training.sft.report import evaluate_on_training_distribution, plot_losses, write_action_error
 from simbridge.training.sft.stem_warmup import warm_up_keypoint_stem
@@ -221,7 +221,9 @@ def train_sft(cfg: SFTConfig, demos: Demos | None = None) -> Path:
             lr = _lr_at(step, cfg.optim)
             for group in optim.param_groups:
                 group["lr"] = lr
-            loss, metrics, out = sft_forward(policy, batch, target, cfg.l1_weight, cfg.bin_sigma)
+            # The auxiliary head always reads the true proprio; only the policy's input is dropped.
+            loss, metrics, out = sft_forward(policy, drop_proprio(batch, cfg.augment, gen), target, cfg.l1_weight,
+                                             cfg.bin_sigma)  # fmt: skip
             if aux_head is not None and waypoints is not None:
                 aux_loss, aux_metrics = aux_head.loss(out, batch["proprio"], waypoints[0][rows], waypoints[1][rows])
                 loss = loss + cfg.aux_weight * aux_loss
