@@ -110,6 +110,28 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX) :]))
 
 
+def prune_checkpoints(run_dir: str | Path, keep_last: int, best_metric: str = "", higher_is_better: bool = True,
+                      ) -> list[Path]:  # fmt: skip
+    """Delete all but the newest ``keep_last`` complete checkpoints and the best one by
+    ``best_metric`` (from each checkpoint's saved metrics; one without it is never the best).
+    ``keep_last <= 0`` keeps everything. Returns the deleted directories."""
+    found = list_checkpoints(run_dir)
+    if keep_last <= 0 or len(found) <= keep_last:
+        return []
+    keep = set(found[-keep_last:])
+    scored = [(float(m), p) for p in found if (m := checkpoint_meta(p).get("metrics", {}).get(best_metric)) is not None]
+    if best_metric and scored:
+        keep.add((max if higher_is_better else min)(scored, key=lambda mp: mp[0])[1])
+    deleted = []
+    for path in found:
+        if path not in keep:
+            trash = path.with_name(f".{path.name}.deleting-{os.getpid()}")
+            os.replace(path, trash)  # never half a checkpoint under its own name
+            shutil.rmtree(trash, ignore_errors=True)
+            deleted.append(path)
+    return deleted
+
+
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
     found = list_checkpoints(run_dir)
     return found[-1] if found else None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -92,3 +93,39 @@ def test_missing_checkpoint_is_a_clear_error(tmp_path):
         load_checkpoint(tmp_path / "nope")
     with pytest.raises(CheckpointError, match="holds no checkpoint"):
         load_checkpoint(tmp_path)
+
+
+def _fake_checkpoints(run: Path, scores: dict[int, float | None]) -> None:
+    """Complete-looking checkpoint directories (the meta file is what makes one complete)."""
+    from simbridge.training.checkpoint import CHECKPOINT_META
+
+    for it, score in scores.items():
+        d = run / "checkpoints" / f"iter_{it:06d}"
+        d.mkdir(parents=True)
+        (d / "model.safetensors").write_bytes(b"weights")
+        metrics = {} if score is None else {"val/loss": score}
+        (d / CHECKPOINT_META).write_text(json.dumps({"iteration": it, "metrics": metrics}))
+
+
+def test_pruning_keeps_the_newest_and_the_best_and_nothing_else(tmp_path):
+    from simbridge.training.checkpoint import list_checkpoints, prune_checkpoints
+
+    _fake_checkpoints(tmp_path, {10: 0.9, 20: 0.4, 30: None, 40: 0.7, 50: 0.8})
+    assert prune_checkpoints(tmp_path, keep_last=0) == []  # 0: keep all
+    deleted = prune_checkpoints(tmp_path, keep_last=2, best_metric="val/loss", higher_is_better=False)
+    assert sorted(p.name for p in deleted) == ["iter_000010", "iter_000030"]
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["iter_000020", "iter_000040", "iter_000050"]
+    assert not [p for p in (tmp_path / "checkpoints").iterdir() if p.name.startswith(".")]  # no debris
+    # Higher is better (RL success rate): the best is the newest here, so only the newest N stay.
+    prune_checkpoints(tmp_path, keep_last=1, best_metric="val/loss", higher_is_better=True)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["iter_000050"]
+
+
+def test_keep_checkpoints_is_validated_at_load():
+    from simbridge.data.config import ConfigError, load_config
+    from simbridge.training.rl.config import RLConfig
+    from simbridge.training.sft.config import SFTConfig
+
+    for cls, key in ((SFTConfig, "keep_checkpoints"), (RLConfig, "runner.keep_checkpoints")):
+        with pytest.raises(ConfigError, match="keep_checkpoints"):
+            load_config(cls, overrides=[f"{key}=-1"])

@@ -8,6 +8,7 @@ same interfaces as the ManiSkill envs and the VLA policies and cost milliseconds
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ import ray
 
 from simbridge.data.config import load_config
 from simbridge.data.runs import read_metrics
+from simbridge.training.checkpoint import list_checkpoints
 from simbridge.training.rl.config import RLConfig
 from simbridge.training.rl.placement import ResourceShortfall, create_worker_groups
 from simbridge.training.rl.rollout import RolloutCollector
@@ -95,7 +97,7 @@ def test_resume_continues_from_the_checkpoint_iteration(tmp_path):
     first = train(toy_config(tmp_path, runner={"iterations": 2}))
     announced = (first / "checkpoints" / "announce.jsonl").read_text().splitlines()
     assert len(announced) == 2
-    resumed = train(toy_config(tmp_path, runner={"iterations": 4, "resume": str(first)}))
+    resumed = train(toy_config(tmp_path, runner={"iterations": 4, "resume": str(first), "keep_checkpoints": 1}))
     assert resumed == first
     records = read_metrics(first)
     assert [r["step"] for r in records] == [1, 2, 3, 4]
@@ -103,6 +105,10 @@ def test_resume_continues_from_the_checkpoint_iteration(tmp_path):
     assert [r["weights_version"] for r in records] == [0, 1, 2, 3]
     assert (first / "checkpoints" / "iter_000004").is_dir()
     assert len((first / "checkpoints" / "announce.jsonl").read_text().splitlines()) == 4
+    # runner.keep_checkpoints=1: the newest and the one with the best training success rate remain
+    success = {r["step"]: r["success_rate"] for r in records if math.isfinite(r.get("success_rate", math.nan))}
+    kept = {4} | ({max(sorted(success), key=lambda s: success[s])} if success else set())  # first of equals
+    assert [p.name for p in list_checkpoints(first)] == [f"iter_{s:06d}" for s in sorted(kept)]
 
 
 def test_time_budget_stops_with_a_checkpoint_that_resumes(tmp_path):

@@ -265,6 +265,16 @@ def test_proprio_dropout_zeroes_whole_samples_of_the_model_input_only():
         load_config(SFTConfig, overrides=["augment.proprio_dropout=1.5"])
 
 
+def test_keep_checkpoints_prunes_to_the_newest_and_the_lowest_validation_loss(store, tmp_path):
+    overrides = [f"data.store={store}", f"root={tmp_path}", "optim.steps=9", "optim.batch_size=8",
+                 "optim.warmup_steps=2", "val_every=3", "checkpoint_every=3", "keep_checkpoints=1",
+                 "eval.enabled=false", "progress=false", "data.val_fraction=0.2", "threads=1"]  # fmt: skip
+    run = train_sft(load_config(SFTConfig, overrides=overrides))
+    losses = {m["step"]: m["val/loss"] for m in read_metrics(run) if "val/loss" in m}
+    best = min((3, 6, 9), key=lambda s: losses[s])
+    assert [c.name for c in list_checkpoints(run)] == [f"iter_{s:06d}" for s in sorted({best, 9})]
+
+
 def test_train_sft_end_to_end_and_resume(store, tmp_path):
     overrides = [f"data.store={store}", f"root={tmp_path}", "optim.steps=12", "optim.batch_size=8",
                  "optim.warmup_steps=2", "log_every=2", "val_every=6", "checkpoint_every=6", "eval.enabled=false",

@@ -261,6 +261,9 @@ class RunnerConfig:
     #: Policy calls per env per iteration (PPO). GRPO runs one full episode per env instead.
     rollout_steps: int = 32
     checkpoint_every: int = 10
+    #: Keep only the newest N checkpoints plus the one with the best training success rate
+    #: (0: keep all). A 7B checkpoint is ~15 GB.
+    keep_checkpoints: int = 0
     #: A run directory to continue from its latest checkpoint ("" / None: start fresh).
     resume: str | None = None
     seed: int = 0
@@ -277,6 +280,8 @@ class RunnerConfig:
             raise ValueError("time_budget_min: must be > 0 minutes (or null: no limit)")
         if self.checkpoint_every < 1:
             raise ValueError("checkpoint_every: must be >= 1")
+        if self.keep_checkpoints < 0:
+            raise ValueError("keep_checkpoints: 0 (keep all) or how many of the newest to keep")
 
 
 @config

@@ -216,6 +216,10 @@ def _loop(
         out_of_time = deadline is not None and time.perf_counter() + (time.perf_counter() - t0) > deadline
         if done % cfg.runner.checkpoint_every == 0 or done == cfg.runner.iterations or out_of_time:
             groups.actors.save(str(run.path), done, _scalars(metrics), {"algorithm": cfg.algorithm.name})
+            if cfg.runner.keep_checkpoints:
+                from simbridge.training.checkpoint import prune_checkpoints
+
+                prune_checkpoints(run.path, cfg.runner.keep_checkpoints, "success_rate", higher_is_better=True)
         if out_of_time and done < cfg.runner.iterations:
             log.warning("runner.time_budget_min=%s reached after iteration %d of %d: checkpoint saved, stopping "
                         "(continue with runner.resume=%s)", cfg.runner.time_budget_min, done, cfg.runner.iterations,

@@ -169,6 +169,8 @@ class SFTConfig:
     log_every: int = 10
     val_every: int = 200
     checkpoint_every: int = 500
+    #: Keep only the newest N checkpoints plus the one with the lowest validation loss (0: keep all).
+    keep_checkpoints: int = 0
     #: "" = fresh run; "auto" = continue the newest run of this name; or a run directory.
     resume: str = ""
     progress: bool = True
@@ -180,6 +182,8 @@ class SFTConfig:
     def __post_init__(self) -> None:
         if self.bin_sigma < 0:
             raise ValueError("bin_sigma: 0 (one-hot targets) or a positive width in bins, e.g. 1.5")
+        if self.keep_checkpoints < 0:
+            raise ValueError("keep_checkpoints: 0 (keep all) or how many of the newest to keep")
         if self.aux_weight < 0:
             raise ValueError("aux_weight: 0 (off) or a positive weight of the auxiliary loss, e.g. 1.0")
         if self.stem_warmup_steps < 0 or not self.stem_warmup_lr > 0 or self.stem_warmup_batch_size < 1:

@@ -18,7 +18,12 @@ import torch
 from simbridge.data.config import ConfigError, to_dict
 from simbridge.data.runs import RunDir
 from simbridge.data.spec import ActionSpec, ObservationSpec, PolicyContract
-from simbridge.training.checkpoint import latest_checkpoint, load_training_state, save_checkpoint
+from simbridge.training.checkpoint import (
+    latest_checkpoint,
+    load_training_state,
+    prune_checkpoints,
+    save_checkpoint,
+)
 from simbridge.training.models import PRESETS, ActionStats, InstructionTokenizer, VLAPolicy, build_policy
 from simbridge.training.models.adapters import apply_lora
 from simbridge.training.models.precision import configure_training, trainable_adamw
@@ -199,9 +204,11 @@ def train_sft(cfg: SFTConfig, demos: Demos | None = None) -> Path:
                           "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state()}  # fmt: skip
         if aux_head is not None:
             training_state["aux_head"] = aux_head.state_dict()
-        return save_checkpoint(policy, run, step, metrics, config=to_dict(cfg), training_state=training_state,
+        path = save_checkpoint(policy, run, step, metrics, config=to_dict(cfg), training_state=training_state,
                                extra={"num_train_episodes": len(train_eps), "num_val_episodes": len(val_eps),
                                       "num_train_steps": len(train)})  # fmt: skip
+        prune_checkpoints(run, cfg.keep_checkpoints, "val/loss", higher_is_better=False)
+        return path
 
     started = time.time()
     if state is None and waypoints is not None and cfg.stem_warmup_steps > 0:  # a resumed run had its warm-up
