@@ -91,3 +91,43 @@ def test_hardware_fault_at_reset_stops_the_protocol_for_the_operator(graph, tmp_
         assert not (tmp_path / "eval" / "episodes.jsonl").exists()  # no trial ran on a faulted arm
     finally:
         close_robot(graph, robot)
+
+
+def test_a_shutdown_during_a_service_call_is_a_quiet_stop_not_an_abort(tmp_path, bundle_dir):
+    """``ros2 launch`` stopping the graph while the protocol thread waits on a service: rclpy raises
+    RCLError (context invalid). That is a normal stop: no traceback, no "aborted" status."""
+    import rclpy
+    from rclpy.context import Context
+    from simbridge_ros.orchestrator import OrchestratorNode
+    from simbridge_ros.protocol import load_protocol
+
+    protocol_file = tmp_path / "protocol.yaml"
+    protocol_file.write_text(f"name: stop_test\npolicies: {{sft: '{bundle_dir / 'latest'}'}}\nepisodes_per_condition: 1\n"
+                             "conditions:\n  - {name: base, category: train}\n")  # fmt: skip
+    context = Context()
+    rclpy.init(context=context)
+    node = OrchestratorNode(load_protocol(protocol_file), context=context, parameter_overrides=[
+        Parameter("log_dir", value=str(tmp_path / "eval")), Parameter("autostart", value=False)])
+    statuses: list[dict] = []
+    node._status = lambda **fields: statuses.append(fields)
+
+    def shut_down_mid_call() -> None:
+        context.shutdown()
+        raise RuntimeError("failed to check service availability: rcl node's context is invalid")
+
+    node.run_protocol = shut_down_mid_call
+    node._run_safely()  # must not raise
+    assert node.done.is_set() and "context is invalid" in node.error and statuses == []
+    node.destroy_node()
+
+    # While the context is up, the same failure is an abort, reported as such.
+    context = Context()
+    rclpy.init(context=context)
+    node = OrchestratorNode(load_protocol(protocol_file), context=context, parameter_overrides=[
+        Parameter("log_dir", value=str(tmp_path / "eval")), Parameter("autostart", value=False)])
+    node._status = lambda **fields: statuses.append(fields)
+    node.run_protocol = lambda: (_ for _ in ()).throw(RuntimeError("the franka node refused"))
+    node._run_safely()
+    assert statuses == [{"state": "aborted", "error": "RuntimeError: the franka node refused"}]
+    node.destroy_node()
+    context.try_shutdown()

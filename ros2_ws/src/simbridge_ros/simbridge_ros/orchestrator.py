@@ -164,8 +164,14 @@ class OrchestratorNode(Node):
             self.run_protocol()
         except Exception as err:
             self.error = f"{type(err).__name__}: {err}"
-            self.get_logger().error(f"evaluation aborted: {self.error}; results so far are in {self.log_dir}")
-            self._status(state="aborted", error=self.error)
+            if not self.context.ok():  # Ctrl-C / the launch stopping us mid-call: a normal stop, not an abort
+                return
+            try:
+                self.get_logger().error(f"evaluation aborted: {self.error}; results so far are in {self.log_dir}")
+                self._status(state="aborted", error=self.error)
+            except Exception:
+                if self.context.ok():  # not the shutdown race (the context went down meanwhile)
+                    raise
         finally:
             self.done.set()
 
