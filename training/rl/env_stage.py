@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -166,9 +166,6 @@ class EnvStage:
     def close(self) -> None:
         for block in self.blocks:
             block.close()
-
-
-SceneBatching = Literal["auto", "batched", "single"]
 
 
 def batched_scenes(cfg: EnvConfig) -> bool:
