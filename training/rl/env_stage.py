@@ -151,10 +151,8 @@ class EnvStage:
                 if not stepping[lo:hi].any():
                     continue
                 out = block.step_envs(chunk[lo:hi, i], stepping[lo:hi], observe=i == k - 1)
-                for r in range(hi - lo):
-                    if not stepping[lo + r]:
-                        continue
-                    res.steps[lo + r] += 1
+                res.steps[lo:hi] += stepping[lo:hi]
+                for r in np.flatnonzero(stepping[lo:hi]):
                     if out.obs[r] is not None:
                         res.obs[lo + r] = out.obs[r]
                 res.rewards[lo:hi] += np.where(stepping[lo:hi], shape_reward(out.rewards, out.dense), 0.0)
